@@ -1,0 +1,1 @@
+//! Criterion benches for skillbox live in `benches/`; this library is empty on purpose.

@@ -1,0 +1,82 @@
+//! `skillbox`: run WebAssembly skills under limits, and manage the credentials they may use.
+//!
+//! The binary is glue: parsing (clap), prompts, and output formatting live
+//! here; everything that does work is in the `skillbox-runtime` and
+//! `skillbox-vault` libraries.
+
+mod exit;
+mod skills;
+mod vault_cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run WebAssembly skills with capability-scoped secrets.
+#[derive(Debug, Parser)]
+#[command(name = "skillbox", version, about, long_about = None, after_help = exit::EXIT_CODES_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand accepts.
+#[derive(Debug, clap::Args)]
+pub struct GlobalOpts {
+    /// More output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The credential vault file [default: $XDG_DATA_HOME/skillbox/vault.db].
+    #[arg(long, env = "SKILLBOX_VAULT", global = true, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/skillbox/components].
+    #[arg(long, env = "SKILLBOX_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile components afresh instead of using the cache.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a skill once: JSON input in (--input, --input-file or stdin), JSON result out.
+    Run(skills::RunArgs),
+    /// Show a skill's manifest and its component's imports and exports.
+    Inspect(skills::InspectArgs),
+    /// Run the build command from a skill's manifest.
+    Build(skills::BuildArgs),
+    #[command(flatten)]
+    Vault(vault_cli::VaultCommands),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let result = match cli.command {
+        Command::Run(args) => skills::run(args, &cli.global),
+        Command::Inspect(args) => skills::inspect(args, &cli.global),
+        Command::Build(args) => skills::build(args),
+        Command::Vault(cmd) => vault_cli::run(cmd, &cli.global),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => exit::report(&error),
+    }
+}
+
+/// Logs go to stderr so stdout carries only results. Skill log lines
+/// (target `skill`) show at info by default: they are the skill's output.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,skill=info",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

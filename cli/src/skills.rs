@@ -1,0 +1,179 @@
+//! `skillbox run`, `inspect` and `build`: the commands that work on a skill directory.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use skillbox_runtime::{InvocationContext, Manifest, Runtime, RuntimeConfig};
+
+use crate::GlobalOpts;
+use crate::exit::{self, with_code};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The skill: its directory or its skill.toml.
+    skill: PathBuf,
+    /// The input as JSON text.
+    #[arg(long, conflicts_with = "input_file", value_name = "JSON")]
+    input: Option<String>,
+    /// Read the input JSON from this file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    input_file: Option<PathBuf>,
+    /// The environment whose credentials the skill may use.
+    #[arg(long = "env", env = "SKILLBOX_ENV", default_value = "dev", value_name = "ENV")]
+    environment: String,
+    /// The user or tenant the skill runs for (selects whose credentials).
+    #[arg(long, env = "SKILLBOX_USER", default_value = "default", value_name = "USER")]
+    user: String,
+    /// Why the skill is run; recorded in the audit trail.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    purpose: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The skill: its directory or its skill.toml.
+    skill: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The skill: its directory or its skill.toml.
+    skill: PathBuf,
+}
+
+pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let input = read_input(&args)?;
+    let runtime = runtime(global)?;
+    let skill = runtime.load(&args.skill)?;
+    let context = InvocationContext { user: args.user, environment: args.environment, purpose: args.purpose };
+    let output = tokio_runtime()?.block_on(skill.invoke_with(&input, &context))?;
+    print_stdout(&output.json)
+}
+
+pub fn inspect(args: InspectArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::load(&args.skill)?;
+    let info = runtime(global)?.inspect(&manifest)?;
+    if args.json {
+        let json = serde_json::json!({ "manifest": manifest, "component": info });
+        return print_stdout(&serde_json::to_string_pretty(&json)?);
+    }
+    let limits = &manifest.limits;
+    let mut text = String::new();
+    let s = &manifest.skill;
+    text += &format!("skill        {} {}\n", s.name, s.version);
+    if !s.description.is_empty() {
+        text += &format!("description  {}\n", s.description);
+    }
+    text += &format!("manifest     {}\n", manifest.path.display());
+    text += &format!("component    {} ({} bytes)\n", info.path.display(), info.size);
+    text += &format!("sha256       {}\n", info.sha256);
+    text += &format!(
+        "limits       memory {}, timeout {}, fuel {}\n",
+        bytes(limits.memory),
+        humantime::format_duration(limits.timeout),
+        limits.fuel.map_or("unlimited".to_owned(), |f| f.to_string())
+    );
+    if let Some(build) = &manifest.build {
+        text += &format!("build        {}\n", build.command);
+    }
+    for (title, items) in [("imports", &info.imports), ("exports", &info.exports)] {
+        text += &format!("{title}\n");
+        for item in items {
+            text += &format!("  {:<10} {}\n", item.kind, item.name);
+        }
+    }
+    print_stdout(text.trim_end())
+}
+
+pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::load(&args.skill)?;
+    let Some(build) = &manifest.build else {
+        return Err(with_code(
+            exit::USAGE,
+            anyhow::anyhow!("{} has no [build] command; add `[build] command = \"...\"` or build the component yourself", manifest.path.display()),
+        ));
+    };
+    eprintln!("building {} in {}: {}", manifest.skill.name, manifest.dir().display(), build.command);
+    let status = shell(&build.command)
+        .current_dir(manifest.dir())
+        .status()
+        .with_context(|| format!("cannot start the build command `{}`", build.command))?;
+    if !status.success() {
+        return Err(with_code(exit::SKILL_FAILED, anyhow::anyhow!("build command failed ({status})")));
+    }
+    let component = manifest.component_path();
+    if !component.is_file() {
+        return Err(with_code(
+            exit::USAGE,
+            anyhow::anyhow!("the build succeeded but {} does not exist; check `skill.component`", component.display()),
+        ));
+    }
+    eprintln!("built {}", component.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+fn shell(command: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(command);
+    cmd
+}
+
+#[cfg(not(unix))]
+fn shell(command: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("cmd");
+    cmd.arg("/C").arg(command);
+    cmd
+}
+
+fn read_input(args: &RunArgs) -> anyhow::Result<String> {
+    if let Some(input) = &args.input {
+        return Ok(input.clone());
+    }
+    let mut text = String::new();
+    match &args.input_file {
+        Some(path) if path.as_os_str() != "-" => {
+            text = std::fs::read_to_string(path).with_context(|| format!("cannot read --input-file {}", path.display()))?;
+        }
+        _ => {
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("reading input JSON from stdin (end with Ctrl-D; or pass --input '{{...}}')");
+            }
+            stdin.read_to_string(&mut text).context("cannot read input from stdin")?;
+        }
+    }
+    Ok(text)
+}
+
+pub fn runtime(global: &GlobalOpts) -> anyhow::Result<Runtime> {
+    let mut config = RuntimeConfig::default();
+    if global.no_cache {
+        config.cache_dir = None;
+    } else if let Some(dir) = &global.cache_dir {
+        config.cache_dir = Some(dir.clone());
+    }
+    Ok(Runtime::new(config)?)
+}
+
+pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Prints `text` and a newline; a closed pipe (`skillbox run ... | head`) is not an error.
+pub fn print_stdout(text: &str) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}

@@ -1,0 +1,49 @@
+//! Implementation for the `skillbox:skill/log` interface.
+//!
+//! Guest log lines go to `tracing` under the target `skill`, with the skill's
+//! name as a field, so an operator filters them like any other host output
+//! (`RUST_LOG=skill=debug`).
+
+use crate::bindings::skillbox::skill::{log, types};
+use crate::{MAX_LOG_MESSAGE, SkillCtxView};
+
+impl log::Host for SkillCtxView<'_> {
+    async fn log(&mut self, level: log::Level, message: String) {
+        let skill = self.ctx.skill_name();
+        let message = truncate_at_char_boundary(&message, MAX_LOG_MESSAGE);
+        match level {
+            log::Level::Trace => tracing::trace!(target: "skill", skill, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "skill", skill, "{message}"),
+            log::Level::Info => tracing::info!(target: "skill", skill, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "skill", skill, "{message}"),
+            log::Level::Error => tracing::error!(target: "skill", skill, "{message}"),
+        }
+    }
+}
+
+/// `types` declares only types; the empty impl is what bindgen asks for.
+impl types::Host for SkillCtxView<'_> {}
+
+/// Cuts `text` to at most `max` bytes without splitting a UTF-8 sequence.
+pub(crate) fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_at_char_boundary;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_at_char_boundary("héllo", 2), "h");
+        assert_eq!(truncate_at_char_boundary("héllo", 3), "hé");
+        assert_eq!(truncate_at_char_boundary("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,68 @@
+//! The one wasmtime `Engine` a runtime uses, and the thread that ticks its epoch.
+//!
+//! Settings that are engine-wide (and so must hold for every skill) live
+//! here: the component model, async support for host calls, epoch
+//! interruption for wall-clock deadlines, fuel for optional instruction
+//! budgets, and the pooling allocator, which halves per-call cost by reusing
+//! pre-reserved memory slots instead of mapping fresh ones.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::{Error, Result};
+use crate::manifest::MAX_MEMORY;
+
+/// How often the epoch advances; a deadline is noticed within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Builds the engine. `max_instances` sizes the pooling allocator and so
+/// bounds how many invocations can be live at once.
+pub(crate) fn build_engine(max_instances: u32) -> Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Fuel is compiled into every function, so it is on for all skills;
+    // skills without a fuel limit get u64::MAX. Measured cost is in the noise.
+    config.consume_fuel(true);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(max_instances)));
+    Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+fn pooling(max_instances: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust wasip2 component holds its main module plus a few small shims:
+    // leave room for several core instances, memories and tables each.
+    pool.total_component_instances(max_instances);
+    pool.total_core_instances(max_instances * 16);
+    pool.total_memories(max_instances * 2);
+    pool.total_tables(max_instances * 8);
+    pool.total_stacks(max_instances);
+    pool.max_memories_per_component(4);
+    pool.max_tables_per_component(16);
+    pool.max_core_instances_per_component(32);
+    // The per-store limiter enforces each manifest's own, smaller limit.
+    pool.max_memory_size(MAX_MEMORY as usize);
+    pool
+}
+
+/// Advances an engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker;
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> EpochTicker {
+        let weak: EngineWeak = engine.weak();
+        std::thread::Builder::new()
+            .name("skillbox-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker
+    }
+}

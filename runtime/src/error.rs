@@ -1,0 +1,164 @@
+//! The one error type of `skillbox-runtime`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong loading or running a skill.
+///
+/// Variants carry what a person needs to fix the problem: the file, the
+/// manifest key, the limit that was hit. No variant ever carries a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `skill.toml` could not be read or is not valid.
+    #[error("invalid manifest {}: {message}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong, naming the key and the fix.
+        message: String,
+    },
+
+    /// The component file named by a manifest could not be read.
+    #[error("cannot read component {}: {source} (build it with `skillbox build` or fix `skill.component`)", path.display())]
+    ComponentMissing {
+        /// The component file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+
+    /// The file is WebAssembly (or not even that) but not a component.
+    #[error("{} is not a WebAssembly component: {reason}", path.display())]
+    NotAComponent {
+        /// The file that was loaded.
+        path: PathBuf,
+        /// Why it was rejected, and how to produce a component instead.
+        reason: String,
+    },
+
+    /// The component is valid but cannot be linked as a skill: it does not
+    /// export the `skillbox:skill/skill` world's `run`, or imports something
+    /// the host does not provide.
+    #[error("{} is not a skillbox skill: {reason}", path.display())]
+    NotASkill {
+        /// The component file.
+        path: PathBuf,
+        /// What is missing or unsupported.
+        reason: String,
+    },
+
+    /// wasmtime failed to compile the component.
+    #[error("cannot compile {}: {message}", path.display())]
+    Compile {
+        /// The component file.
+        path: PathBuf,
+        /// wasmtime's message.
+        message: String,
+    },
+
+    /// The caller's input is not JSON text.
+    #[error("input is not valid JSON: {0}")]
+    InvalidInput(String),
+
+    /// The skill ran past its wall-clock limit and was stopped.
+    #[error("skill `{skill}` hit its time limit of {} and was stopped (raise `limits.timeout` in its skill.toml if it needs longer)", humantime::format_duration(*limit))]
+    TimeLimit {
+        /// The skill's name.
+        skill: String,
+        /// The limit that was hit.
+        limit: Duration,
+    },
+
+    /// The skill tried to grow its memory past its limit and was stopped.
+    #[error("skill `{skill}` hit its memory limit of {} and was stopped (raise `limits.memory` in its skill.toml if it needs more)", bytesize::ByteSize::b(*limit).display().iec())]
+    MemoryLimit {
+        /// The skill's name.
+        skill: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// The skill used up its fuel (instruction budget) and was stopped.
+    #[error("skill `{skill}` used up its fuel limit of {limit} and was stopped (raise `limits.fuel` in its skill.toml)")]
+    FuelLimit {
+        /// The skill's name.
+        skill: String,
+        /// The fuel it was given.
+        limit: u64,
+    },
+
+    /// The guest trapped (panicked, hit `unreachable`, divided by zero...).
+    #[error("skill `{skill}` crashed: {message}")]
+    Trap {
+        /// The skill's name.
+        skill: String,
+        /// The trap, plus the tail of the guest's stderr when it wrote one.
+        message: String,
+    },
+
+    /// The skill returned an error of its own from `run`.
+    #[error("skill `{skill}` failed: {error}")]
+    SkillFailed {
+        /// The skill's name.
+        skill: String,
+        /// The error the skill returned.
+        error: SkillFailure,
+    },
+
+    /// The skill returned text that is not JSON.
+    #[error("skill `{skill}` returned invalid JSON: {reason}")]
+    InvalidOutput {
+        /// The skill's name.
+        skill: String,
+        /// The JSON parser's complaint.
+        reason: String,
+    },
+
+    /// The on-disk compile cache could not be used. Loading still works
+    /// without it; this is only returned when the cache directory itself
+    /// cannot be created.
+    #[error("compile cache {}: {source}", path.display())]
+    Cache {
+        /// The cache directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+
+    /// The engine could not be configured (for example the pooling
+    /// allocator could not reserve its address space).
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+}
+
+impl Error {
+    /// True when the skill was stopped because it hit one of its limits.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            Error::TimeLimit { .. } | Error::MemoryLimit { .. } | Error::FuelLimit { .. }
+        )
+    }
+}
+
+/// A `run` failure reported by the skill itself (the WIT `skill-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkillFailure {
+    /// The skill rejected its input.
+    InvalidInput(String),
+    /// The skill could not do the work.
+    Failed(String),
+}
+
+impl std::fmt::Display for SkillFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkillFailure::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            SkillFailure::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

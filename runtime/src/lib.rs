@@ -1,0 +1,136 @@
+//! Loads skillbox skill components and runs them under memory, time and capability limits.
+//!
+//! A [`Runtime`] owns one wasmtime engine (component model, async host
+//! calls, epoch deadlines, pooling allocator), a linker holding WASI (with
+//! nothing granted) and the `skillbox:skill` imports, and an optional
+//! on-disk [`ComponentCache`]. [`Runtime::load`] reads a `skill.toml`,
+//! compiles or loads its component and pre-links it once; [`Skill::invoke`]
+//! then runs it in a fresh store per call, as many calls at once as the
+//! pool allows.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), skillbox_runtime::Error> {
+//! use skillbox_runtime::{Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let skill = runtime.load("sample-skills/hello")?;
+//! let output = skill.invoke(r#"{"name":"Ada"}"#).await?;
+//! assert!(output.json.contains("Hello, Ada!"));
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod cache;
+mod engine;
+mod error;
+mod inspect;
+pub mod manifest;
+mod skill;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+pub use cache::{CacheOutcome, ComponentCache};
+pub use error::{Error, Result, SkillFailure};
+pub use inspect::{ComponentInfo, Item};
+pub use manifest::{Limits, Manifest};
+pub use skill::{InvocationContext, Output, Skill};
+
+use store::StoreState;
+
+/// How a [`Runtime`] is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` compiles every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Most invocations live at once; more wait for a slot. Sizes the pool.
+    pub max_concurrent: u32,
+    /// Most bytes of guest stdout (and, separately, stderr) kept per call.
+    pub max_stdio_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: ComponentCache::default_dir(),
+            max_concurrent: 256,
+            max_stdio_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The skill host: engine, linker, compile cache. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: Option<ComponentCache>,
+    slots: Semaphore,
+    config: RuntimeConfig,
+}
+
+impl std::fmt::Debug for RuntimeInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeInner").field("cache", &self.cache).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker, and opens the compile cache.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        let engine = engine::build_engine(config.max_concurrent)?;
+        engine::EpochTicker::start(&engine);
+        let linker = build_linker(&engine)?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ComponentCache::open(dir, &engine)?),
+            None => None,
+        };
+        let slots = Semaphore::new(config.max_concurrent as usize);
+        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, cache, slots, config }) })
+    }
+
+    /// The wasmtime engine, for embedders who want to share it.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Loads the skill whose manifest is at `path` (a `skill.toml` or its directory).
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<Skill> {
+        self.load_manifest(Manifest::load(path)?)
+    }
+
+    /// Loads a skill from an already parsed manifest.
+    pub fn load_manifest(&self, manifest: Manifest) -> Result<Skill> {
+        Skill::load(self.inner.clone(), manifest).map(|(skill, _)| skill)
+    }
+
+    /// Compiles a manifest's component (without linking it, so this works
+    /// for components that are not valid skills) and lists its imports and exports.
+    pub fn inspect(&self, manifest: &Manifest) -> Result<ComponentInfo> {
+        let path = manifest.component_path();
+        let compiled = skill::compile(&self.inner, &path)?;
+        Ok(inspect::inspect_component(&self.inner.engine, &compiled.component, path, compiled.digest, compiled.size))
+    }
+
+    /// Like [`Runtime::load`], also saying whether the compile cache was hit.
+    pub fn load_reporting_cache(&self, path: impl AsRef<Path>) -> Result<(Skill, CacheOutcome)> {
+        Skill::load(self.inner.clone(), Manifest::load(path)?)
+    }
+}
+
+fn build_linker(engine: &Engine) -> Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    let link = |e: wasmtime::Error| Error::Engine(format!("linking host interfaces: {e:#}"));
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+    skillbox_host_api::add_to_linker(&mut linker).map_err(link)?;
+    Ok(linker)
+}

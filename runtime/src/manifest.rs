@@ -1,0 +1,277 @@
+//! `skill.toml`: what a skill is, where its component lives, and its limits.
+//!
+//! Parsing is strict on purpose (as Spin's `validate_all_keys_used`): an
+//! unknown key is a typo the author wants to hear about, not something to
+//! skip, so every table is `deny_unknown_fields` and every value that has a
+//! unit is parsed here, with an error that names the key and a valid example.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+/// The file name the CLI looks for when given a directory.
+pub const MANIFEST_FILE: &str = "skill.toml";
+
+/// Memory limit used when `[limits] memory` is absent.
+pub const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
+/// Time limit used when `[limits] timeout` is absent.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest memory limit a manifest may ask for: a 32-bit linear memory's size.
+pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+/// Smallest memory limit that lets a Rust guest start at all.
+pub const MIN_MEMORY: u64 = 1024 * 1024;
+/// Longest time limit a manifest may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A parsed and checked `skill.toml`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The `[skill]` table.
+    pub skill: SkillSection,
+    /// The `[limits]` table; defaults apply when it is absent.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The optional `[build]` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSection>,
+    /// Where the manifest was read from; relative paths resolve against its directory.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// The `[skill]` table.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkillSection {
+    /// The skill's name: lowercase letters, digits and `-`; grants refer to it.
+    #[serde(deserialize_with = "de_name")]
+    pub name: String,
+    /// The skill's version, as semver.
+    #[serde(deserialize_with = "de_version")]
+    pub version: semver::Version,
+    /// One line saying what the skill does.
+    #[serde(default)]
+    pub description: String,
+    /// Path of the `.wasm` component, relative to the manifest.
+    pub component: PathBuf,
+}
+
+/// The `[limits]` table.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most linear memory the guest may grow to, in bytes (`"64MiB"` in TOML).
+    #[serde(default = "default_memory", deserialize_with = "de_memory")]
+    pub memory: u64,
+    /// Wall-clock time one invocation may take (`"5s"` in TOML).
+    #[serde(default = "default_timeout", deserialize_with = "de_timeout", serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Optional instruction budget (wasmtime fuel units) per invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_fuel")]
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory: DEFAULT_MEMORY, timeout: DEFAULT_TIMEOUT, fuel: None }
+    }
+}
+
+/// The `[build]` table: how to produce the component, like `spin build`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSection {
+    /// A shell command run in the manifest's directory.
+    pub command: String,
+}
+
+impl Manifest {
+    /// Reads the manifest at `path`, which is a `skill.toml` or a directory holding one.
+    pub fn load(path: impl AsRef<Path>) -> Result<Manifest> {
+        let path = manifest_path(path.as_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Manifest {
+            path: path.clone(),
+            message: format!("cannot read it: {e} (pass a skill directory or its skill.toml)"),
+        })?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses manifest text; `path` is where it came from (for errors and relative paths).
+    pub fn parse(text: &str, path: PathBuf) -> Result<Manifest> {
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| Error::Manifest {
+            path: path.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        manifest.path = path;
+        Ok(manifest)
+    }
+
+    /// The directory the manifest lives in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The component's path, resolved against the manifest's directory.
+    pub fn component_path(&self) -> PathBuf {
+        self.dir().join(&self.skill.component)
+    }
+}
+
+/// Turns "a directory or a skill.toml" into the manifest file's path.
+pub fn manifest_path(path: &Path) -> PathBuf {
+    if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_owned() }
+}
+
+fn default_memory() -> u64 {
+    DEFAULT_MEMORY
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+fn de_name<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    check_name(&name).map_err(serde::de::Error::custom)?;
+    Ok(name)
+}
+
+/// Checks a skill name: 1-64 of `a-z`, `0-9`, `-`, starting with a letter.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "skill.name {name:?} is not valid: use 1-64 lowercase letters, digits and '-', starting with a letter (e.g. \"github-issues\")"
+        ))
+    }
+}
+
+fn de_version<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<semver::Version, D::Error> {
+    let text = String::deserialize(d)?;
+    semver::Version::parse(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "skill.version {text:?} is not a semantic version ({e}); write it like \"1.2.3\""
+        ))
+    })
+}
+
+fn de_memory<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_memory(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses a memory size such as `"64MiB"` and checks it is within bounds.
+pub fn parse_memory(text: &str) -> std::result::Result<u64, String> {
+    let bytes = text
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| {
+            format!("limits.memory {text:?} is not a size ({e}); write it like \"64MiB\" or \"512KiB\"")
+        })?
+        .as_u64();
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
+        return Err(format!("limits.memory {text:?} must be between 1MiB and 4GiB"));
+    }
+    Ok(bytes)
+}
+
+fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_timeout(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses a duration such as `"5s"` or `"250ms"` and checks it is within bounds.
+pub fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("limits.timeout {text:?} is not a duration ({e}); write it like \"5s\" or \"250ms\"")
+    })?;
+    if duration.is_zero() || duration > MAX_TIMEOUT {
+        return Err(format!("limits.timeout {text:?} must be more than 0 and at most 1h"));
+    }
+    Ok(duration)
+}
+
+fn de_fuel<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    let fuel = u64::deserialize(d)?;
+    if fuel == 0 {
+        return Err(serde::de::Error::custom("limits.fuel must be more than 0 (or leave it out for no fuel limit)"));
+    }
+    Ok(Some(fuel))
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text, PathBuf::from("/skills/x/skill.toml"))
+    }
+
+    const MINIMAL: &str = r#"
+        [skill]
+        name = "hello"
+        version = "0.1.0"
+        component = "hello.wasm"
+    "#;
+
+    #[test]
+    fn minimal_manifest_gets_default_limits() {
+        let m = parse(MINIMAL).unwrap();
+        assert_eq!(m.limits.memory, DEFAULT_MEMORY);
+        assert_eq!(m.limits.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(m.limits.fuel, None);
+        assert_eq!(m.component_path(), PathBuf::from("/skills/x/hello.wasm"));
+    }
+
+    #[test]
+    fn limits_parse_units() {
+        let m = parse(&format!("{MINIMAL}\n[limits]\nmemory = \"32MiB\"\ntimeout = \"250ms\"\nfuel = 1000\n")).unwrap();
+        assert_eq!(m.limits.memory, 32 * 1024 * 1024);
+        assert_eq!(m.limits.timeout, Duration::from_millis(250));
+        assert_eq!(m.limits.fuel, Some(1000));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{MINIMAL}\n[limits]\nmemroy = \"32MiB\"\n")).unwrap_err().to_string();
+        assert!(err.contains("memroy"), "{err}");
+        assert!(err.contains("memory"), "the valid keys are listed: {err}");
+    }
+
+    #[test]
+    fn bad_units_are_explained() {
+        let err = parse(&format!("{MINIMAL}\n[limits]\nmemory = \"lots\"\n")).unwrap_err().to_string();
+        assert!(err.contains("limits.memory") && err.contains("64MiB"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[limits]\ntimeout = \"5 parsecs\"\n")).unwrap_err().to_string();
+        assert!(err.contains("limits.timeout") && err.contains("5s"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[limits]\nmemory = \"8GiB\"\n")).unwrap_err().to_string();
+        assert!(err.contains("between 1MiB and 4GiB"), "{err}");
+    }
+
+    #[test]
+    fn bad_version_and_name_are_explained() {
+        let err = parse(&MINIMAL.replace("0.1.0", "one")).unwrap_err().to_string();
+        assert!(err.contains("skill.version") && err.contains("1.2.3"), "{err}");
+        let err = parse(&MINIMAL.replace("\"hello\"", "\"Hello World\"")).unwrap_err().to_string();
+        assert!(err.contains("skill.name"), "{err}");
+    }
+
+    #[test]
+    fn missing_component_key_is_named() {
+        let err = parse("[skill]\nname = \"a\"\nversion = \"1.0.0\"\n").unwrap_err().to_string();
+        assert!(err.contains("component"), "{err}");
+    }
+}

@@ -1,0 +1,290 @@
+//! A loaded skill and how one invocation of it runs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::IgnoredAny;
+use sha2::{Digest, Sha256};
+use skillbox_host_api::{SkillCtx, SkillError, SkillPre};
+use wasmtime::component::Component;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::cache::CacheOutcome;
+use crate::error::{Error, Result, SkillFailure};
+use crate::manifest::Manifest;
+use crate::store::StoreState;
+use crate::RuntimeInner;
+
+/// A skill ready to run: manifest checked, component compiled and pre-linked.
+///
+/// Cheap to clone and safe to share across tasks; every [`Skill::invoke`]
+/// gets its own store.
+#[derive(Clone, Debug)]
+pub struct Skill {
+    inner: Arc<SkillInner>,
+}
+
+struct SkillInner {
+    runtime: Arc<RuntimeInner>,
+    manifest: Manifest,
+    name: Arc<str>,
+    digest: String,
+    component: Component,
+    pre: SkillPre<StoreState>,
+}
+
+impl std::fmt::Debug for SkillInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Skill").field("name", &self.name).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+/// Who is invoking a skill, where, and why.
+///
+/// Carried through to every host call; credential access is decided and
+/// audited against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationContext {
+    /// The user or tenant on whose behalf the skill runs.
+    pub user: String,
+    /// The environment (`dev`, `staging`, `production`).
+    pub environment: String,
+    /// Why the skill is being run, in the caller's words.
+    pub purpose: String,
+}
+
+impl Default for InvocationContext {
+    fn default() -> Self {
+        InvocationContext { user: "default".into(), environment: "dev".into(), purpose: String::new() }
+    }
+}
+
+/// What a successful invocation produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The skill's result: JSON text, already checked to parse.
+    pub json: String,
+    /// What the guest wrote to stdout (capped).
+    pub stdout: Vec<u8>,
+    /// What the guest wrote to stderr (capped).
+    pub stderr: Vec<u8>,
+    /// Fuel the invocation consumed.
+    pub fuel_consumed: u64,
+    /// Wall-clock time of the invocation, instantiation included.
+    pub elapsed: Duration,
+}
+
+impl Skill {
+    pub(crate) fn load(runtime: Arc<RuntimeInner>, manifest: Manifest) -> Result<(Skill, CacheOutcome)> {
+        let path = manifest.component_path();
+        let compiled = compile(&runtime, &path)?;
+        let pre = link(&runtime, &compiled.component, &path)?;
+        let name: Arc<str> = manifest.skill.name.as_str().into();
+        tracing::debug!(skill = %name, digest = %compiled.digest, cache = ?compiled.outcome, "loaded skill");
+        let inner = SkillInner { runtime, manifest, name, digest: compiled.digest, component: compiled.component, pre };
+        Ok((Skill { inner: Arc::new(inner) }, compiled.outcome))
+    }
+
+    /// The skill's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    /// The skill's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Hex SHA-256 of the component file: with the name, the skill's identity.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// The compiled component.
+    pub fn component(&self) -> &Component {
+        &self.inner.component
+    }
+
+    /// Runs the skill once with `input` (JSON text) and the default context.
+    pub async fn invoke(&self, input: &str) -> Result<Output> {
+        self.invoke_with(input, &InvocationContext::default()).await
+    }
+
+    /// Runs the skill once with `input` (JSON text) on behalf of `context`.
+    pub async fn invoke_with(&self, input: &str, context: &InvocationContext) -> Result<Output> {
+        serde_json::from_str::<IgnoredAny>(input).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let runtime = &self.inner.runtime;
+        // The semaphore is never closed, so acquire only fails if it were.
+        let _slot = runtime.slots.acquire().await.expect("invocation semaphore is never closed");
+        let limits = &self.inner.manifest.limits;
+        let started = Instant::now();
+        tracing::debug!(skill = %self.inner.name, user = %context.user, environment = %context.environment, "invoking");
+
+        let mut store = self.new_store(started + limits.timeout)?;
+        let call = async {
+            let instance = self.inner.pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, input).await
+        };
+        // The epoch callback stops guest code at the deadline; this timeout
+        // also covers time spent waiting in host calls.
+        let result = match tokio::time::timeout(limits.timeout, call).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(wasmtime::Error::new(DeadlineExceeded)),
+        };
+        let fuel_consumed = limits.fuel.unwrap_or(u64::MAX) - store.get_fuel().unwrap_or(0);
+        let (stdout, stderr) = self.drain_stdio(&store);
+        let elapsed = started.elapsed();
+
+        let returned = result.map_err(|e| self.classify_failure(e, store.data().limiter.hit, &stderr))?;
+        let json = returned.map_err(|e| Error::SkillFailed { skill: self.name().into(), error: to_failure(e) })?;
+        serde_json::from_str::<IgnoredAny>(&json)
+            .map_err(|e| Error::InvalidOutput { skill: self.name().into(), reason: e.to_string() })?;
+        Ok(Output { json, stdout, stderr, fuel_consumed, elapsed })
+    }
+
+    fn new_store(&self, deadline: Instant) -> Result<Store<StoreState>> {
+        let runtime = &self.inner.runtime;
+        let limits = &self.inner.manifest.limits;
+        let state = StoreState::new(SkillCtx::new(self.inner.name.clone()), limits.memory, runtime.config.max_stdio_bytes);
+        let mut store = Store::new(&runtime.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                // Yield at every tick so a busy guest shares its worker thread.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+
+    /// Takes the guest's captured stdio and forwards it to `tracing`.
+    fn drain_stdio(&self, store: &Store<StoreState>) -> (Vec<u8>, Vec<u8>) {
+        let state = store.data();
+        let (stdout, out_dropped) = state.stdout.take();
+        let (stderr, err_dropped) = state.stderr.take();
+        let skill = &*self.inner.name;
+        for line in String::from_utf8_lossy(&stdout).lines() {
+            tracing::info!(target: "skill::stdout", skill, "{line}");
+        }
+        for line in String::from_utf8_lossy(&stderr).lines() {
+            tracing::warn!(target: "skill::stderr", skill, "{line}");
+        }
+        if out_dropped + err_dropped > 0 {
+            tracing::warn!(skill, out_dropped, err_dropped, "guest output past the capture cap was dropped");
+        }
+        (stdout, stderr)
+    }
+
+    /// Turns a wasmtime error from instantiate/call into the error a caller can act on.
+    fn classify_failure(&self, error: wasmtime::Error, memory_limit_hit: bool, stderr: &[u8]) -> Error {
+        let skill = self.name().to_owned();
+        let limits = &self.inner.manifest.limits;
+        if error.downcast_ref::<DeadlineExceeded>().is_some() || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return Error::TimeLimit { skill, limit: limits.timeout };
+        }
+        if memory_limit_hit {
+            return Error::MemoryLimit { skill, limit: limits.memory };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+            return Error::FuelLimit { skill, limit: limits.fuel.unwrap_or(u64::MAX) };
+        }
+        let mut message = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
+        if let Some(tail) = stderr_tail(stderr) {
+            message.push_str("; guest stderr: ");
+            message.push_str(&tail);
+        }
+        Error::Trap { skill, message }
+    }
+}
+
+/// Marker error raised when an invocation passes its deadline.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+fn to_failure(error: SkillError) -> SkillFailure {
+    match error {
+        SkillError::InvalidInput(m) => SkillFailure::InvalidInput(m),
+        SkillError::Failed(m) => SkillFailure::Failed(m),
+    }
+}
+
+/// The last few lines the guest wrote to stderr (a Rust panic message lands there).
+fn stderr_tail(stderr: &[u8]) -> Option<String> {
+    const MAX: usize = 512;
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut start = text.len().saturating_sub(MAX);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    Some(text[start..].replace('\n', " | "))
+}
+
+/// A compiled component and what identifies it.
+pub(crate) struct Compiled {
+    pub(crate) component: Component,
+    /// Hex SHA-256 of the component file.
+    pub(crate) digest: String,
+    /// Size of the component file in bytes.
+    pub(crate) size: u64,
+    pub(crate) outcome: CacheOutcome,
+}
+
+/// Reads, checks and compiles (or loads from cache) the component at `path`.
+pub(crate) fn compile(runtime: &RuntimeInner, path: &Path) -> Result<Compiled> {
+    let bytes = std::fs::read(path).map_err(|source| Error::ComponentMissing { path: path.to_owned(), source })?;
+    check_component_header(path, &bytes)?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let compile = || {
+        Component::new(&runtime.engine, &bytes)
+            .map_err(|e| Error::Compile { path: path.to_owned(), message: format!("{e:#}") })
+    };
+    let (component, outcome) = match &runtime.cache {
+        Some(cache) => cache.load_or_compile(&runtime.engine, &digest, compile)?,
+        None => (compile()?, CacheOutcome::Compiled),
+    };
+    Ok(Compiled { component, digest, size: bytes.len() as u64, outcome })
+}
+
+/// Rejects files that are not components before wasmtime sees them, with a fix.
+fn check_component_header(path: &Path, bytes: &[u8]) -> Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    let reason = if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        "it is not a WebAssembly file at all (expected a `.wasm` built for wasm32-wasip2)"
+    } else if bytes[4..8] == CORE_MODULE {
+        "it is a core WebAssembly module; build the skill for the wasm32-wasip2 target (or wrap the module with `wasm-tools component new`)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::NotAComponent { path: path.to_owned(), reason: reason.into() })
+}
+
+/// Pre-links a component against the runtime's linker and checks it exports `run`.
+fn link(runtime: &RuntimeInner, component: &Component, path: &Path) -> Result<SkillPre<StoreState>> {
+    let not_a_skill = |e: wasmtime::Error| Error::NotASkill { path: path.to_owned(), reason: format!("{e:#}") };
+    let instance_pre = runtime.linker.instantiate_pre(component).map_err(not_a_skill)?;
+    SkillPre::new(instance_pre).map_err(|e| Error::NotASkill {
+        path: path.to_owned(),
+        reason: format!("{e:#} (a skill must export `run: func(input: string) -> result<string, skill-error>` from the skillbox:skill world)"),
+    })
+}
