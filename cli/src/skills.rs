@@ -95,7 +95,10 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let Some(build) = &manifest.build else {
         return Err(with_code(
             exit::USAGE,
-            anyhow::anyhow!("{} has no [build] command; add `[build] command = \"...\"` or build the component yourself", manifest.path.display()),
+            anyhow::anyhow!(
+                "{} has no [build] command; add `[build] command = \"...\"` or build the component yourself",
+                manifest.path.display()
+            ),
         ));
     };
     eprintln!("building {} in {}: {}", manifest.skill.name, manifest.dir().display(), build.command);
@@ -138,7 +141,8 @@ fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     let mut text = String::new();
     match &args.input_file {
         Some(path) if path.as_os_str() != "-" => {
-            text = std::fs::read_to_string(path).with_context(|| format!("cannot read --input-file {}", path.display()))?;
+            text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --input-file {}", path.display()))?;
         }
         _ => {
             let mut stdin = std::io::stdin();

@@ -80,7 +80,9 @@ pub enum Error {
     },
 
     /// The skill used up its fuel (instruction budget) and was stopped.
-    #[error("skill `{skill}` used up its fuel limit of {limit} and was stopped (raise `limits.fuel` in its skill.toml)")]
+    #[error(
+        "skill `{skill}` used up its fuel limit of {limit} and was stopped (raise `limits.fuel` in its skill.toml)"
+    )]
     FuelLimit {
         /// The skill's name.
         skill: String,
@@ -135,10 +137,7 @@ pub enum Error {
 impl Error {
     /// True when the skill was stopped because it hit one of its limits.
     pub fn is_limit(&self) -> bool {
-        matches!(
-            self,
-            Error::TimeLimit { .. } | Error::MemoryLimit { .. } | Error::FuelLimit { .. }
-        )
+        matches!(self, Error::TimeLimit { .. } | Error::MemoryLimit { .. } | Error::FuelLimit { .. })
     }
 }
 

@@ -30,12 +30,24 @@ pub struct ComponentInfo {
 }
 
 /// Lists a component's imports and exports.
-pub(crate) fn inspect_component(engine: &Engine, component: &Component, path: std::path::PathBuf, sha256: String, size: u64) -> ComponentInfo {
+pub(crate) fn inspect_component(
+    engine: &Engine,
+    component: &Component,
+    path: std::path::PathBuf,
+    sha256: String,
+    size: u64,
+) -> ComponentInfo {
     let ty = component.component_type();
     let items = |list: &mut dyn Iterator<Item = (&str, ComponentExtern<'_>)>| -> Vec<Item> {
         list.map(|(name, item)| Item { name: name.to_owned(), kind: kind(&item.ty) }).collect()
     };
-    ComponentInfo { path, sha256, size, imports: items(&mut ty.imports(engine)), exports: items(&mut ty.exports(engine)) }
+    ComponentInfo {
+        path,
+        sha256,
+        size,
+        imports: items(&mut ty.imports(engine)),
+        exports: items(&mut ty.exports(engine)),
+    }
 }
 
 fn kind(item: &ComponentItem) -> &'static str {

@@ -56,11 +56,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig {
-            cache_dir: ComponentCache::default_dir(),
-            max_concurrent: 256,
-            max_stdio_bytes: 64 * 1024,
-        }
+        RuntimeConfig { cache_dir: ComponentCache::default_dir(), max_concurrent: 256, max_stdio_bytes: 64 * 1024 }
     }
 }
 

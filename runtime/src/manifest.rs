@@ -102,10 +102,8 @@ impl Manifest {
 
     /// Parses manifest text; `path` is where it came from (for errors and relative paths).
     pub fn parse(text: &str, path: PathBuf) -> Result<Manifest> {
-        let mut manifest: Manifest = toml::from_str(text).map_err(|e| Error::Manifest {
-            path: path.clone(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let mut manifest: Manifest = toml::from_str(text)
+            .map_err(|e| Error::Manifest { path: path.clone(), message: e.to_string().trim_end().to_owned() })?;
         manifest.path = path;
         Ok(manifest)
     }
@@ -174,9 +172,7 @@ pub fn parse_memory(text: &str) -> std::result::Result<u64, String> {
     let bytes = text
         .trim()
         .parse::<bytesize::ByteSize>()
-        .map_err(|e| {
-            format!("limits.memory {text:?} is not a size ({e}); write it like \"64MiB\" or \"512KiB\"")
-        })?
+        .map_err(|e| format!("limits.memory {text:?} is not a size ({e}); write it like \"64MiB\" or \"512KiB\""))?
         .as_u64();
     if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
         return Err(format!("limits.memory {text:?} must be between 1MiB and 4GiB"));
@@ -191,9 +187,8 @@ fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, 
 
 /// Parses a duration such as `"5s"` or `"250ms"` and checks it is within bounds.
 pub fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("limits.timeout {text:?} is not a duration ({e}); write it like \"5s\" or \"250ms\"")
-    })?;
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("limits.timeout {text:?} is not a duration ({e}); write it like \"5s\" or \"250ms\""))?;
     if duration.is_zero() || duration > MAX_TIMEOUT {
         return Err(format!("limits.timeout {text:?} must be more than 0 and at most 1h"));
     }

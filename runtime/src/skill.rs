@@ -10,11 +10,11 @@ use skillbox_host_api::{SkillCtx, SkillError, SkillPre};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use crate::RuntimeInner;
 use crate::cache::CacheOutcome;
 use crate::error::{Error, Result, SkillFailure};
 use crate::manifest::Manifest;
 use crate::store::StoreState;
-use crate::RuntimeInner;
 
 /// A skill ready to run: manifest checked, component compiled and pre-linked.
 ///
@@ -146,7 +146,8 @@ impl Skill {
     fn new_store(&self, deadline: Instant) -> Result<Store<StoreState>> {
         let runtime = &self.inner.runtime;
         let limits = &self.inner.manifest.limits;
-        let state = StoreState::new(SkillCtx::new(self.inner.name.clone()), limits.memory, runtime.config.max_stdio_bytes);
+        let state =
+            StoreState::new(SkillCtx::new(self.inner.name.clone()), limits.memory, runtime.config.max_stdio_bytes);
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| Error::Engine(format!("{e:#}")))?;
@@ -184,7 +185,8 @@ impl Skill {
     fn classify_failure(&self, error: wasmtime::Error, memory_limit_hit: bool, stderr: &[u8]) -> Error {
         let skill = self.name().to_owned();
         let limits = &self.inner.manifest.limits;
-        if error.downcast_ref::<DeadlineExceeded>().is_some() || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        if error.downcast_ref::<DeadlineExceeded>().is_some() || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+        {
             return Error::TimeLimit { skill, limit: limits.timeout };
         }
         if memory_limit_hit {
