@@ -1,0 +1,1 @@
+//! Host-side outbound HTTP for skills (placeholder).
