@@ -1,0 +1,307 @@
+//! The runtime end to end, on real components: round trips, limits, bad
+//! manifests and files, concurrency, and the empty sandbox.
+
+use std::time::{Duration, Instant};
+
+use skillbox_runtime::{Error, SkillFailure};
+use skillbox_tests::{json, runtime, temp_skill};
+
+/// Fails to compile if a sample skill has no test here (see `foreach_skill!`).
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+skillbox_tests::foreach_skill!(assert_test_exists);
+
+#[tokio::test]
+async fn hello() {
+    let skill = runtime().load(skillbox_tests::HELLO).unwrap();
+    let output = skill.invoke(r#"{"name":"Ada"}"#).await.unwrap();
+    assert_eq!(json(&output.json), serde_json::json!({ "greeting": "Hello, Ada!" }));
+    assert_eq!(skill.name(), "hello");
+    assert_eq!(skill.digest().len(), 64);
+}
+
+#[tokio::test]
+async fn hello_rejects_input_it_cannot_use() {
+    let skill = runtime().load(skillbox_tests::HELLO).unwrap();
+    let err = skill.invoke(r#"{"nom":"Ada"}"#).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::SkillFailed { error: SkillFailure::InvalidInput(m), .. } if m.contains("name")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn input_that_is_not_json_is_refused_before_the_guest_runs() {
+    let skill = runtime().load(skillbox_tests::HELLO).unwrap();
+    let err = skill.invoke("{name: Ada").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}
+
+#[tokio::test]
+async fn spin_forever() {
+    // The sample's own manifest says 1s; a test manifest makes it quicker.
+    let (_dir, manifest) = temp_skill(
+        "[skill]\nname = \"spin-forever\"\nversion = \"0.1.0\"\ncomponent = \"{component:spin-forever}\"\n[limits]\ntimeout = \"200ms\"\n",
+    );
+    let skill = runtime().load(manifest).unwrap();
+    let started = Instant::now();
+    let err = skill.invoke("{}").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::TimeLimit { limit, .. } if limit == Duration::from_millis(200)), "{err}");
+    assert!(err.is_limit());
+    assert!(err.to_string().contains("limits.timeout"), "{err}");
+    assert!(took < Duration::from_secs(2), "stopped only after {took:?}");
+}
+
+#[tokio::test]
+async fn memory_hog() {
+    let skill = runtime().load(skillbox_tests::MEMORY_HOG).unwrap();
+    let err = skill.invoke("{}").await.unwrap_err();
+    assert!(matches!(err, Error::MemoryLimit { limit, .. } if limit == 16 * 1024 * 1024), "{err}");
+    assert!(err.to_string().contains("16.0 MiB") && err.to_string().contains("limits.memory"), "{err}");
+}
+
+#[tokio::test]
+async fn host_stays_healthy_after_limits_and_traps() {
+    let rt = runtime();
+    let hog = rt.load(skillbox_tests::MEMORY_HOG).unwrap();
+    let misbehave = rt.load(skillbox_tests::MISBEHAVE).unwrap();
+    let hello = rt.load(skillbox_tests::HELLO).unwrap();
+    for _ in 0..3 {
+        assert!(hog.invoke("{}").await.is_err());
+        assert!(misbehave.invoke(r#"{"do":"panic"}"#).await.is_err());
+        let output = hello.invoke(r#"{"name":"still here"}"#).await.unwrap();
+        assert!(output.json.contains("Hello, still here!"));
+    }
+}
+
+mod misbehave {
+    use super::*;
+
+    async fn run(action: &str) -> Result<skillbox_runtime::Output, Error> {
+        let skill = runtime().load(skillbox_tests::MISBEHAVE).unwrap();
+        skill.invoke(&serde_json::json!({ "do": action }).to_string()).await
+    }
+
+    #[tokio::test]
+    async fn invalid_json_output_is_an_error() {
+        let err = run("invalid-json").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidOutput { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn skill_errors_are_passed_on() {
+        let err = run("error").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::SkillFailed { error: SkillFailure::Failed(m), .. } if m == "upstream said no"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_trap_with_the_panic_message() {
+        let err = run("panic").await.unwrap_err();
+        assert!(matches!(err, Error::Trap { .. }), "{err}");
+        assert!(err.to_string().contains("misbehave was asked to panic"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stdout_is_captured_up_to_its_cap() {
+        let output = run("flood-stdout").await.unwrap();
+        assert_eq!(json(&output.json)["flooded"], "stdout");
+        assert_eq!(output.stdout.len(), 64 * 1024, "capture is capped at the runtime's max_stdio_bytes");
+    }
+
+    #[tokio::test]
+    async fn a_log_flood_does_not_fail_the_skill() {
+        let output = run("flood-log").await.unwrap();
+        assert_eq!(json(&output.json)["flooded"], "log");
+    }
+
+    #[tokio::test]
+    async fn fuel_runs_out() {
+        let err = run("burn").await.unwrap_err();
+        assert!(matches!(err, Error::FuelLimit { limit: 50_000_000, .. }), "{err}");
+    }
+}
+
+mod not_a_skill {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_component_without_the_skill_world_is_refused() {
+        let err = runtime().load(skillbox_tests::NOT_A_SKILL).unwrap_err();
+        assert!(matches!(err, Error::NotASkill { .. }), "{err}");
+        assert!(err.to_string().contains("run"), "says what is missing: {err}");
+    }
+}
+
+mod manifests {
+    use super::*;
+
+    #[test]
+    fn unknown_key() {
+        let (_d, m) = temp_skill(
+            "[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"{component:hello}\"\ncolour = \"blue\"\n",
+        );
+        let err = runtime().load(m).unwrap_err();
+        assert!(matches!(err, Error::Manifest { .. }), "{err}");
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn missing_component() {
+        let (_d, m) = temp_skill("[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"nowhere.wasm\"\n");
+        let err = runtime().load(m).unwrap_err();
+        assert!(matches!(err, Error::ComponentMissing { .. }), "{err}");
+        assert!(err.to_string().contains("nowhere.wasm") && err.to_string().contains("skillbox build"), "{err}");
+    }
+
+    #[test]
+    fn bad_unit() {
+        let (_d, m) = temp_skill(
+            "[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"{component:hello}\"\n[limits]\nmemory = \"64 parsecs\"\n",
+        );
+        let err = runtime().load(m).unwrap_err();
+        assert!(err.to_string().contains("limits.memory") && err.to_string().contains("64MiB"), "{err}");
+    }
+
+    #[test]
+    fn missing_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = runtime().load(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Manifest { .. }), "{err}");
+        assert!(err.to_string().contains("skill.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_wasm() {
+        let (dir, m) = temp_skill("[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"junk.wasm\"\n");
+        std::fs::write(dir.path().join("junk.wasm"), b"#!/bin/sh\necho hi\n").unwrap();
+        let err = runtime().load(m).unwrap_err();
+        assert!(matches!(err, Error::NotAComponent { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_core_module_is_not_a_component() {
+        let (dir, m) = temp_skill("[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"core.wasm\"\n");
+        // The smallest valid core module: magic + version 1.
+        std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let err = runtime().load(m).unwrap_err();
+        assert!(matches!(err, Error::NotAComponent { .. }), "{err}");
+        assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_component_fails_to_compile() {
+        let (dir, m) = temp_skill("[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"cut.wasm\"\n");
+        let bytes = std::fs::read(skillbox_tests::HELLO_COMPONENT).unwrap();
+        std::fs::write(dir.path().join("cut.wasm"), &bytes[..bytes.len() / 2]).unwrap();
+        let err = runtime().load(m).unwrap_err();
+        assert!(matches!(err, Error::Compile { .. }), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_concurrent_invocations() {
+    let skill = runtime().load(skillbox_tests::HELLO).unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let skill = skill.clone();
+            tokio::spawn(async move {
+                let output = skill.invoke(&format!(r#"{{"name":"caller {i}"}}"#)).await.unwrap();
+                (i, json(&output.json))
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (i, output) = task.await.unwrap();
+        assert_eq!(output["greeting"], format!("Hello, caller {i}!"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_does_not_starve_others() {
+    let rt = runtime();
+    let spinner = rt.load(skillbox_tests::SPIN_FOREVER).unwrap();
+    let hello = rt.load(skillbox_tests::HELLO).unwrap();
+    let spinning: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn({
+                let s = spinner.clone();
+                async move { s.invoke("{}").await }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // With every worker thread busy spinning, hello still completes because
+    // spinning guests yield at each epoch tick.
+    let output = tokio::time::timeout(Duration::from_millis(900), hello.invoke(r#"{"name":"x"}"#)).await;
+    assert!(output.expect("hello finished while guests were spinning").is_ok());
+    for task in spinning {
+        assert!(matches!(task.await.unwrap(), Err(Error::TimeLimit { .. })));
+    }
+}
+
+mod probe_sandbox {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_guest_sees_no_environment_arguments_files_or_sockets() {
+        // SAFETY: set before the runtime starts any thread that reads the environment.
+        unsafe { std::env::set_var("SKILLBOX_TEST_CANARY", "host-only-value") };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let skill = runtime().load(skillbox_tests::PROBE_SANDBOX).unwrap();
+        let input = serde_json::json!({ "path": "/etc/passwd", "connect": addr.to_string() }).to_string();
+        let output = skill.invoke(&input).await.unwrap();
+        let report = json(&output.json);
+        assert_eq!(report["env"], serde_json::json!([]), "{report}");
+        assert!(report["args"].as_array().unwrap().len() <= 1, "at most a program name: {report}");
+        assert_eq!(report["home"], serde_json::Value::Null);
+        assert!(report["read_file"]["err"].is_string(), "{report}");
+        assert!(report["list_root"]["err"].is_string(), "{report}");
+        assert!(report["list_cwd"]["err"].is_string(), "{report}");
+        assert!(report["connect"]["err"].is_string(), "{report}");
+        assert!(!output.json.contains("host-only-value"));
+        // Its stdout was captured, not inherited.
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "probe-sandbox wrote this to stdout");
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "no connection reached the host listener");
+    }
+}
+
+mod cache {
+    use skillbox_runtime::{CacheOutcome, Runtime, RuntimeConfig};
+
+    #[tokio::test]
+    async fn second_load_hits_the_cache_and_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig { cache_dir: Some(dir.path().to_owned()), ..RuntimeConfig::default() };
+        let rt = Runtime::new(config.clone()).unwrap();
+        let (_, first) = rt.load_reporting_cache(skillbox_tests::HELLO).unwrap();
+        assert_eq!(first, CacheOutcome::Compiled);
+        // A new runtime (as a new process would have) finds the artifact.
+        let rt = Runtime::new(config).unwrap();
+        let (skill, second) = rt.load_reporting_cache(skillbox_tests::HELLO).unwrap();
+        assert_eq!(second, CacheOutcome::Hit);
+        assert!(skill.invoke(r#"{"name":"cached"}"#).await.unwrap().json.contains("Hello, cached!"));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_cache_entry_is_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig { cache_dir: Some(dir.path().to_owned()), ..RuntimeConfig::default() };
+        Runtime::new(config.clone()).unwrap().load(skillbox_tests::HELLO).unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+        }
+        let (skill, outcome) = Runtime::new(config).unwrap().load_reporting_cache(skillbox_tests::HELLO).unwrap();
+        assert_eq!(outcome, CacheOutcome::Compiled);
+        assert!(skill.invoke(r#"{"name":"again"}"#).await.unwrap().json.contains("Hello, again!"));
+    }
+}
