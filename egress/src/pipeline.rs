@@ -1,0 +1,540 @@
+//! The policy pipeline every outbound request from a skill goes through.
+//!
+//! [`Egress::send`] runs, in order: validate ([`prepare`], [`check_scheme`]), allowlist
+//! ([`check_allowlist`]), leak check ([`check_no_secrets`]), address check ([`check_literal`]
+//! here, [`FilteringResolver`] for names), injection ([`Applied::apply`]), transmission with
+//! manual redirects ([`Egress::transmit`], [`next_hop`]), a capped body read ([`read_capped`])
+//! and redaction ([`redact_response`]). The request and response types are plain data so that
+//! both the WIT `http.send` host function and, later, standard `wasi:http` requests feed the same
+//! pipeline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use url::{Host, Url};
+
+use crate::address::{AddressRules, FilteringResolver, check_ip, find_refusal};
+use crate::auth::Applied;
+use crate::host::display_host;
+use crate::{EgressError, HostPattern, Injection, Redactor, RequestPart};
+
+/// Runtime-wide settings for outbound HTTP. Set by the operator, never by a skill.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// Permit plain `http` to loopback (127.0.0.0/8, ::1, `localhost`) and connections to
+    /// loopback addresses at all. For tests and local development
+    /// (`skillbox run --allow-http-loopback`).
+    pub allow_http_loopback: bool,
+    /// Private or special-purpose ranges an operator explicitly opens (e.g. an internal API at
+    /// `10.1.0.0/16`). Everything else in those classes stays refused.
+    pub allowed_private: Vec<IpNet>,
+    /// Limit for one whole exchange, all redirects and the body read included. Default 30 s.
+    pub timeout: Duration,
+    /// Largest request body accepted from a skill. Default 10 MiB.
+    pub max_request_body: usize,
+    /// Largest response body handed back to a skill. Default 10 MiB.
+    pub max_response_body: usize,
+    /// Most redirects followed for one request. Default 5.
+    pub max_redirects: usize,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            allow_http_loopback: false,
+            allowed_private: Vec::new(),
+            timeout: Duration::from_secs(30),
+            max_request_body: 10 * 1024 * 1024,
+            max_response_body: 10 * 1024 * 1024,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// What a skill may reach without a credential: the manifest's `[network] allow`.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Hosts unauthenticated requests (and redirects that dropped a credential) may go to.
+    pub network_allow: Vec<HostPattern>,
+}
+
+/// An outbound request as the guest wrote it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// HTTP method token, e.g. `GET`.
+    pub method: String,
+    /// Absolute `https://` (or loopback `http://`) URL.
+    pub url: String,
+    /// Header name/value pairs; repeated names are kept in order.
+    pub headers: Vec<(String, String)>,
+    /// Request body (may be empty).
+    pub body: Vec<u8>,
+}
+
+/// A response as handed back to the guest, already redacted.
+#[derive(Debug, Clone, Default)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// Header name/value pairs in the order received (values decoded lossily as UTF-8).
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+/// The outcome of [`Egress::send`]: the response plus facts for the audit log.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The final (after redirects) response, redacted.
+    pub response: Response,
+    /// The URL that produced the response, as the guest would see it (no injected query
+    /// parameter; redacted).
+    pub final_url: String,
+    /// `host[:port]` of the final URL (port only when not the default).
+    pub host: String,
+    /// Number of redirects followed.
+    pub redirects: u32,
+    /// Whether the credential went out on at least one hop.
+    pub credential_sent: bool,
+    /// Wall time of the whole exchange.
+    pub elapsed: Duration,
+}
+
+/// The outbound HTTP client and its policy pipeline; build one per runtime and share it.
+pub struct Egress {
+    client: reqwest::Client,
+    config: EgressConfig,
+    rules: Arc<AddressRules>,
+}
+
+impl fmt::Debug for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Egress").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// A validated request moving through the pipeline.
+#[derive(Debug)]
+struct Prepared {
+    method: Method,
+    /// The URL the guest asked for (no credential, no fragment).
+    url: Url,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Egress {
+    /// Builds the shared client: rustls with the webpki roots, no proxy (a proxy would connect
+    /// on our behalf and bypass the address check), no automatic redirects (the pipeline
+    /// follows them itself), and the filtering DNS resolver.
+    pub fn new(config: EgressConfig) -> Result<Self, EgressError> {
+        let rules = Arc::new(AddressRules {
+            allow_loopback: config.allow_http_loopback,
+            allowed_private: config.allowed_private.clone(),
+        });
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .dns_resolver(Arc::new(FilteringResolver { rules: Arc::clone(&rules) }))
+            .build()
+            .map_err(|e| EgressError::Setup(error_text(&e)))?;
+        Ok(Self { client, config, rules })
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &EgressConfig {
+        &self.config
+    }
+
+    /// Sends `request` through the whole pipeline.
+    ///
+    /// `injection` is the credential the guest passed as `auth`, if any; `scanner` holds every
+    /// secret value the invocation may touch. Errors never contain a secret value.
+    pub async fn send(
+        &self,
+        policy: &Policy,
+        request: Request,
+        injection: Option<&Injection>,
+        scanner: &Redactor,
+    ) -> Result<Exchange, EgressError> {
+        let started = Instant::now();
+        let applied = injection.map(|i| Applied::new(&i.auth)).transpose()?;
+        let material = applied.as_ref().map(|a| &a.material);
+        let redact = |text: &str| -> String {
+            let once = scanner.redact_str(text);
+            match material {
+                Some(m) => m.redact_str(&once).into_owned(),
+                None => once.into_owned(),
+            }
+        };
+        let outcome = tokio::time::timeout(
+            self.config.timeout,
+            self.run(policy, request, injection.zip(applied.as_ref()), scanner, started),
+        )
+        .await
+        .unwrap_or(Err(EgressError::Timeout { after: self.config.timeout }));
+        match outcome {
+            Ok(mut exchange) => {
+                exchange.final_url = redact(&exchange.final_url);
+                exchange.host = redact(&exchange.host);
+                Ok(exchange)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "egress refused or failed");
+                Err(error.map_text(redact))
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        policy: &Policy,
+        request: Request,
+        credential: Option<(&Injection, &Applied)>,
+        scanner: &Redactor,
+        started: Instant,
+    ) -> Result<Exchange, EgressError> {
+        let material = credential.map(|(_, applied)| &applied.material);
+        let secret =
+            |bytes: &[u8]| scanner.contains_secret(bytes) || material.is_some_and(|m| m.contains_secret(bytes));
+
+        // 1. Parse and validate.
+        let mut prepared = prepare(request, &self.config, &secret)?;
+        check_scheme(&prepared.url, &self.config)?;
+        // 2. Allowlist.
+        check_allowlist(&prepared.url, policy, credential.map(|(i, _)| i))?;
+        // 3. Leak check of every guest-written part.
+        check_no_secrets(&prepared, &secret)?;
+
+        let credential_origin = prepared.url.origin();
+        let mut credential = credential;
+        let mut credential_sent = false;
+        let mut redirects = 0u32;
+        loop {
+            // 4. Address check for IP literals (names: the resolver).
+            check_literal(&prepared.url, &self.rules)?;
+            // 5. Inject, on the wire copy only.
+            let mut wire_url = prepared.url.clone();
+            let mut wire_headers = prepared.headers.clone();
+            if let Some((_, applied)) = credential {
+                applied.apply(&mut wire_url, &mut wire_headers);
+                // A compressed echo could not be redacted; ask for the identity encoding.
+                wire_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+                credential_sent = true;
+            }
+            // 6. Send this hop.
+            let response = self.transmit(&prepared, wire_url, wire_headers).await?;
+            let status = response.status();
+            tracing::debug!(host = %display_host(&prepared.url), status = status.as_u16(), redirects, "egress hop");
+
+            let location = response.headers().get(header::LOCATION).cloned();
+            if let (true, Some(location)) = (is_redirect(status), location) {
+                if redirects as usize >= self.config.max_redirects {
+                    return Err(EgressError::TooManyRedirects { limit: self.config.max_redirects });
+                }
+                redirects += 1;
+                let next = next_hop(&prepared.url, &location, &secret)?;
+                check_scheme(&next, &self.config)?;
+                if credential.is_some() && next.origin() != credential_origin {
+                    // Never carry the credential (or guest auth material) to another origin.
+                    credential = None;
+                    for name in [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION] {
+                        prepared.headers.remove(name);
+                    }
+                }
+                if credential.is_none() && !policy.network_allow.iter().any(|p| p.matches_url(&next)) {
+                    return Err(EgressError::RedirectNotAllowed {
+                        host: display_host(&next),
+                        allowed: patterns(&policy.network_allow),
+                    });
+                }
+                rewrite_method(&mut prepared, status);
+                prepared.url = next;
+                continue;
+            }
+
+            // 7. Read the body with a cap.
+            let headers = response.headers().clone();
+            let body = read_capped(response, self.config.max_response_body).await?;
+            // 8. Redact.
+            let response = redact_response(status, &headers, body, scanner, material);
+            return Ok(Exchange {
+                response,
+                final_url: prepared.url.to_string(),
+                host: display_host(&prepared.url),
+                redirects,
+                credential_sent,
+                elapsed: started.elapsed(),
+            });
+        }
+    }
+
+    /// Sends one hop; maps reqwest's errors, finding the resolver's refusal in the source chain.
+    async fn transmit(
+        &self,
+        prepared: &Prepared,
+        url: Url,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, EgressError> {
+        let mut builder = self.client.request(prepared.method.clone(), url).headers(headers);
+        if !prepared.body.is_empty() {
+            builder = builder.body(prepared.body.clone());
+        }
+        builder.send().await.map_err(|e| self.map_send_error(e))
+    }
+
+    fn map_send_error(&self, error: reqwest::Error) -> EgressError {
+        if let Some(refused) = find_refusal(&error) {
+            return EgressError::AddressNotAllowed {
+                host: refused.host.clone(),
+                addr: refused.addr,
+                reason: refused.reason,
+            };
+        }
+        if error.is_timeout() {
+            return EgressError::Timeout { after: self.config.timeout };
+        }
+        EgressError::Upstream(error_text(&error.without_url()))
+    }
+}
+
+/// Headers the HTTP client manages itself; a guest (or a credential) may not set them.
+pub(crate) fn is_managed_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "http2-settings"
+            | "content-length"
+    )
+}
+
+/// Step 1: parse the URL, method, headers; check the body size.
+fn prepare(request: Request, config: &EgressConfig, secret: &dyn Fn(&[u8]) -> bool) -> Result<Prepared, EgressError> {
+    let bad = |reason: String| EgressError::BadRequest { reason };
+    if request.body.len() > config.max_request_body {
+        return Err(EgressError::RequestTooLarge { size: request.body.len(), limit: config.max_request_body });
+    }
+    let method = Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| bad(format!("`{}` is not a valid HTTP method", request.method)))?;
+    if method == Method::CONNECT || method == Method::TRACE {
+        // TRACE makes the server echo the request, credential included; CONNECT opens a tunnel.
+        return Err(bad(format!("method {method} is not allowed")));
+    }
+    // A secret in the raw URL text must not be echoed by a parse error message below.
+    if secret(request.url.as_bytes()) {
+        return Err(EgressError::SecretInRequest { part: RequestPart::Url });
+    }
+    let mut url =
+        Url::parse(&request.url).map_err(|e| bad(format!("`{}` is not an absolute URL ({e})", request.url)))?;
+    if url.host().is_none() {
+        return Err(bad(format!("`{}` has no host", request.url)));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("the URL contains a user name or password; pass a credential as `auth` instead".into()));
+    }
+    url.set_fragment(None);
+    let mut headers = HeaderMap::new();
+    for (name, value) in &request.headers {
+        let header_name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(format!("`{name}` is not a valid header name")))?;
+        if is_managed_header(&header_name) {
+            return Err(bad(format!("header `{header_name}` is set by the host; remove it")));
+        }
+        if secret(value.as_bytes()) {
+            return Err(EgressError::SecretInRequest { part: RequestPart::Header(header_name.to_string()) });
+        }
+        let header_value = HeaderValue::from_str(value)
+            .map_err(|_| bad(format!("the value of header `{header_name}` contains control characters")))?;
+        headers.append(header_name, header_value);
+    }
+    Ok(Prepared { method, url, headers, body: Bytes::from(request.body) })
+}
+
+/// Step 1 (and every redirect): `https` anywhere; `http` only to loopback when allowed.
+fn check_scheme(url: &Url, config: &EgressConfig) -> Result<(), EgressError> {
+    let loopback = match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(name)) => name.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if config.allow_http_loopback && loopback => Ok(()),
+        scheme => Err(EgressError::SchemeNotAllowed { scheme: scheme.to_owned(), host: display_host(url) }),
+    }
+}
+
+/// Step 2: a credential's own hosts, or the manifest's `[network] allow`.
+fn check_allowlist(url: &Url, policy: &Policy, injection: Option<&Injection>) -> Result<(), EgressError> {
+    match injection {
+        Some(injection) if !injection.hosts.iter().any(|p| p.matches_url(url)) => {
+            Err(EgressError::CredentialHostNotAllowed { host: display_host(url), allowed: patterns(&injection.hosts) })
+        }
+        None if !policy.network_allow.iter().any(|p| p.matches_url(url)) => {
+            Err(EgressError::HostNotAllowed { host: display_host(url), allowed: patterns(&policy.network_allow) })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Step 3: no guest-written part may contain a secret, raw or encoded.
+fn check_no_secrets(prepared: &Prepared, secret: &dyn Fn(&[u8]) -> bool) -> Result<(), EgressError> {
+    // The parsed URL is percent-encoded differently from what the guest wrote; check it too.
+    if secret(prepared.url.as_str().as_bytes()) {
+        return Err(EgressError::SecretInRequest { part: RequestPart::Url });
+    }
+    for (name, value) in &prepared.headers {
+        if secret(name.as_str().as_bytes()) {
+            return Err(EgressError::SecretInRequest { part: RequestPart::Header("(name)".into()) });
+        }
+        if secret(value.as_bytes()) {
+            return Err(EgressError::SecretInRequest { part: RequestPart::Header(name.to_string()) });
+        }
+    }
+    if secret(&prepared.body) {
+        return Err(EgressError::SecretInRequest { part: RequestPart::Body });
+    }
+    Ok(())
+}
+
+/// Step 4 for IP-literal hosts, which reqwest connects to without asking the resolver.
+fn check_literal(url: &Url, rules: &AddressRules) -> Result<(), EgressError> {
+    let ip = match url.host() {
+        Some(Host::Ipv4(ip)) => ip.into(),
+        Some(Host::Ipv6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    check_ip(ip, rules).map_err(|reason| EgressError::AddressNotAllowed { host: display_host(url), addr: ip, reason })
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// Step 6: the URL a redirect points to, resolved against the guest-visible URL (never the
+/// wire URL, whose query may hold an injected credential).
+fn next_hop(current: &Url, location: &HeaderValue, secret: &dyn Fn(&[u8]) -> bool) -> Result<Url, EgressError> {
+    if secret(location.as_bytes()) {
+        return Err(EgressError::SecretInRequest { part: RequestPart::RedirectLocation });
+    }
+    let text = location
+        .to_str()
+        .map_err(|_| EgressError::Upstream("the server sent a redirect with a non-ASCII Location".into()))?;
+    let mut next = current
+        .join(text)
+        .map_err(|e| EgressError::Upstream(format!("the server sent a redirect to an invalid URL ({e})")))?;
+    next.set_fragment(None);
+    if !next.username().is_empty() || next.password().is_some() {
+        return Err(EgressError::Upstream("the server sent a redirect to a URL with a user name".into()));
+    }
+    if secret(next.as_str().as_bytes()) {
+        return Err(EgressError::SecretInRequest { part: RequestPart::RedirectLocation });
+    }
+    Ok(next)
+}
+
+/// 303 (and 301/302 after anything but GET/HEAD) continue as GET without a body, as browsers
+/// do; 307/308 repeat the method and body.
+fn rewrite_method(prepared: &mut Prepared, status: StatusCode) {
+    let to_get = match status.as_u16() {
+        303 => prepared.method != Method::HEAD,
+        301 | 302 => prepared.method != Method::GET && prepared.method != Method::HEAD,
+        _ => false,
+    };
+    if to_get {
+        prepared.method = Method::GET;
+        prepared.body = Bytes::new();
+        for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING, header::CONTENT_LANGUAGE, header::CONTENT_LOCATION]
+        {
+            prepared.headers.remove(name);
+        }
+    }
+}
+
+/// Step 7: read at most `limit` bytes; refuse early on a larger declared length.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, EgressError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(EgressError::ResponseTooLarge { limit });
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                EgressError::Upstream("timed out reading the response body".into())
+            } else {
+                EgressError::Upstream(error_text(&e.without_url()))
+            }
+        })?;
+        let Some(chunk) = chunk else { return Ok(body) };
+        if body.len() + chunk.len() > limit {
+            return Err(EgressError::ResponseTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// Step 8: redact header values and the body with the scanner and the injected material.
+/// A header whose *name* contains a secret is dropped (a redacted name would not be a token).
+fn redact_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    scanner: &Redactor,
+    material: Option<&Redactor>,
+) -> Response {
+    let clean = |bytes: &[u8]| -> Vec<u8> {
+        let once = scanner.redact(bytes);
+        match material {
+            Some(m) => m.redact(&once).into_owned(),
+            None => once.into_owned(),
+        }
+    };
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name_bytes = name.as_str().as_bytes();
+        if scanner.contains_secret(name_bytes) || material.is_some_and(|m| m.contains_secret(name_bytes)) {
+            tracing::warn!("dropped a response header whose name contains a secret");
+            continue;
+        }
+        out.push((name.to_string(), String::from_utf8_lossy(&clean(value.as_bytes())).into_owned()));
+    }
+    Response { status: status.as_u16(), headers: out, body: clean(&body) }
+}
+
+fn patterns(list: &[HostPattern]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+/// An error and its sources, joined, for messages people read.
+fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
