@@ -114,6 +114,7 @@ impl Runtime {
     pub fn inspect(&self, manifest: &Manifest) -> Result<ComponentInfo> {
         let path = manifest.component_path();
         let compiled = skill::compile(&self.inner, &path)?;
+        let path = path.canonicalize().unwrap_or(path);
         Ok(inspect::inspect_component(&self.inner.engine, &compiled.component, path, compiled.digest, compiled.size))
     }
 
