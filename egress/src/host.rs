@@ -67,7 +67,7 @@ impl HostPattern {
         if text.contains("://") || text.contains(['/', '@', '?', '#']) || text.contains(char::is_whitespace) {
             return Err(fail("give a host with an optional port, not a URL"));
         }
-        let (host_text, port_text) = split_port(text).map_err(|r| fail(r))?;
+        let (host_text, port_text) = split_port(text).map_err(fail)?;
         let port = match port_text {
             None => PortMatch::Default,
             Some("*") => PortMatch::Any,

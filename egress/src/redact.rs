@@ -10,10 +10,10 @@
 //! encodings a server is likely to reflect it in: base64 (standard and URL-safe alphabets, padded
 //! and unpadded, plus the alignment-independent "core" described on [`push_base64_cores`]), hex,
 //! and percent-encoding (RFC 3986 unreserved-only, `application/x-www-form-urlencoded`,
-//! JavaScript's `encodeURIComponent`, and every-byte `%XX`). All patterns go into one
-//! Aho-Corasick automaton, searched leftmost-longest and ASCII-case-insensitively (so hex and
-//! `%2f`/`%2F` match in any case; the price is that text equal to a secret up to ASCII case is
-//! redacted too, which errs on the safe side).
+//! JavaScript's `encodeURIComponent`, everything but alphanumerics, and every-byte `%XX`).
+//! All patterns go into one Aho-Corasick automaton, searched leftmost-longest and
+//! ASCII-case-insensitively (so hex and `%2f`/`%2F` match in any case; the price is that text
+//! equal to a secret up to ASCII case is redacted too, which errs on the safe side).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -189,6 +189,9 @@ fn push_variants(secret: &[u8], out: &mut Vec<Zeroizing<Vec<u8>>>) {
 
     out.push(percent(secret, RFC3986_UNRESERVED));
     out.push(percent(secret, URI_COMPONENT));
+    // Everything but ASCII letters and digits, as many libraries (and Rust's
+    // `percent-encoding` with `NON_ALPHANUMERIC`) encode.
+    out.push(percent(secret, NON_ALPHANUMERIC));
     out.push(Zeroizing::new(url::form_urlencoded::byte_serialize(secret).flat_map(str::bytes).collect()));
     let mut every_byte = Zeroizing::new(Vec::with_capacity(secret.len() * 3));
     for byte in secret {
