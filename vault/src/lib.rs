@@ -47,7 +47,7 @@ pub use crate::keyrot::FAILPOINT_ENV;
 pub use crate::secret::{ApiKey, Basic, CredentialKind, Custom, Database, HmacKey, Postgres, SecretValue, Token};
 pub use crate::types::*;
 
-use crate::crypto::{Key32, KdfParams, Material, ad, label};
+use crate::crypto::{KdfParams, Key32, Material, ad, label};
 
 /// How long a writer waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -138,8 +138,10 @@ pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<
 }
 
 pub(crate) fn meta_set(conn: &Connection, key: &str, value: &[u8]) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
-        .execute(params![key, value])?;
+    conn.prepare_cached(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
@@ -184,7 +186,10 @@ pub(crate) struct MasterDerived {
 }
 
 pub(crate) fn derive_master(master: &Key32, vault_id: &[u8]) -> MasterDerived {
-    MasterDerived { wrap: master.derive(vault_id, label::MASTER_WRAP), check: master.derive(vault_id, label::KEY_CHECK) }
+    MasterDerived {
+        wrap: master.derive(vault_id, label::MASTER_WRAP),
+        check: master.derive(vault_id, label::KEY_CHECK),
+    }
 }
 
 pub(crate) fn vault_secret_ad(vault_id: &[u8]) -> Vec<u8> {
@@ -237,11 +242,15 @@ impl Vault {
     }
 
     fn init_file(path: &Path, source: &MasterKeySource, material: &Material, options: &InitOptions) -> Result<Vault> {
-        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let mut conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         configure(&conn)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::InvalidInput { what: "vault path", reason: format!("the filesystem does not support WAL mode (got {mode})") });
+            return Err(Error::InvalidInput {
+                what: "vault path",
+                reason: format!("the filesystem does not support WAL mode (got {mode})"),
+            });
         }
 
         let mut vault_id = [0u8; 16];
@@ -287,7 +296,10 @@ impl Vault {
             audit_key,
             fp_key,
             history_depth: options.history_depth,
-            inner: Mutex::new(Inner { conn, keys: Keys { master_wrap: derived.wrap, source_kind: source.describe(), keks } }),
+            inner: Mutex::new(Inner {
+                conn,
+                keys: Keys { master_wrap: derived.wrap, source_kind: source.describe(), keks },
+            }),
         })
     }
 
@@ -304,13 +316,14 @@ impl Vault {
             }
             Err(source) => return Err(Error::Io { action: "opening vault", path: path.to_path_buf(), source }),
         }
-        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                    Error::NotInitialized { path: path.to_path_buf() }
-                }
-                e => Error::Database(e),
-            })?;
+        let mut conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                        Error::NotInitialized { path: path.to_path_buf() }
+                    }
+                    e => Error::Database(e),
+                })?;
         configure(&conn)?;
         let version = schema::version(&conn).map_err(|e| match e {
             Error::Database(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::NotADatabase => {

@@ -1,0 +1,545 @@
+//! Credential lifecycle: add, list, show, rotate, revoke, delete, reveal.
+//!
+//! Every write runs in one `BEGIN IMMEDIATE` transaction together with its
+//! audit row, so either both land or neither does.
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::audit::{self, NewRow};
+use crate::crypto::{self, Key32, ad};
+use crate::error::{Error, Result};
+use crate::secret::{CredentialKind, SecretValue};
+use crate::types::*;
+use crate::{Keys, Vault};
+
+/// Columns of [`read_info`], in order (`c` = credentials, `v` = current version).
+pub(crate) const INFO_COLS: &str = "c.id, c.owner, c.environment, c.name, c.kind, c.service, c.description, c.scopes, \
+     c.expires_at, c.status, c.revoked_reason, c.created_at, c.updated_at, c.last_rotated_at, c.current_version, \
+     v.fingerprint";
+pub(crate) const INFO_FROM: &str =
+    "credentials c JOIN versions v ON v.credential_id = c.id AND v.version = c.current_version";
+
+fn bad(what: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
+}
+
+pub(crate) fn read_info(r: &Row<'_>) -> rusqlite::Result<CredentialInfo> {
+    let env: String = r.get(2)?;
+    let kind: String = r.get(4)?;
+    let scopes: String = r.get(7)?;
+    let status: String = r.get(9)?;
+    let fp: String = r.get(15)?;
+    Ok(CredentialInfo {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        environment: env.parse().map_err(|_| bad("environment"))?,
+        name: r.get(3)?,
+        kind: kind.parse().map_err(|_| bad("kind"))?,
+        service: r.get(5)?,
+        description: r.get(6)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        expires_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
+        status: status.parse().map_err(|_| bad("status"))?,
+        revoked_reason: r.get(10)?,
+        created_at: from_ms(r.get(11)?),
+        updated_at: from_ms(r.get(12)?),
+        last_rotated_at: r.get::<_, Option<i64>>(13)?.map(from_ms),
+        version: r.get(14)?,
+        fingerprint: partial(&fp),
+    })
+}
+
+/// `…a1b2`: the last four hex digits of a stored fingerprint.
+fn partial(fp: &str) -> String {
+    format!("…{}", &fp[fp.len().saturating_sub(4)..])
+}
+
+/// Checks a name-like identifier (credential, owner, skill, alias).
+pub(crate) fn check_ident(what: &'static str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '@'))
+        && !s.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            what,
+            reason: "must be 1-128 characters of letters, digits and - _ . / : @ (not starting with '.')".into(),
+        })
+    }
+}
+
+fn check_text(what: &'static str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 1024 || s.chars().any(char::is_control) {
+        return Err(Error::InvalidInput {
+            what,
+            reason: "must be 1-1024 characters without control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn not_found(r: &CredentialRef) -> Error {
+    Error::NotFound { name: r.name.clone(), environment: r.environment, owner: r.owner.clone() }
+}
+
+/// The sealed form of one version's value.
+pub(crate) struct Sealed {
+    pub key_id: String,
+    pub wrapped_dek: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub fingerprint: String,
+}
+
+pub(crate) fn value_ad(vault_id: &[u8], cred_id: &str, version: u32, key_id: &str, kind: CredentialKind) -> Vec<u8> {
+    ad("value", &[vault_id, cred_id.as_bytes(), &version.to_be_bytes(), key_id.as_bytes(), kind.as_str().as_bytes()])
+}
+
+pub(crate) fn dek_ad(vault_id: &[u8], cred_id: &str, version: u32, key_id: &str) -> Vec<u8> {
+    ad("dek", &[vault_id, cred_id.as_bytes(), &version.to_be_bytes(), key_id.as_bytes()])
+}
+
+impl Vault {
+    /// Encrypts `value` as version `version` of `cred_id` under a fresh data key
+    /// wrapped by the active KEK.
+    pub(crate) fn seal_value(
+        &self,
+        conn: &Connection,
+        keys: &mut Keys,
+        cred_id: &str,
+        version: u32,
+        value: &SecretValue,
+    ) -> Result<Sealed> {
+        let key_id: String = conn
+            .prepare_cached("SELECT id FROM keys WHERE status = 'active'")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| Error::Corrupt { what: "the key table (no active key-encryption key)".into() })?;
+        let plaintext = value.to_json();
+        let dek = Key32::random()?;
+        let ciphertext = crypto::seal(
+            &dek.cipher(),
+            &value_ad(&self.vault_id, cred_id, version, &key_id, value.kind()),
+            &plaintext,
+        )?;
+        let kek = keys.kek(conn, &self.vault_id, &key_id)?;
+        let wrapped_dek = crypto::seal(kek, &dek_ad(&self.vault_id, cred_id, version, &key_id), dek.bytes())?;
+        let fingerprint = hex::encode(self.fp_key.mac(&[&plaintext]))[56..].to_string();
+        Ok(Sealed { key_id, wrapped_dek, ciphertext, fingerprint })
+    }
+
+    /// Decrypts a stored version; [`Error::Corrupt`] if anything was altered or moved.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_value(
+        &self,
+        conn: &Connection,
+        keys: &mut Keys,
+        cred_id: &str,
+        version: u32,
+        kind: CredentialKind,
+        key_id: &str,
+        wrapped_dek: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<SecretValue> {
+        let corrupt = || Error::Corrupt { what: format!("credential {cred_id} version {version}") };
+        let kek = keys.kek(conn, &self.vault_id, key_id)?;
+        let dek = crypto::open(kek, &dek_ad(&self.vault_id, cred_id, version, key_id), wrapped_dek)
+            .and_then(|b| Key32::from_slice(&b))
+            .ok_or_else(corrupt)?;
+        let plaintext =
+            crypto::open(&dek.cipher(), &value_ad(&self.vault_id, cred_id, version, key_id, kind), ciphertext)
+                .ok_or_else(corrupt)?;
+        let text = std::str::from_utf8(&plaintext).map_err(|_| corrupt())?;
+        SecretValue::from_json(kind, text).map_err(|_| corrupt())
+    }
+
+    pub(crate) fn audit(&self, conn: &Connection, row: &NewRow<'_>) -> Result<()> {
+        audit::append(conn, &self.audit_key, &self.vault_id, row).map_err(|source| Error::Audit { source })
+    }
+
+    /// Adds a credential with its first version. Audited as `create`.
+    pub fn add(&self, new: &NewCredential, value: &SecretValue, actor: &str) -> Result<CredentialInfo> {
+        let r = &new.id;
+        check_ident("credential name", &r.name)?;
+        check_ident("owner", &r.owner)?;
+        check_text("service", &new.service)?;
+        if let Some(d) = &new.description {
+            check_text("description", d)?;
+        }
+        for s in &new.scopes {
+            check_text("scope", s)?;
+        }
+        if value.kind() != new.kind {
+            return Err(Error::InvalidInput {
+                what: "credential value",
+                reason: format!("the value is of type {} but the credential is of type {}", value.kind(), new.kind),
+            });
+        }
+        value.validate()?;
+        let cred_id = format!("cred_{}", crypto::random_hex(12)?);
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, 1, value)?;
+        let now = now_ms();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx
+            .prepare_cached("SELECT 1 FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
+            .exists(params![r.owner, r.environment.as_str(), r.name])?;
+        if exists {
+            return Err(Error::CredentialExists {
+                name: r.name.clone(),
+                environment: r.environment,
+                owner: r.owner.clone(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO credentials (id, owner, environment, name, kind, service, description, scopes, expires_at, \
+             status, created_at, updated_at, current_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?10, 1)",
+            params![
+                cred_id,
+                r.owner,
+                r.environment.as_str(),
+                r.name,
+                new.kind.as_str(),
+                new.service,
+                new.description,
+                serde_json::to_string(&new.scopes).expect("strings serialize"),
+                new.expires_at.map(to_ms),
+                now
+            ],
+        )?;
+        insert_version(&tx, &cred_id, 1, &sealed, now)?;
+        let detail = serde_json::json!({ "version": 1, "kind": new.kind.as_str(), "service": new.service }).to_string();
+        self.audit(
+            &tx,
+            &NewRow {
+                action: AuditAction::Create.as_str(),
+                actor,
+                credential_id: Some(&cred_id),
+                credential_name: Some(&r.name),
+                environment: Some(r.environment.as_str()),
+                owner: Some(&r.owner),
+                detail: Some(&detail),
+                success: true,
+                ..Default::default()
+            },
+        )?;
+        tx.commit().map_err(|source| Error::Audit { source })?;
+        Ok(self.show_locked(&inner.conn, r)?.info)
+    }
+
+    /// Credential metadata matching `filter` (never values), by environment, owner and name.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<CredentialInfo>> {
+        let mut sql = format!("SELECT {INFO_COLS} FROM {INFO_FROM} WHERE 1=1");
+        let mut vals: Vec<String> = Vec::new();
+        for (col, v) in [
+            ("c.service", filter.service.as_deref()),
+            ("c.kind", filter.kind.map(|k| k.as_str())),
+            ("c.environment", filter.environment.map(|e| e.as_str())),
+            ("c.status", filter.status.map(|s| s.as_str())),
+            ("c.owner", filter.owner.as_deref()),
+        ] {
+            if let Some(v) = v {
+                vals.push(v.to_string());
+                sql += &format!(" AND {col} = ?{}", vals.len());
+            }
+        }
+        sql += " ORDER BY c.environment, c.owner, c.name";
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_info)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One credential's metadata, kept versions (newest first) and grants.
+    pub fn show(&self, r: &CredentialRef) -> Result<CredentialDetail> {
+        let inner = self.lock();
+        self.show_locked(&inner.conn, r)
+    }
+
+    fn show_locked(&self, conn: &Connection, r: &CredentialRef) -> Result<CredentialDetail> {
+        let info = conn
+            .prepare_cached(&format!(
+                "SELECT {INFO_COLS} FROM {INFO_FROM} WHERE c.owner = ?1 AND c.environment = ?2 AND c.name = ?3"
+            ))?
+            .query_row(params![r.owner, r.environment.as_str(), r.name], read_info)
+            .optional()?
+            .ok_or_else(|| not_found(r))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT version, status, key_id, created_at, fingerprint FROM versions WHERE credential_id = ?1 ORDER BY version DESC",
+        )?;
+        let versions = stmt
+            .query_map([&info.id], |row| {
+                let status: String = row.get(1)?;
+                let fp: String = row.get(4)?;
+                Ok(VersionInfo {
+                    version: row.get(0)?,
+                    status: status.parse().map_err(|_| bad("status"))?,
+                    key_id: row.get(2)?,
+                    created_at: from_ms(row.get(3)?),
+                    fingerprint: partial(&fp),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        let grants = crate::grants::list_grants(conn, Some(&info.id), &GrantFilter::default())?;
+        Ok(CredentialDetail { info, versions, grants })
+    }
+
+    /// Stores a new value as the next version; the previous one becomes
+    /// `rotated`. Versions beyond the history depth are hard-deleted. A revoked
+    /// credential becomes active again with the new value. Audited as `rotate`.
+    pub fn rotate(&self, r: &CredentialRef, value: &SecretValue, actor: &str) -> Result<CredentialInfo> {
+        self.rotate_with(r, value, None, actor)
+    }
+
+    /// [`Vault::rotate`], also replacing the expiry when `expires_at` is `Some`.
+    pub fn rotate_with(
+        &self,
+        r: &CredentialRef,
+        value: &SecretValue,
+        expires_at: Option<std::time::SystemTime>,
+        actor: &str,
+    ) -> Result<CredentialInfo> {
+        value.validate()?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let found: Option<(String, String, u32)> = inner
+            .conn
+            .prepare_cached(
+                "SELECT id, kind, current_version FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3",
+            )?
+            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        let (cred_id, kind, current) = found.ok_or_else(|| not_found(r))?;
+        if kind != value.kind().as_str() {
+            return Err(Error::InvalidInput {
+                what: "credential value",
+                reason: format!("the value is of type {} but the credential is of type {kind}", value.kind()),
+            });
+        }
+        let next = current + 1;
+        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, next, value)?;
+        let now = now_ms();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Re-check under the write lock: another process may have rotated meanwhile.
+        let still: Option<u32> = tx
+            .prepare_cached("SELECT current_version FROM credentials WHERE id = ?1")?
+            .query_row([&cred_id], |row| row.get(0))
+            .optional()?;
+        if still != Some(current) {
+            return Err(Error::InvalidInput {
+                what: "rotation",
+                reason: "the credential changed while rotating (another process?); run the command again".into(),
+            });
+        }
+        tx.execute(
+            "UPDATE versions SET status = 'rotated' WHERE credential_id = ?1 AND status = 'active'",
+            [&cred_id],
+        )?;
+        insert_version(&tx, &cred_id, next, &sealed, now)?;
+        tx.execute(
+            "UPDATE credentials SET current_version = ?2, status = 'active', revoked_reason = NULL, updated_at = ?3, \
+             last_rotated_at = ?3, expires_at = CASE WHEN ?4 THEN ?5 ELSE expires_at END WHERE id = ?1",
+            params![cred_id, next, now, expires_at.is_some(), expires_at.map(to_ms)],
+        )?;
+        let pruned = tx.execute(
+            "DELETE FROM versions WHERE credential_id = ?1 AND version <= ?2",
+            params![cred_id, next as i64 - self.history_depth as i64],
+        )?;
+        let detail = serde_json::json!({ "version": next, "previous": current, "pruned_versions": pruned }).to_string();
+        self.audit(
+            &tx,
+            &NewRow {
+                action: AuditAction::Rotate.as_str(),
+                actor,
+                credential_id: Some(&cred_id),
+                credential_name: Some(&r.name),
+                environment: Some(r.environment.as_str()),
+                owner: Some(&r.owner),
+                detail: Some(&detail),
+                success: true,
+                ..Default::default()
+            },
+        )?;
+        tx.commit().map_err(|source| Error::Audit { source })?;
+        Ok(self.show_locked(&inner.conn, r)?.info)
+    }
+
+    /// Revokes a credential at once (soft: kept, but never resolved). Audited as `revoke`.
+    pub fn revoke(&self, r: &CredentialRef, reason: &str, actor: &str) -> Result<()> {
+        check_text("revocation reason", reason)?;
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cred_id: String = tx
+            .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
+            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
+            .optional()?
+            .ok_or_else(|| not_found(r))?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE credentials SET status = 'revoked', revoked_reason = ?2, updated_at = ?3 WHERE id = ?1",
+            params![cred_id, reason, now],
+        )?;
+        tx.execute(
+            "UPDATE versions SET status = 'revoked' WHERE credential_id = ?1 AND status = 'active'",
+            [&cred_id],
+        )?;
+        let detail = serde_json::json!({ "reason": reason }).to_string();
+        self.audit(
+            &tx,
+            &NewRow {
+                action: AuditAction::Revoke.as_str(),
+                actor,
+                credential_id: Some(&cred_id),
+                credential_name: Some(&r.name),
+                environment: Some(r.environment.as_str()),
+                owner: Some(&r.owner),
+                detail: Some(&detail),
+                success: true,
+                ..Default::default()
+            },
+        )?;
+        tx.commit().map_err(|source| Error::Audit { source })
+    }
+
+    /// Deletes a credential, its versions and its grants for good, then
+    /// checkpoints the WAL so no ciphertext is left in the `-wal` file
+    /// (`secure_delete` zeroes the freed space in the database file). Audited as `delete`.
+    pub fn delete(&self, r: &CredentialRef, actor: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cred_id: String = tx
+            .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
+            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
+            .optional()?
+            .ok_or_else(|| not_found(r))?;
+        let versions = tx.execute("DELETE FROM versions WHERE credential_id = ?1", [&cred_id])?;
+        let grants = tx.execute("DELETE FROM grants WHERE credential_id = ?1", [&cred_id])?;
+        tx.execute("DELETE FROM credentials WHERE id = ?1", [&cred_id])?;
+        let detail = serde_json::json!({ "versions_deleted": versions, "grants_deleted": grants }).to_string();
+        self.audit(
+            &tx,
+            &NewRow {
+                action: AuditAction::Delete.as_str(),
+                actor,
+                credential_id: Some(&cred_id),
+                credential_name: Some(&r.name),
+                environment: Some(r.environment.as_str()),
+                owner: Some(&r.owner),
+                detail: Some(&detail),
+                success: true,
+                ..Default::default()
+            },
+        )?;
+        tx.commit().map_err(|source| Error::Audit { source })?;
+        checkpoint(&inner.conn);
+        Ok(())
+    }
+
+    /// Decrypts the current value for an operator (not a skill). Audited as
+    /// `read` (the audit row is committed first; if it cannot be written,
+    /// nothing is returned). Refuses revoked credentials.
+    pub fn reveal(&self, r: &CredentialRef, actor: &str, purpose: Option<&str>) -> Result<SecretValue> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = load_current(&tx, r)?.ok_or_else(|| not_found(r))?;
+        let result = if row.info.status == Status::Revoked {
+            Err(Error::Revoked {
+                name: r.name.clone(),
+                environment: r.environment,
+                reason: row.info.revoked_reason.clone().unwrap_or_default(),
+            })
+        } else {
+            self.open_value(
+                &tx,
+                &mut inner.keys,
+                &row.info.id,
+                row.info.version,
+                row.info.kind,
+                &row.key_id,
+                &row.wrapped_dek,
+                &row.ciphertext,
+            )
+        };
+        let err_text = result.as_ref().err().map(|e| e.to_string());
+        let detail = serde_json::json!({ "version": row.info.version, "operator": true }).to_string();
+        self.audit(
+            &tx,
+            &NewRow {
+                action: if result.is_ok() { AuditAction::Read.as_str() } else { AuditAction::Denied.as_str() },
+                actor,
+                credential_id: Some(&row.info.id),
+                credential_name: Some(&r.name),
+                environment: Some(r.environment.as_str()),
+                owner: Some(&r.owner),
+                purpose,
+                detail: Some(&detail),
+                success: result.is_ok(),
+                error: err_text.as_deref(),
+                ..Default::default()
+            },
+        )?;
+        // The row is committed before the value leaves this function.
+        tx.commit().map_err(|source| Error::Audit { source })?;
+        result
+    }
+}
+
+/// Best-effort `wal_checkpoint(TRUNCATE)`: moves every page into the main file
+/// and truncates the WAL to zero bytes (skipped if other readers hold it).
+pub(crate) fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!("WAL checkpoint after delete failed: {e}");
+    }
+}
+
+pub(crate) fn insert_version(
+    tx: &Connection,
+    cred_id: &str,
+    version: u32,
+    s: &Sealed,
+    now: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO versions (credential_id, version, key_id, wrapped_dek, ciphertext, fingerprint, status, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
+    )?
+    .execute(params![cred_id, version, s.key_id, s.wrapped_dek, s.ciphertext, s.fingerprint, now])?;
+    Ok(())
+}
+
+/// A credential with its current version's sealed value.
+pub(crate) struct CurrentRow {
+    pub info: CredentialInfo,
+    pub key_id: String,
+    pub wrapped_dek: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+pub(crate) fn read_current(row: &Row<'_>) -> rusqlite::Result<CurrentRow> {
+    Ok(CurrentRow { info: read_info(row)?, key_id: row.get(16)?, wrapped_dek: row.get(17)?, ciphertext: row.get(18)? })
+}
+
+pub(crate) fn load_current(conn: &Connection, r: &CredentialRef) -> Result<Option<CurrentRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {INFO_COLS}, v.key_id, v.wrapped_dek, v.ciphertext FROM {INFO_FROM} \
+             WHERE c.owner = ?1 AND c.environment = ?2 AND c.name = ?3"
+        ))?
+        .query_row(params![r.owner, r.environment.as_str(), r.name], read_current)
+        .optional()?)
+}
+
+pub(crate) fn load_current_by_id(conn: &Connection, id: &str) -> Result<Option<CurrentRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {INFO_COLS}, v.key_id, v.wrapped_dek, v.ciphertext FROM {INFO_FROM} WHERE c.id = ?1"
+        ))?
+        .query_row([id], read_current)
+        .optional()?)
+}

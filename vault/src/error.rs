@@ -1,0 +1,243 @@
+//! The crate's one error type.
+//!
+//! Every message names the problem and, where there is one, the fix. No
+//! message ever contains a secret value: fields are named, never echoed.
+
+use std::path::PathBuf;
+
+use crate::types::Environment;
+
+/// Everything that can go wrong in the vault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read, written or inspected.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("reading key file", ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite reported an error (locked past the busy timeout, disk full, corrupt file...).
+    #[error("vault database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// There is no vault at this path (or the file is not one).
+    #[error("no vault at {path}: create one with `skillbox vault init` (or point --vault / SKILLBOX_VAULT at it)")]
+    NotInitialized {
+        /// The path that was opened.
+        path: PathBuf,
+    },
+    /// `init` was asked to create a vault where one already exists.
+    #[error("a vault already exists at {path}: refusing to overwrite it (choose another path with --vault)")]
+    AlreadyExists {
+        /// The existing vault file.
+        path: PathBuf,
+    },
+    /// The vault was written by a newer skillbox.
+    #[error("vault schema version {found} is newer than this skillbox supports ({supported}): upgrade skillbox")]
+    UnsupportedSchema {
+        /// Schema version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The master key does not open this vault. Nothing was written.
+    #[error(
+        "the master key does not open the vault at {path} (the key came from {tried}){hint}. \
+         Master key sources, in order: SKILLBOX_MASTER_KEY (64 hex chars), --key-file / SKILLBOX_KEY_FILE, \
+         SKILLBOX_PASSPHRASE, then a passphrase prompt. Nothing was changed."
+    )]
+    WrongMasterKey {
+        /// The vault file.
+        path: PathBuf,
+        /// Which kind of source supplied the key that failed.
+        tried: &'static str,
+        /// Extra explanation, possibly empty (e.g. "this vault was created with a raw key").
+        hint: String,
+    },
+    /// A master key was supplied in an unusable form.
+    #[error("invalid master key: {reason}")]
+    InvalidMasterKey {
+        /// What is wrong with it (never the key itself).
+        reason: String,
+    },
+    /// A key file may be read by other users.
+    #[error(
+        "key file {path} has mode {mode:04o}: it must be readable by its owner only. Fix it with `chmod 600 {path}`"
+    )]
+    KeyFilePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Stored data failed its integrity check: it was altered, truncated, or moved from elsewhere.
+    #[error(
+        "integrity check failed for {what}: the stored data was altered or copied from another record. \
+         Restore the vault from a backup (`skillbox vault backup` makes one)"
+    )]
+    Corrupt {
+        /// Which record failed (credential, version, key id; never a value).
+        what: String,
+    },
+    /// A credential with this identity already exists.
+    #[error(
+        "credential '{name}' already exists in environment {environment} for owner '{owner}': \
+         use `skillbox cred rotate {name}` to change its value"
+    )]
+    CredentialExists {
+        /// Credential name.
+        name: String,
+        /// Its environment.
+        environment: Environment,
+        /// Its owner namespace.
+        owner: String,
+    },
+    /// No credential with this identity.
+    #[error(
+        "no credential '{name}' in environment {environment} for owner '{owner}': \
+         see `skillbox cred list`, or add it with `skillbox cred add {name} --type TYPE --service SERVICE --env {environment}`"
+    )]
+    NotFound {
+        /// Credential name.
+        name: String,
+        /// Environment searched.
+        environment: Environment,
+        /// Owner searched.
+        owner: String,
+    },
+    /// A credential value failed validation.
+    #[error("invalid {kind} credential value: field '{field}' {reason}")]
+    InvalidValue {
+        /// The credential kind.
+        kind: &'static str,
+        /// The offending field.
+        field: String,
+        /// What is wrong (never the value).
+        reason: String,
+    },
+    /// An argument (name, filter, option) is not acceptable.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// Which input.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The skill has no grant for this credential (default deny).
+    #[error(
+        "skill '{skill}' is not granted credential '{name}' in environment {environment} (owner '{owner}'): \
+         grant it with `skillbox grant {skill} {name} --env {environment}`"
+    )]
+    NotGranted {
+        /// Skill (manifest name).
+        skill: String,
+        /// The name the skill asked for.
+        name: String,
+        /// Environment.
+        environment: Environment,
+        /// Owner namespace.
+        owner: String,
+    },
+    /// The grant exists but has expired.
+    #[error(
+        "the grant of credential '{name}' to skill '{skill}' in environment {environment} expired at {expired_at}: \
+         renew it with `skillbox grant {skill} {name} --env {environment} --expires 30d`"
+    )]
+    GrantExpired {
+        /// Skill.
+        skill: String,
+        /// Credential (alias) name.
+        name: String,
+        /// Environment.
+        environment: Environment,
+        /// When it expired (RFC 3339).
+        expired_at: String,
+    },
+    /// No grant matches for `ungrant`.
+    #[error(
+        "skill '{skill}' has no grant named '{name}' in environment {environment} (owner '{owner}'): see `skillbox grants`"
+    )]
+    GrantNotFound {
+        /// Skill.
+        skill: String,
+        /// Alias.
+        name: String,
+        /// Environment.
+        environment: Environment,
+        /// Owner.
+        owner: String,
+    },
+    /// The credential was revoked.
+    #[error(
+        "credential '{name}' in environment {environment} is revoked ({reason}): \
+         put a new value in with `skillbox cred rotate {name} --env {environment}`"
+    )]
+    Revoked {
+        /// Credential name.
+        name: String,
+        /// Environment.
+        environment: Environment,
+        /// The reason given at revocation.
+        reason: String,
+    },
+    /// The credential is past its expiry date.
+    #[error(
+        "credential '{name}' in environment {environment} expired at {expired_at}: \
+         rotate it with `skillbox cred rotate {name} --env {environment} --expires ...`"
+    )]
+    Expired {
+        /// Credential name.
+        name: String,
+        /// Environment.
+        environment: Environment,
+        /// When it expired (RFC 3339).
+        expired_at: String,
+    },
+    /// The skill's component is not the one the grant was pinned to.
+    #[error(
+        "skill '{skill}' changed: its grant is pinned to component sha256 {pinned}, but this component is sha256 {found}. \
+         If the change is expected, re-grant with `skillbox grant <path-to-skill> CREDENTIAL --env ENV` \
+         (or `--any-digest` to stop pinning)"
+    )]
+    DigestMismatch {
+        /// Skill.
+        skill: String,
+        /// The pinned digest (hex).
+        pinned: String,
+        /// The digest presented now (hex).
+        found: String,
+    },
+    /// The audit row could not be written, so the operation was refused (fail closed).
+    #[error("the audit log could not be written, so the operation was refused and no secret was released: {source}")]
+    Audit {
+        /// Why the write failed.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The operating system's random number generator failed.
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True for refusals of access (not granted, expired, revoked, digest changed):
+    /// the CLI maps these to its "denied" exit code.
+    pub fn is_denied(&self) -> bool {
+        matches!(
+            self,
+            Error::NotGranted { .. }
+                | Error::GrantExpired { .. }
+                | Error::Revoked { .. }
+                | Error::Expired { .. }
+                | Error::DigestMismatch { .. }
+        )
+    }
+}

@@ -1,0 +1,426 @@
+//! Grants (default deny) and [`Vault::resolve`], the one path by which a skill gets a value.
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::Vault;
+use crate::audit::NewRow;
+use crate::creds::{check_ident, load_current_by_id, not_found};
+use crate::error::{Error, Result};
+use crate::types::*;
+
+const GRANT_COLS: &str = "g.id, g.skill, g.alias, g.credential_id, c.name, g.environment, g.owner, g.access_level, \
+     g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts";
+
+fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
+    let bad = |what: &str| rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text);
+    let env: String = r.get(5)?;
+    let access: String = r.get(7)?;
+    let hosts: Option<String> = r.get(14)?;
+    Ok(GrantInfo {
+        id: r.get(0)?,
+        skill: r.get(1)?,
+        alias: r.get(2)?,
+        credential_id: r.get(3)?,
+        credential_name: r.get(4)?,
+        environment: env.parse().map_err(|_| bad("environment"))?,
+        owner: r.get(6)?,
+        access: access.parse().map_err(|_| bad("access_level"))?,
+        granted_by: r.get(8)?,
+        granted_at: from_ms(r.get(9)?),
+        expires_at: r.get::<_, Option<i64>>(10)?.map(from_ms),
+        reason: r.get(11)?,
+        skill_digest: r.get(12)?,
+        any_digest: r.get(13)?,
+        hosts: hosts.and_then(|h| serde_json::from_str(&h).ok()),
+    })
+}
+
+pub(crate) fn list_grants(conn: &Connection, credential_id: Option<&str>, f: &GrantFilter) -> Result<Vec<GrantInfo>> {
+    let mut sql = format!("SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE 1=1");
+    let mut vals: Vec<String> = Vec::new();
+    for (col, v) in [
+        ("g.credential_id", credential_id),
+        ("g.skill", f.skill.as_deref()),
+        ("g.environment", f.environment.map(|e| e.as_str())),
+        ("g.owner", f.owner.as_deref()),
+    ] {
+        if let Some(v) = v {
+            vals.push(v.to_string());
+            sql += &format!(" AND {col} = ?{}", vals.len());
+        }
+    }
+    sql += " ORDER BY g.skill, g.environment, g.alias";
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_grant)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn check_digest(d: &str) -> Result<()> {
+    if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            what: "skill digest",
+            reason: "must be a sha256 digest: 64 lowercase hex characters".into(),
+        })
+    }
+}
+
+/// Why a resolve was refused, for the audit row and the error.
+struct Denial {
+    error: Error,
+    credential_id: Option<String>,
+}
+
+impl Vault {
+    /// Grants a skill access to a credential (replacing an existing grant with
+    /// the same skill, alias, environment and owner). Audited as `grant`.
+    pub fn grant(&self, g: &NewGrant, actor: &str) -> Result<GrantInfo> {
+        check_ident("skill name", &g.skill)?;
+        let alias = g.alias.clone().unwrap_or_else(|| g.credential.name.clone());
+        check_ident("alias", &alias)?;
+        if let Some(d) = &g.skill_digest {
+            check_digest(d)?;
+        }
+        if let Some(hosts) = &g.hosts {
+            for h in hosts {
+                if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+                    return Err(Error::InvalidInput {
+                        what: "host",
+                        reason: format!("'{h}' is not a host name (give names like api.example.com or *.example.com)"),
+                    });
+                }
+            }
+        }
+        let r = &g.credential;
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cred_id: String = tx
+            .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
+            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
+            .optional()?
+            .ok_or_else(|| not_found(r))?;
+        let id = format!("grant_{}", crate::crypto::random_hex(8)?);
+        let hosts = g.hosts.as_ref().map(|h| serde_json::to_string(h).expect("strings serialize"));
+        tx.execute(
+            "INSERT INTO grants (id, skill, alias, credential_id, environment, owner, access_level, granted_by, granted_at, \
+             expires_at, reason, skill_digest, any_digest, hosts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (skill, alias, environment, owner) DO UPDATE SET id = excluded.id, credential_id = excluded.credential_id, \
+             access_level = excluded.access_level, granted_by = excluded.granted_by, granted_at = excluded.granted_at, \
+             expires_at = excluded.expires_at, reason = excluded.reason, skill_digest = excluded.skill_digest, \
+             any_digest = excluded.any_digest, hosts = excluded.hosts",
+            params![
+                id,
+                g.skill,
+                alias,
+                cred_id,
+                r.environment.as_str(),
+                r.owner,
+                g.access.as_str(),
+                actor,
+                now_ms(),
+                g.expires_at.map(to_ms),
+                g.reason,
+                g.skill_digest,
+                g.any_digest,
+                hosts
+            ],
+        )?;
+        let detail = serde_json::json!({
+            "grant_id": id, "alias": alias, "access": g.access.as_str(),
+            "expires_at": g.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            "reason": g.reason, "skill_digest": g.skill_digest, "any_digest": g.any_digest, "hosts": g.hosts,
+        })
+        .to_string();
+        self.audit(
+            &tx,
+            &NewRow {
+                action: AuditAction::Grant.as_str(),
+                actor,
+                skill: Some(&g.skill),
+                credential_id: Some(&cred_id),
+                credential_name: Some(&r.name),
+                environment: Some(r.environment.as_str()),
+                owner: Some(&r.owner),
+                detail: Some(&detail),
+                success: true,
+                ..Default::default()
+            },
+        )?;
+        let info = tx
+            .prepare_cached(&format!(
+                "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE g.id = ?1"
+            ))?
+            .query_row([&id], read_grant)?;
+        tx.commit().map_err(|source| Error::Audit { source })?;
+        Ok(info)
+    }
+
+    /// Removes the grant `alias` (the name the skill uses; usually the
+    /// credential's name) of `skill` in the given environment and owner. Audited as `ungrant`.
+    pub fn ungrant(&self, skill: &str, alias: &str, environment: Environment, owner: &str, actor: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: Option<(String, String, String)> = tx
+            .prepare_cached(
+                "SELECT g.id, g.credential_id, c.name FROM grants g JOIN credentials c ON c.id = g.credential_id \
+                 WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4",
+            )?
+            .query_row(params![skill, alias, environment.as_str(), owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((grant_id, cred_id, cred_name)) = found else {
+            return Err(Error::GrantNotFound {
+                skill: skill.into(),
+                name: alias.into(),
+                environment,
+                owner: owner.into(),
+            });
+        };
+        tx.execute("DELETE FROM grants WHERE id = ?1", [&grant_id])?;
+        let detail = serde_json::json!({ "grant_id": grant_id, "alias": alias }).to_string();
+        self.audit(
+            &tx,
+            &NewRow {
+                action: AuditAction::Ungrant.as_str(),
+                actor,
+                skill: Some(skill),
+                credential_id: Some(&cred_id),
+                credential_name: Some(&cred_name),
+                environment: Some(environment.as_str()),
+                owner: Some(owner),
+                detail: Some(&detail),
+                success: true,
+                ..Default::default()
+            },
+        )?;
+        tx.commit().map_err(|source| Error::Audit { source })
+    }
+
+    /// Grants matching `filter`.
+    pub fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantInfo>> {
+        let inner = self.lock();
+        list_grants(&inner.conn, None, filter)
+    }
+
+    /// Resolves a skill's request for a credential: finds the grant (skill,
+    /// declared name, environment, owner), checks it has not expired, that the
+    /// credential is active and unexpired, and the component digest (pinning it
+    /// on first use unless the grant says `any_digest`); then decrypts.
+    ///
+    /// Every outcome writes an audit row. On success the row is committed
+    /// before the value is returned; if it cannot be written, this fails with
+    /// [`Error::Audit`] and returns no secret.
+    pub fn resolve(&self, access: &Access) -> Result<Resolved> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let env = access.environment;
+        let mut pinned_now = false;
+
+        // 1. Find the grant and the credential (or the credential alone with a one-time approval).
+        let outcome: std::result::Result<(Option<GrantInfo>, crate::creds::CurrentRow), Denial> = (|| {
+            let deny = |error, credential_id| Err(Denial { error, credential_id });
+            let (grant, row) = if access.one_time_approval.is_some() {
+                let r =
+                    CredentialRef { owner: access.owner.clone(), environment: env, name: access.declared_name.clone() };
+                match crate::creds::load_current(&tx, &r).map_err(|e| Denial { error: e, credential_id: None })? {
+                    Some(row) => (None, row),
+                    None => return deny(not_found(&r), None),
+                }
+            } else {
+                let grant = tx
+                    .prepare_cached(&format!(
+                        "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id \
+                         WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_row(params![access.skill, access.declared_name, env.as_str(), access.owner], read_grant)
+                            .optional()
+                    })
+                    .map_err(|e| Denial { error: e.into(), credential_id: None })?;
+                let Some(grant) = grant else {
+                    return deny(
+                        Error::NotGranted {
+                            skill: access.skill.clone(),
+                            name: access.declared_name.clone(),
+                            environment: env,
+                            owner: access.owner.clone(),
+                        },
+                        None,
+                    );
+                };
+                let cid = Some(grant.credential_id.clone());
+                if let Some(exp) = grant.expires_at
+                    && to_ms(exp) <= now
+                {
+                    return deny(
+                        Error::GrantExpired {
+                            skill: access.skill.clone(),
+                            name: access.declared_name.clone(),
+                            environment: env,
+                            expired_at: fmt_ms(to_ms(exp)),
+                        },
+                        cid,
+                    );
+                }
+                let row = load_current_by_id(&tx, &grant.credential_id)
+                    .map_err(|e| Denial { error: e, credential_id: cid.clone() })?
+                    .ok_or_else(|| Denial {
+                        error: Error::Corrupt { what: "grant without credential".into() },
+                        credential_id: cid.clone(),
+                    })?;
+                (Some(grant), row)
+            };
+            let cid = Some(row.info.id.clone());
+            if row.info.status == Status::Revoked {
+                return deny(
+                    Error::Revoked {
+                        name: row.info.name.clone(),
+                        environment: env,
+                        reason: row.info.revoked_reason.clone().unwrap_or_else(|| "no reason given".into()),
+                    },
+                    cid,
+                );
+            }
+            if let Some(exp) = row.info.expires_at
+                && to_ms(exp) <= now
+            {
+                return deny(
+                    Error::Expired { name: row.info.name.clone(), environment: env, expired_at: fmt_ms(to_ms(exp)) },
+                    cid,
+                );
+            }
+            Ok((grant, row))
+        })();
+
+        // 2. Digest pinning (trust on first use).
+        let outcome = outcome.and_then(|(grant, row)| {
+            let Some(mut g) = grant else { return Ok((None, row)) };
+            if g.any_digest {
+                return Ok((Some(g), row));
+            }
+            match &g.skill_digest {
+                Some(pinned) if pinned != &access.skill_digest => Err(Denial {
+                    error: Error::DigestMismatch {
+                        skill: access.skill.clone(),
+                        pinned: pinned.clone(),
+                        found: access.skill_digest.clone(),
+                    },
+                    credential_id: Some(row.info.id.clone()),
+                }),
+                Some(_) => Ok((Some(g), row)),
+                None => {
+                    check_digest(&access.skill_digest)
+                        .and_then(|()| {
+                            tx.prepare_cached("UPDATE grants SET skill_digest = ?2 WHERE id = ?1")?
+                                .execute(params![g.id, access.skill_digest])?;
+                            Ok(())
+                        })
+                        .map_err(|e| Denial { error: e, credential_id: Some(row.info.id.clone()) })?;
+                    g.skill_digest = Some(access.skill_digest.clone());
+                    pinned_now = true;
+                    Ok((Some(g), row))
+                }
+            }
+        });
+
+        // 3. Decrypt (still inside the transaction; nothing leaves before the commit).
+        let outcome = outcome.and_then(|(grant, row)| {
+            match self.open_value(
+                &tx,
+                &mut inner.keys,
+                &row.info.id,
+                row.info.version,
+                row.info.kind,
+                &row.key_id,
+                &row.wrapped_dek,
+                &row.ciphertext,
+            ) {
+                Ok(value) => Ok((grant, row.info, value)),
+                Err(error) => Err(Denial { error, credential_id: Some(row.info.id.clone()) }),
+            }
+        });
+
+        // 4. Audit, then commit, then release.
+        let cred_name = access.declared_name.as_str();
+        let base = NewRow {
+            action: "",
+            actor: &access.user,
+            skill: Some(&access.skill),
+            credential_id: None,
+            credential_name: Some(cred_name),
+            environment: Some(env.as_str()),
+            owner: Some(&access.owner),
+            purpose: access.purpose.as_deref(),
+            detail: None,
+            success: true,
+            error: None,
+        };
+        match outcome {
+            Ok((grant, info, value)) => {
+                if pinned_now {
+                    let detail = serde_json::json!({ "skill_digest": access.skill_digest, "trust_on_first_use": true })
+                        .to_string();
+                    self.audit(
+                        &tx,
+                        &NewRow {
+                            action: AuditAction::Pin.as_str(),
+                            credential_id: Some(&info.id),
+                            credential_name: Some(&info.name),
+                            detail: Some(&detail),
+                            ..base
+                        },
+                    )?;
+                }
+                let detail = serde_json::json!({
+                    "version": info.version,
+                    "grant_id": grant.as_ref().map(|g| g.id.as_str()),
+                    "alias": access.declared_name,
+                    "access": grant.as_ref().map(|g| g.access.as_str()),
+                    "skill_digest": access.skill_digest,
+                    "approved_once_by": access.one_time_approval,
+                })
+                .to_string();
+                self.audit(
+                    &tx,
+                    &NewRow {
+                        action: AuditAction::Read.as_str(),
+                        credential_id: Some(&info.id),
+                        credential_name: Some(&info.name),
+                        detail: Some(&detail),
+                        ..base
+                    },
+                )?;
+                tx.commit().map_err(|source| Error::Audit { source })?;
+                Ok(Resolved { credential: info, grant, value })
+            }
+            Err(Denial { error, credential_id }) => {
+                let message = error.to_string();
+                let detail = serde_json::json!({
+                    "alias": access.declared_name,
+                    "skill_digest": access.skill_digest,
+                    "approved_once_by": access.one_time_approval,
+                })
+                .to_string();
+                let row = NewRow {
+                    action: AuditAction::Denied.as_str(),
+                    credential_id: credential_id.as_deref(),
+                    detail: Some(&detail),
+                    success: false,
+                    error: Some(&message),
+                    ..base
+                };
+                // A pin attempted in this transaction is rolled back with it;
+                // the denial row goes in a fresh one.
+                drop(tx);
+                let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                match self.audit(&tx, &row).and_then(|()| tx.commit().map_err(|source| Error::Audit { source })) {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!("could not audit a denied credential request: {e}"),
+                }
+                Err(error)
+            }
+        }
+    }
+}

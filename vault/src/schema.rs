@@ -1,0 +1,124 @@
+//! The vault's SQLite schema and its ordered migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. `init`
+//! applies all of them; `open` applies the missing ones only after the master
+//! key has been verified, so a wrong key never changes the file.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL -- bytes; text values are stored as UTF-8 bytes
+    ) STRICT;
+
+    -- Key-encryption keys, each wrapped by the master key.
+    CREATE TABLE keys (
+        id         TEXT PRIMARY KEY,
+        wrapped    BLOB NOT NULL,
+        status     TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX keys_one_active ON keys(status) WHERE status = 'active';
+
+    CREATE TABLE credentials (
+        id              TEXT PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        environment     TEXT NOT NULL CHECK (environment IN ('dev', 'staging', 'production')),
+        name            TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        service         TEXT NOT NULL,
+        description     TEXT,
+        scopes          TEXT NOT NULL DEFAULT '[]',
+        expires_at      INTEGER,
+        status          TEXT NOT NULL CHECK (status IN ('active', 'rotated', 'revoked')),
+        revoked_reason  TEXT,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        last_rotated_at INTEGER,
+        current_version INTEGER NOT NULL,
+        UNIQUE (owner, environment, name)
+    ) STRICT;
+    CREATE INDEX credentials_service ON credentials(service);
+
+    -- One row per stored value. ciphertext and wrapped_dek are nonce || ct || tag.
+    CREATE TABLE versions (
+        credential_id TEXT NOT NULL REFERENCES credentials(id) ON DELETE CASCADE,
+        version       INTEGER NOT NULL,
+        key_id        TEXT NOT NULL REFERENCES keys(id),
+        wrapped_dek   BLOB NOT NULL,
+        ciphertext    BLOB NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('active', 'rotated', 'revoked')),
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (credential_id, version)
+    ) STRICT;
+
+    CREATE TABLE grants (
+        id            TEXT PRIMARY KEY,
+        skill         TEXT NOT NULL,
+        alias         TEXT NOT NULL,
+        credential_id TEXT NOT NULL REFERENCES credentials(id) ON DELETE CASCADE,
+        environment   TEXT NOT NULL,
+        owner         TEXT NOT NULL,
+        access_level  TEXT NOT NULL CHECK (access_level IN ('read', 'use', 'admin')),
+        granted_by    TEXT NOT NULL,
+        granted_at    INTEGER NOT NULL,
+        expires_at    INTEGER,
+        reason        TEXT,
+        skill_digest  TEXT,
+        any_digest    INTEGER NOT NULL DEFAULT 0,
+        hosts         TEXT,
+        UNIQUE (skill, alias, environment, owner)
+    ) STRICT;
+    CREATE INDEX grants_credential ON grants(credential_id);
+
+    -- Append-only, hash-chained, MACed. No foreign keys: rows outlive credentials.
+    CREATE TABLE audit (
+        id              INTEGER PRIMARY KEY,
+        ts              INTEGER NOT NULL,
+        action          TEXT NOT NULL,
+        actor           TEXT NOT NULL,
+        skill           TEXT,
+        credential_id   TEXT,
+        credential_name TEXT,
+        environment     TEXT,
+        owner           TEXT,
+        purpose         TEXT,
+        detail          TEXT NOT NULL,
+        success         INTEGER NOT NULL,
+        error           TEXT,
+        prev_hash       BLOB NOT NULL,
+        mac             BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_ts ON audit(ts);
+    CREATE INDEX audit_credential ON audit(credential_name);
+    CREATE INDEX audit_skill ON audit(skill);
+    "#,
+];
+
+/// The schema version this build writes.
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Applies every migration the file lacks, inside the caller's transaction
+/// (which must be an immediate one, so no other writer races it).
+pub(crate) fn apply_pending(tx: &Connection) -> Result<()> {
+    let v = version(tx)?;
+    if v > LATEST {
+        return Err(Error::UnsupportedSchema { found: v, supported: LATEST });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,584 @@
+//! The vault's public data types: identities, metadata, grants, audit rows.
+//!
+//! None of these types holds a secret value; [`crate::SecretValue`] is the
+//! only type that does.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::secret::CredentialKind;
+
+/// The owner namespace used when none is given.
+pub const DEFAULT_OWNER: &str = "default";
+
+/// Serde helpers: timestamps as RFC 3339 strings.
+pub(crate) mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
+    }
+
+    pub mod opt {
+        use super::*;
+        pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the storage format of every timestamp).
+pub(crate) fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_millis().min(i64::MAX as u128) as i64),
+    }
+}
+
+/// The inverse of [`to_ms`].
+pub(crate) fn from_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+/// RFC 3339 text for messages.
+pub(crate) fn fmt_ms(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(from_ms(ms)).to_string()
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? } what = $what:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),+ }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            /// The stored and printed name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                match s {
+                    $($s => Ok($name::$v),)+
+                    _ => Err(Error::InvalidInput {
+                        what: $what,
+                        reason: format!("unknown {} '{}': expected one of {}", $what, s, [$($s),+].join(", ")),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// The deployment environment a credential belongs to.
+    #[derive(Default)]
+    pub enum Environment {
+        /// Development (the default).
+        #[default]
+        Dev = "dev",
+        /// Staging.
+        Staging = "staging",
+        /// Production.
+        Production = "production",
+    }
+    what = "environment"
+}
+
+string_enum! {
+    /// Lifecycle status of a credential or of one of its versions.
+    ///
+    /// A credential is `active` or `revoked`; a version is `active` (the
+    /// current one), `rotated` (kept as history) or `revoked`.
+    pub enum Status {
+        /// In use.
+        Active = "active",
+        /// Replaced by a newer version.
+        Rotated = "rotated",
+        /// Withdrawn; resolving it is refused.
+        Revoked = "revoked",
+    }
+    what = "status"
+}
+
+string_enum! {
+    /// How much a grant allows. The vault records it; the runtime enforces
+    /// what each level means for a skill (e.g. `use` = host-side injection only).
+    #[derive(Default)]
+    pub enum AccessLevel {
+        /// The skill may read the plaintext.
+        Read = "read",
+        /// The host may use the credential on the skill's behalf (the default).
+        #[default]
+        Use = "use",
+        /// Full access.
+        Admin = "admin",
+    }
+    what = "access level"
+}
+
+string_enum! {
+    /// What an audit row records.
+    pub enum AuditAction {
+        /// A credential was added.
+        Create = "create",
+        /// A secret value was decrypted and released.
+        Read = "read",
+        /// The host used a credential on a skill's behalf (reported by the runtime).
+        Use = "use",
+        /// A credential got a new version.
+        Rotate = "rotate",
+        /// A credential was revoked.
+        Revoke = "revoke",
+        /// A credential was deleted.
+        Delete = "delete",
+        /// A grant was made or replaced.
+        Grant = "grant",
+        /// A grant was removed.
+        Ungrant = "ungrant",
+        /// The master key was rotated.
+        KeyRotate = "key-rotate",
+        /// Access was refused.
+        Denied = "denied",
+        /// A grant was pinned to a component digest (trust on first use).
+        Pin = "pin",
+        /// A backup copy of the vault was written.
+        Backup = "backup",
+    }
+    what = "audit action"
+}
+
+/// The identity of a credential: (owner, environment, name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialRef {
+    /// Owner (user or tenant namespace); [`DEFAULT_OWNER`] by default.
+    pub owner: String,
+    /// Environment; `dev` by default.
+    pub environment: Environment,
+    /// Credential name.
+    pub name: String,
+}
+
+impl CredentialRef {
+    /// `name` in the default owner and the `dev` environment.
+    pub fn new(name: impl Into<String>) -> Self {
+        CredentialRef { owner: DEFAULT_OWNER.into(), environment: Environment::Dev, name: name.into() }
+    }
+
+    /// The same reference in environment `env`.
+    pub fn env(mut self, env: Environment) -> Self {
+        self.environment = env;
+        self
+    }
+
+    /// The same reference for owner `owner`.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+}
+
+/// Metadata of a new credential (its value is passed separately).
+#[derive(Debug, Clone)]
+pub struct NewCredential {
+    /// Identity.
+    pub id: CredentialRef,
+    /// Kind; the value must be of this kind.
+    pub kind: CredentialKind,
+    /// Service it authenticates to ("stripe", "github", ...).
+    pub service: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Scopes the credential carries (informational).
+    pub scopes: Vec<String>,
+    /// When the credential stops being usable.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl NewCredential {
+    /// A credential with only the required fields set.
+    pub fn new(id: CredentialRef, kind: CredentialKind, service: impl Into<String>) -> Self {
+        NewCredential { id, kind, service: service.into(), description: None, scopes: Vec::new(), expires_at: None }
+    }
+}
+
+/// Credential metadata, as listed and shown. Never holds the value.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialInfo {
+    /// Internal id (`cred_...`).
+    pub id: String,
+    /// Owner namespace.
+    pub owner: String,
+    /// Environment.
+    pub environment: Environment,
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: CredentialKind,
+    /// Service.
+    pub service: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry.
+    #[serde(with = "rfc3339::opt")]
+    pub expires_at: Option<SystemTime>,
+    /// `active` or `revoked`.
+    pub status: Status,
+    /// Why it was revoked.
+    pub revoked_reason: Option<String>,
+    /// Created.
+    #[serde(with = "rfc3339")]
+    pub created_at: SystemTime,
+    /// Last metadata or value change.
+    #[serde(with = "rfc3339")]
+    pub updated_at: SystemTime,
+    /// Last rotation.
+    #[serde(with = "rfc3339::opt")]
+    pub last_rotated_at: Option<SystemTime>,
+    /// Current version number (starts at 1).
+    pub version: u32,
+    /// Partial keyed fingerprint of the current value, like `…a1b2`.
+    pub fingerprint: String,
+}
+
+/// One stored version of a credential's value.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    /// Version number.
+    pub version: u32,
+    /// `active`, `rotated` or `revoked`.
+    pub status: Status,
+    /// The key-encryption key that wraps its data key.
+    pub key_id: String,
+    /// Created.
+    #[serde(with = "rfc3339")]
+    pub created_at: SystemTime,
+    /// Partial keyed fingerprint, like `…a1b2`.
+    pub fingerprint: String,
+}
+
+/// A credential with its version history (from [`crate::Vault::show`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialDetail {
+    /// Metadata.
+    #[serde(flatten)]
+    pub info: CredentialInfo,
+    /// Versions kept, newest first.
+    pub versions: Vec<VersionInfo>,
+    /// Grants on this credential.
+    pub grants: Vec<GrantInfo>,
+}
+
+/// Filters for [`crate::Vault::list`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only this kind.
+    pub kind: Option<CredentialKind>,
+    /// Only this environment.
+    pub environment: Option<Environment>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this owner.
+    pub owner: Option<String>,
+}
+
+/// A new grant of a credential to a skill.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    /// Skill (manifest name).
+    pub skill: String,
+    /// The credential granted.
+    pub credential: CredentialRef,
+    /// The name the skill declares and opens; defaults to the credential's name.
+    pub alias: Option<String>,
+    /// Access level.
+    pub access: AccessLevel,
+    /// When the grant lapses.
+    pub expires_at: Option<SystemTime>,
+    /// Why it was granted.
+    pub reason: Option<String>,
+    /// sha256 (hex) of the skill's component to pin now; otherwise pinned on first use.
+    pub skill_digest: Option<String>,
+    /// Never pin a digest.
+    pub any_digest: bool,
+    /// Operator override of the hosts the credential may be sent to.
+    pub hosts: Option<Vec<String>>,
+}
+
+impl NewGrant {
+    /// A `use` grant with no expiry, pinned on first use.
+    pub fn new(skill: impl Into<String>, credential: CredentialRef) -> Self {
+        NewGrant {
+            skill: skill.into(),
+            credential,
+            alias: None,
+            access: AccessLevel::Use,
+            expires_at: None,
+            reason: None,
+            skill_digest: None,
+            any_digest: false,
+            hosts: None,
+        }
+    }
+}
+
+/// A grant, as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantInfo {
+    /// Internal id (`grant_...`).
+    pub id: String,
+    /// Skill.
+    pub skill: String,
+    /// The name the skill uses for the credential.
+    pub alias: String,
+    /// Credential id.
+    pub credential_id: String,
+    /// Credential name.
+    pub credential_name: String,
+    /// Environment (the credential's).
+    pub environment: Environment,
+    /// Owner (the credential's).
+    pub owner: String,
+    /// Access level.
+    pub access: AccessLevel,
+    /// Who granted it.
+    pub granted_by: String,
+    /// When.
+    #[serde(with = "rfc3339")]
+    pub granted_at: SystemTime,
+    /// Expiry.
+    #[serde(with = "rfc3339::opt")]
+    pub expires_at: Option<SystemTime>,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Pinned component digest (sha256 hex).
+    pub skill_digest: Option<String>,
+    /// True when no digest is pinned on purpose.
+    pub any_digest: bool,
+    /// Host override.
+    pub hosts: Option<Vec<String>>,
+}
+
+/// Filters for [`crate::Vault::grants`].
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    /// Only grants to this skill.
+    pub skill: Option<String>,
+    /// Only this environment.
+    pub environment: Option<Environment>,
+    /// Only this owner.
+    pub owner: Option<String>,
+}
+
+/// A request by the runtime for a credential on behalf of a skill.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Skill (manifest name).
+    pub skill: String,
+    /// sha256 (hex) of the running component.
+    pub skill_digest: String,
+    /// The credential name the skill declared and opened (a grant's alias).
+    pub declared_name: String,
+    /// Environment of the run.
+    pub environment: Environment,
+    /// Owner namespace of the run.
+    pub owner: String,
+    /// The user on whose behalf the skill runs (audit actor).
+    pub user: String,
+    /// Why (free text, audited).
+    pub purpose: Option<String>,
+    /// Skip the grant check once, approved by this person (audited as such).
+    pub one_time_approval: Option<String>,
+}
+
+/// What [`crate::Vault::resolve`] returns: metadata, the grant used, and the value.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The credential's metadata.
+    pub credential: CredentialInfo,
+    /// The grant that allowed it (`None` with a one-time approval).
+    pub grant: Option<GrantInfo>,
+    /// The decrypted value.
+    pub value: crate::secret::SecretValue,
+}
+
+/// An event to append to the audit log. Never put a secret value in any field.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Action (`use` or `denied` for [`crate::Vault::record`]).
+    pub action: AuditAction,
+    /// The user.
+    pub actor: String,
+    /// Skill, if any.
+    pub skill: Option<String>,
+    /// Credential, if any (looked up to fill id and name; may be absent).
+    pub credential: Option<CredentialRef>,
+    /// Why.
+    pub purpose: Option<String>,
+    /// Structured details (operation, target host or database, duration_ms, ...).
+    pub detail: serde_json::Value,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Error text on failure.
+    pub error: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event with only action and actor set (success, empty detail).
+    pub fn new(action: AuditAction, actor: impl Into<String>) -> Self {
+        AuditEvent {
+            action,
+            actor: actor.into(),
+            skill: None,
+            credential: None,
+            purpose: None,
+            detail: serde_json::Value::Object(Default::default()),
+            success: true,
+            error: None,
+        }
+    }
+}
+
+/// One audit row, as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    /// Row id (sequence number).
+    pub id: i64,
+    /// When.
+    #[serde(with = "rfc3339")]
+    pub ts: SystemTime,
+    /// Action.
+    pub action: AuditAction,
+    /// Who.
+    pub actor: String,
+    /// Skill.
+    pub skill: Option<String>,
+    /// Credential id.
+    pub credential_id: Option<String>,
+    /// Credential name.
+    pub credential_name: Option<String>,
+    /// Environment.
+    pub environment: Option<Environment>,
+    /// Owner.
+    pub owner: Option<String>,
+    /// Purpose.
+    pub purpose: Option<String>,
+    /// Details.
+    pub detail: serde_json::Value,
+    /// Outcome.
+    pub success: bool,
+    /// Error text.
+    pub error: Option<String>,
+}
+
+/// Filters for audit queries; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Credential name or id.
+    pub credential: Option<String>,
+    /// Skill.
+    pub skill: Option<String>,
+    /// Action.
+    pub action: Option<AuditAction>,
+    /// At or after.
+    pub since: Option<SystemTime>,
+    /// Before.
+    pub until: Option<SystemTime>,
+    /// At most this many rows (the most recent ones).
+    pub limit: Option<usize>,
+}
+
+/// Counts over the audit log (seed 001's `getAuditSummary`, extended).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditSummary {
+    /// Rows counted.
+    pub total: u64,
+    /// Successful rows.
+    pub successes: u64,
+    /// Failed or denied rows.
+    pub failures: u64,
+    /// Rows per action.
+    pub by_action: std::collections::BTreeMap<String, u64>,
+    /// Rows per skill.
+    pub by_skill: std::collections::BTreeMap<String, u64>,
+    /// Rows per credential name.
+    pub by_credential: std::collections::BTreeMap<String, u64>,
+    /// Most recent row.
+    #[serde(with = "rfc3339::opt")]
+    pub last_at: Option<SystemTime>,
+}
+
+/// What kind of tampering [`crate::Vault::audit_verify`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TamperKind {
+    /// The row is in its place in the chain but its content changed.
+    Edited,
+    /// The row is not authentic and does not link to its predecessor: it was added.
+    Inserted,
+    /// Rows before this one (or at the end of the log) are missing.
+    Deleted,
+    /// The MACed head record in the vault metadata was altered.
+    HeadAltered,
+}
+
+/// The result of [`crate::Vault::audit_verify`].
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    /// Rows read.
+    pub rows: u64,
+    /// The first problem found, if any.
+    pub problem: Option<AuditProblem>,
+}
+
+impl AuditReport {
+    /// True when the chain is intact.
+    pub fn is_ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// The first bad spot in the audit chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditProblem {
+    /// What happened.
+    pub kind: TamperKind,
+    /// The row where it shows (for a deleted tail: the last row left, or 0).
+    pub row: i64,
+    /// Human explanation.
+    pub message: String,
+}

@@ -1,0 +1,837 @@
+//! Integration tests for the vault: crypto, lifecycle, grants, audit, crash safety.
+//!
+//! Tests that need a second process re-run this test binary with
+//! `CHILD_ENV` set; `child_process_entry` then plays the child's part.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, params};
+use secrecy::ExposeSecret;
+use skillbox_vault::*;
+
+const KEY_A: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0";
+const KEY_B: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const CHILD_ENV: &str = "SKILLBOX_VAULT_TEST_CHILD";
+const DIGEST: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+fn key(h: &str) -> MasterKeySource {
+    MasterKeySource::Hex(h.to_string().into())
+}
+
+fn new_vault(dir: &Path) -> (Vault, PathBuf) {
+    let path = dir.join("vault.db");
+    (Vault::init(&path, &key(KEY_A), &InitOptions::default()).unwrap(), path)
+}
+
+fn cref(name: &str) -> CredentialRef {
+    CredentialRef::new(name)
+}
+
+fn add_bearer(v: &Vault, name: &str, token: &str) -> CredentialInfo {
+    let value = SecretValue::from_single(CredentialKind::Bearer, token).unwrap();
+    v.add(&NewCredential::new(cref(name), CredentialKind::Bearer, "github"), &value, "tester").unwrap()
+}
+
+fn access(skill: &str, name: &str) -> Access {
+    Access {
+        skill: skill.into(),
+        skill_digest: DIGEST.into(),
+        declared_name: name.into(),
+        environment: Environment::Dev,
+        owner: DEFAULT_OWNER.into(),
+        user: "tester".into(),
+        purpose: Some("test".into()),
+        one_time_approval: None,
+    }
+}
+
+fn token_of(v: &SecretValue) -> String {
+    v.as_bearer().unwrap().access_token.expose_secret().to_string()
+}
+
+/// Bytes of the database and its -wal and -shm files.
+fn file_bytes(db: &Path) -> Vec<(String, Vec<u8>)> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|s| {
+            let p = format!("{}{s}", db.display());
+            std::fs::read(&p).ok().map(|b| (p, b))
+        })
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn assert_absent(db: &Path, needle: &[u8], what: &str) {
+    for (p, bytes) in file_bytes(db) {
+        assert!(!contains(&bytes, needle), "{what} found in {p}");
+    }
+}
+
+fn raw(db: &Path) -> Connection {
+    Connection::open(db).unwrap()
+}
+
+// ---------------------------------------------------------------- values
+
+#[test]
+fn round_trip_of_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    let cases: &[(CredentialKind, &str)] = &[
+        (CredentialKind::ApiKey, r#"{"key":"ak_live_1","secret":"as_2"}"#),
+        (
+            CredentialKind::Bearer,
+            r#"{"access_token":"tok_3","refresh_token":"rt_4","token_endpoint":"https://auth.example.com/token","expires_at":"2031-01-01T00:00:00Z","scopes":["a","b"]}"#,
+        ),
+        (CredentialKind::OAuth2, r#"{"access_token":"tok_5","scopes":["repo"]}"#),
+        (CredentialKind::Basic, r#"{"username":"alice","password":"pw_6"}"#),
+        (
+            CredentialKind::Database,
+            r#"{"driver":"postgres","host":"db.example.com","database":"app","user":"svc","password":"pw_7","ssl":true}"#,
+        ),
+        (CredentialKind::Database, r#"{"driver":"sqlite","path":"/var/lib/app.db"}"#),
+        (CredentialKind::HmacKey, r#"{"key":"hk_8"}"#),
+        (CredentialKind::Custom, r#"{"nested":{"token":"c_9"},"list":["c_10"],"n":3}"#),
+    ];
+    for (i, (kind, json)) in cases.iter().enumerate() {
+        let name = format!("cred{i}");
+        let value = SecretValue::from_json(*kind, json).unwrap();
+        let mut new = NewCredential::new(cref(&name), *kind, "svc");
+        new.scopes = vec!["read".into()];
+        v.add(&new, &value, "tester").unwrap();
+        v.grant(&NewGrant::new("skill", cref(&name)), "tester").unwrap();
+        let got = v.resolve(&access("skill", &name)).unwrap().value;
+        assert_eq!(got.kind(), *kind);
+        // The canonical encoding round-trips exactly.
+        let want: serde_json::Value = serde_json::from_str(json).unwrap();
+        let back = v.reveal(&cref(&name), "tester", None).unwrap();
+        assert_eq!(encode(&back), encode(&value));
+        let _ = want;
+        assert_eq!(got.secret_fields(), value.secret_fields());
+    }
+    // Spot-check typed accessors and defaults.
+    let db = v.reveal(&cref("cred4"), "t", None).unwrap();
+    let Some(Database::Postgres(pg)) = db.as_database() else { panic!("postgres") };
+    assert_eq!((pg.host.as_str(), pg.port, pg.ssl), ("db.example.com", 5432, true));
+    assert_eq!(pg.password.as_ref().unwrap().expose_secret(), "pw_7");
+    let basic = v.reveal(&cref("cred3"), "t", None).unwrap();
+    assert_eq!(basic.as_basic().unwrap().username, "alice");
+    assert_eq!(basic.secret_fields(), vec![b"pw_6".as_slice()], "user names are not secret fields");
+    let api = v.reveal(&cref("cred0"), "t", None).unwrap();
+    assert_eq!(api.secret_fields(), vec![b"ak_live_1".as_slice(), b"as_2".as_slice()]);
+    let custom = v.reveal(&cref("cred7"), "t", None).unwrap();
+    let mut leaves = custom.secret_fields();
+    leaves.sort();
+    assert_eq!(leaves, vec![b"c_10".as_slice(), b"c_9".as_slice()]);
+}
+
+/// Field-by-field comparison through the public accessors.
+fn encode(v: &SecretValue) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = v.secret_fields().into_iter().map(|s| s.to_vec()).collect();
+    out.push(format!("{:?}", v.kind()).into_bytes());
+    if let Some(b) = v.as_basic() {
+        out.push(b.username.clone().into_bytes());
+    }
+    if let Some(t) = v.as_bearer() {
+        out.push(format!("{:?}{:?}{:?}", t.token_endpoint, t.expires_at, t.scopes).into_bytes());
+    }
+    if let Some(Database::Sqlite { path }) = v.as_database() {
+        out.push(path.clone().into_bytes());
+    }
+    out
+}
+
+#[test]
+fn single_secret_kinds_and_validation_never_echo_values() {
+    assert!(SecretValue::from_single(CredentialKind::ApiKey, "k").is_ok());
+    assert!(SecretValue::from_single(CredentialKind::HmacKey, "k").is_ok());
+    let e = SecretValue::from_single(CredentialKind::Basic, "hunter2-secret").unwrap_err().to_string();
+    assert!(e.contains("JSON object") && !e.contains("hunter2"), "{e}");
+    let e = SecretValue::from_single(CredentialKind::Bearer, "tok\nInjected: 1").unwrap_err().to_string();
+    assert!(e.contains("access_token") && !e.contains("Injected"), "{e}");
+    let cases = [
+        (
+            CredentialKind::Database,
+            r#"{"driver":"postgres","host":"h","database":"d","user":"u","port":"s3cr3t-port"}"#,
+            "port",
+        ),
+        (CredentialKind::Basic, r#"{"username":"u"}"#, "password"),
+        (CredentialKind::Basic, r#"{"username":"u","password":"s3cr3t-pw","extra":"s3cr3t-x"}"#, "extra"),
+        (CredentialKind::ApiKey, r#"{"key":""}"#, "key"),
+        (CredentialKind::Bearer, r#"{"access_token":"s3cr3t","token_endpoint":"ftp://s3cr3t"}"#, "token_endpoint"),
+        (CredentialKind::Database, r#"{"driver":"mysql"}"#, "driver"),
+        (CredentialKind::Custom, r#"["s3cr3t"]"#, "(document)"),
+        (CredentialKind::HmacKey, r#"{"key": "s3cr3t" "#, "(document)"),
+    ];
+    for (kind, json, field) in cases {
+        let e = SecretValue::from_json(kind, json).unwrap_err().to_string();
+        assert!(e.contains(field), "{e} should name {field}");
+        assert!(!e.contains("s3cr3t"), "{e} echoes a value");
+    }
+}
+
+#[test]
+fn list_show_and_debug_never_print_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    let canary = "CANARY-list-show-4f9a";
+    add_bearer(&v, "gh", canary);
+    let value = SecretValue::from_single(CredentialKind::Bearer, canary).unwrap();
+    let listed = v.list(&ListFilter::default()).unwrap();
+    assert_eq!(listed.len(), 1);
+    let shown = v.show(&cref("gh")).unwrap();
+    for text in [
+        format!("{listed:?}"),
+        serde_json::to_string(&listed).unwrap(),
+        format!("{shown:?}"),
+        serde_json::to_string(&shown).unwrap(),
+        format!("{value:?}"),
+        format!("{:?}", key(KEY_A)),
+        format!("{v:?}"),
+    ] {
+        assert!(!text.contains(canary), "value printed: {text}");
+        assert!(!text.contains(KEY_A), "master key printed: {text}");
+    }
+    assert!(shown.info.fingerprint.starts_with('…') && shown.info.fingerprint.chars().count() == 5);
+}
+
+// ---------------------------------------------------------------- tampering
+
+fn flip_all(db: &Path, table: &str, col: &str, where_: &str, mut check: impl FnMut(usize)) {
+    let c = raw(db);
+    let orig: Vec<u8> = c.query_row(&format!("SELECT {col} FROM {table} WHERE {where_}"), [], |r| r.get(0)).unwrap();
+    assert!(orig.len() >= 12 + 16);
+    for i in 0..orig.len() {
+        let mut bad = orig.clone();
+        bad[i] ^= 0x01;
+        c.execute(&format!("UPDATE {table} SET {col} = ?1 WHERE {where_}"), [&bad]).unwrap();
+        check(i);
+    }
+    c.execute(&format!("UPDATE {table} SET {col} = ?1 WHERE {where_}"), [&orig]).unwrap();
+}
+
+#[test]
+fn flipping_any_byte_of_nonce_ciphertext_tag_or_wrapped_key_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    let info = add_bearer(&v, "gh", "tok-flip");
+    let w = format!("credential_id = '{}' AND version = 1", info.id);
+    for col in ["ciphertext", "wrapped_dek"] {
+        flip_all(&db, "versions", col, &w, |i| {
+            let e = v.reveal(&cref("gh"), "t", None).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{col} byte {i}: {e}");
+        });
+    }
+    // KEKs are cached once unwrapped, so check each flip with a fresh open.
+    let kek: String = raw(&db).query_row("SELECT id FROM keys", [], |r| r.get(0)).unwrap();
+    flip_all(&db, "keys", "wrapped", &format!("id = '{kek}'"), |i| {
+        let v2 = Vault::open(&db, &key(KEY_A)).unwrap();
+        let e = v2.reveal(&cref("gh"), "t", None).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "kek byte {i}: {e}");
+    });
+    // The wrapped vault secret.
+    flip_all(&db, "meta", "value", "key = 'vault_secret'", |i| {
+        let e = Vault::open(&db, &key(KEY_A)).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "vault secret byte {i}: {e}");
+    });
+    // Everything restored: it opens again.
+    assert_eq!(token_of(&Vault::open(&db, &key(KEY_A)).unwrap().reveal(&cref("gh"), "t", None).unwrap()), "tok-flip");
+}
+
+#[test]
+fn ciphertext_moved_to_another_credential_version_or_vault_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    let a = add_bearer(&v, "a", "tok-a");
+    let b = add_bearer(&v, "b", "tok-b");
+    let c = raw(&db);
+    let copy = |from_id: &str, from_ver: u32, to_id: &str, to_ver: u32| {
+        c.execute(
+            "UPDATE versions SET (wrapped_dek, ciphertext, key_id) = \
+             (SELECT wrapped_dek, ciphertext, key_id FROM versions WHERE credential_id = ?1 AND version = ?2) \
+             WHERE credential_id = ?3 AND version = ?4",
+            params![from_id, from_ver, to_id, to_ver],
+        )
+        .unwrap();
+    };
+    // Another credential.
+    copy(&a.id, 1, &b.id, 1);
+    assert!(matches!(v.reveal(&cref("b"), "t", None), Err(Error::Corrupt { .. })));
+    // Another version of the same credential.
+    v.rotate(&cref("a"), &SecretValue::from_single(CredentialKind::Bearer, "tok-a2").unwrap(), "t").unwrap();
+    assert_eq!(token_of(&v.reveal(&cref("a"), "t", None).unwrap()), "tok-a2");
+    copy(&a.id, 1, &a.id, 2);
+    assert!(matches!(v.reveal(&cref("a"), "t", None), Err(Error::Corrupt { .. })));
+
+    // Another vault with the same master key and a credential forced to the same id.
+    let db2 = dir.path().join("other.db");
+    let v2 = Vault::init(&db2, &key(KEY_A), &InitOptions::default()).unwrap();
+    let x = add_bearer(&v2, "x", "tok-x");
+    drop(v2);
+    let c2 = raw(&db2);
+    c2.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    let (wd, ct): (Vec<u8>, Vec<u8>) = c
+        .query_row(
+            "SELECT wrapped_dek, ciphertext FROM versions WHERE credential_id = ?1 AND version = 2",
+            [&a.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // Even with the KEK row copied too, the vault id in the associated data differs.
+    let (kid, kw): (String, Vec<u8>) =
+        c.query_row("SELECT id, wrapped FROM keys", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    c2.execute("UPDATE credentials SET id = ?1 WHERE id = ?2", params![a.id, x.id]).unwrap();
+    c2.execute(
+        "INSERT OR REPLACE INTO keys (id, wrapped, status, created_at) VALUES (?1, ?2, 'retired', 0)",
+        params![kid, kw],
+    )
+    .unwrap();
+    c2.execute(
+        "UPDATE versions SET credential_id = ?1, wrapped_dek = ?2, ciphertext = ?3, key_id = ?4 WHERE credential_id = ?5",
+        params![a.id, wd, ct, kid, x.id],
+    )
+    .unwrap();
+    let v2 = Vault::open(&db2, &key(KEY_A)).unwrap();
+    assert!(matches!(v2.reveal(&cref("x"), "t", None), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn wrong_master_key_or_passphrase_is_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok");
+    drop(v);
+    let before = file_bytes(&db);
+    let e = Vault::open(&db, &key(KEY_B)).unwrap_err();
+    assert!(matches!(e, Error::WrongMasterKey { .. }), "{e}");
+    let msg = e.to_string();
+    for src in ["SKILLBOX_MASTER_KEY", "SKILLBOX_KEY_FILE", "SKILLBOX_PASSPHRASE", "Nothing was changed"] {
+        assert!(msg.contains(src), "{msg} should mention {src}");
+    }
+    assert!(!msg.contains(KEY_B) && !msg.contains(KEY_A));
+    let e = Vault::open(&db, &MasterKeySource::Passphrase("guess".to_string().into())).unwrap_err();
+    assert!(e.to_string().contains("raw key"), "{e}");
+    assert_eq!(file_bytes(&db), before, "a wrong key changed the files");
+
+    // A passphrase vault (few iterations: test-only knob).
+    let pdb = dir.path().join("p.db");
+    let opts = InitOptions::default().insecure_pbkdf2_iterations_for_tests(1000);
+    let pass = MasterKeySource::Passphrase("correct horse".to_string().into());
+    let pv = Vault::init(&pdb, &pass, &opts).unwrap();
+    add_bearer(&pv, "gh", "tok-p");
+    drop(pv);
+    let before = file_bytes(&pdb);
+    let e = Vault::open(&pdb, &MasterKeySource::Passphrase("wrong horse".to_string().into())).unwrap_err();
+    assert!(matches!(e, Error::WrongMasterKey { .. }) && e.to_string().contains("a passphrase"), "{e}");
+    let e = Vault::open(&pdb, &key(KEY_A)).unwrap_err();
+    assert!(e.to_string().contains("created with a passphrase"), "{e}");
+    assert_eq!(file_bytes(&pdb), before);
+    let pv = Vault::open(&pdb, &pass).unwrap();
+    assert_eq!(token_of(&pv.reveal(&cref("gh"), "t", None).unwrap()), "tok-p");
+}
+
+#[test]
+fn default_kdf_is_pbkdf2_with_at_least_600k_iterations() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let pass = MasterKeySource::Passphrase("a passphrase".to_string().into());
+    drop(Vault::init(&db, &pass, &InitOptions::default()).unwrap());
+    let c = raw(&db);
+    let get = |k: &str| -> Vec<u8> { c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).unwrap() };
+    assert_eq!(get("kdf"), b"pbkdf2-hmac-sha256");
+    assert!(String::from_utf8(get("kdf_iterations")).unwrap().parse::<u32>().unwrap() >= 600_000);
+    assert!(get("kdf_salt").len() >= 16);
+}
+
+#[cfg(unix)]
+#[test]
+fn key_file_must_be_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("master.key");
+    generate_key_file(&kf).unwrap();
+    assert_eq!(std::fs::metadata(&kf).unwrap().permissions().mode() & 0o777, 0o600);
+    let db = dir.path().join("v.db");
+    drop(Vault::init(&db, &MasterKeySource::KeyFile(kf.clone()), &InitOptions::default()).unwrap());
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = Vault::open(&db, &MasterKeySource::KeyFile(kf.clone())).unwrap_err();
+    assert!(matches!(e, Error::KeyFilePermissions { .. }) && e.to_string().contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o400)).unwrap();
+    Vault::open(&db, &MasterKeySource::KeyFile(kf)).unwrap();
+}
+
+#[test]
+fn canary_and_master_key_never_reach_the_files_and_delete_erases_ciphertext() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    let canary = "CANARY-7c1e0b5d9f3a-secret";
+    let canary2 = "CANARY-2b8d4e6f0a1c-rotated";
+    let key_bytes = hex::decode(KEY_A).unwrap();
+    let check = |stage: &str| {
+        for (needle, what) in [
+            (canary.as_bytes(), "canary"),
+            (canary2.as_bytes(), "rotated canary"),
+            (&key_bytes[..], "master key bytes"),
+            (KEY_A.as_bytes(), "master key hex"),
+        ] {
+            assert_absent(&db, needle, &format!("{what} after {stage}"));
+        }
+    };
+    let info = add_bearer(&v, "canary", canary);
+    v.grant(&NewGrant::new("skill", cref("canary")), "t").unwrap();
+    assert_eq!(token_of(&v.resolve(&access("skill", "canary")).unwrap().value), canary);
+    check("add");
+    v.rotate(&cref("canary"), &SecretValue::from_single(CredentialKind::Bearer, canary2).unwrap(), "t").unwrap();
+    check("rotate");
+    v.revoke(&cref("canary"), "leaked in a test", "t").unwrap();
+    check("revoke");
+    let blobs: Vec<Vec<u8>> = {
+        let c = raw(&db);
+        let mut s = c.prepare("SELECT ciphertext FROM versions WHERE credential_id = ?1").unwrap();
+        s.query_map([&info.id], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(blobs.len(), 2);
+    v.delete(&cref("canary"), "t").unwrap();
+    check("delete");
+    for (i, ct) in blobs.iter().enumerate() {
+        // Skip the 12-byte nonce: look for the ciphertext body itself.
+        assert_absent(&db, &ct[12..], &format!("ciphertext of version {} after delete", i + 1));
+    }
+    // The audit log never holds a value either.
+    let mut out = Vec::new();
+    v.audit_export(&AuditQuery::default(), &mut out).unwrap();
+    assert!(!contains(&out, canary.as_bytes()) && !contains(&out, canary2.as_bytes()));
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+#[test]
+fn rotation_keeps_history_to_the_configured_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let v = Vault::init(&db, &key(KEY_A), &InitOptions::default().with_history_depth(3)).unwrap();
+    add_bearer(&v, "gh", "tok-1");
+    for i in 2..=6 {
+        let info = v
+            .rotate(&cref("gh"), &SecretValue::from_single(CredentialKind::Bearer, &format!("tok-{i}")).unwrap(), "t")
+            .unwrap();
+        assert_eq!(info.version, i);
+    }
+    let d = v.show(&cref("gh")).unwrap();
+    let vers: Vec<(u32, Status)> = d.versions.iter().map(|x| (x.version, x.status)).collect();
+    assert_eq!(vers, vec![(6, Status::Active), (5, Status::Rotated), (4, Status::Rotated)]);
+    assert!(d.info.last_rotated_at.is_some());
+    assert_eq!(token_of(&v.reveal(&cref("gh"), "t", None).unwrap()), "tok-6");
+    let n: i64 = raw(&db).query_row("SELECT count(*) FROM versions", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 3, "old ciphertext is hard-deleted");
+}
+
+#[test]
+fn identity_is_owner_environment_name_and_filters_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    let val = SecretValue::from_single(CredentialKind::ApiKey, "k").unwrap();
+    for (owner, env) in
+        [("default", Environment::Dev), ("default", Environment::Production), ("acme", Environment::Dev)]
+    {
+        let r = cref("stripe").owner(owner).env(env);
+        v.add(&NewCredential::new(r, CredentialKind::ApiKey, "stripe"), &val, "t").unwrap();
+    }
+    let e = v.add(&NewCredential::new(cref("stripe"), CredentialKind::ApiKey, "stripe"), &val, "t").unwrap_err();
+    assert!(matches!(e, Error::CredentialExists { .. }), "{e}");
+    let f = |f: ListFilter| v.list(&f).unwrap().len();
+    assert_eq!(f(ListFilter::default()), 3);
+    assert_eq!(f(ListFilter { environment: Some(Environment::Production), ..Default::default() }), 1);
+    assert_eq!(f(ListFilter { owner: Some("acme".into()), ..Default::default() }), 1);
+    assert_eq!(f(ListFilter { kind: Some(CredentialKind::Bearer), ..Default::default() }), 0);
+    v.revoke(&cref("stripe").owner("acme"), "gone", "t").unwrap();
+    assert_eq!(f(ListFilter { status: Some(Status::Revoked), ..Default::default() }), 1);
+    assert_eq!(f(ListFilter { service: Some("stripe".into()), ..Default::default() }), 3);
+}
+
+// ---------------------------------------------------------------- grants and resolve
+
+#[test]
+fn resolve_enforces_grants_expiry_revocation_and_digest_pinning_and_audits_every_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh");
+
+    // Default deny, with the exact command in the message.
+    let e = v.resolve(&access("triage", "gh")).unwrap_err();
+    assert!(matches!(e, Error::NotGranted { .. }) && e.is_denied());
+    assert!(e.to_string().contains("skillbox grant triage gh --env dev"), "{e}");
+
+    // Grant: first use pins the digest (audited), then the same digest works.
+    v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    let r = v.resolve(&access("triage", "gh")).unwrap();
+    assert_eq!(token_of(&r.value), "tok-gh");
+    assert_eq!(r.grant.as_ref().unwrap().skill_digest.as_deref(), Some(DIGEST));
+    v.resolve(&access("triage", "gh")).unwrap();
+
+    // A changed component is refused and both digests are shown.
+    let other = "2222222222222222222222222222222222222222222222222222222222222222";
+    let mut a = access("triage", "gh");
+    a.skill_digest = other.into();
+    let e = v.resolve(&a).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        matches!(e, Error::DigestMismatch { .. })
+            && m.contains(DIGEST)
+            && m.contains(other)
+            && m.contains("skillbox grant")
+    );
+    // any_digest grants do not pin.
+    let mut g = NewGrant::new("triage", cref("gh"));
+    g.any_digest = true;
+    v.grant(&g, "admin").unwrap();
+    v.resolve(&a).unwrap();
+
+    // Alias: the skill's declared name differs from the credential's.
+    let mut g = NewGrant::new("other", cref("gh"));
+    g.alias = Some("github".into());
+    g.hosts = Some(vec!["api.github.com".into()]);
+    g.access = AccessLevel::Read;
+    v.grant(&g, "admin").unwrap();
+    let r = v.resolve(&access("other", "github")).unwrap();
+    assert_eq!(r.grant.unwrap().hosts, Some(vec!["api.github.com".to_string()]));
+    assert!(matches!(v.resolve(&access("other", "gh")), Err(Error::NotGranted { .. })));
+
+    // Expired grant.
+    let mut g = NewGrant::new("late", cref("gh"));
+    g.expires_at = Some(SystemTime::now() - Duration::from_secs(60));
+    v.grant(&g, "admin").unwrap();
+    assert!(matches!(v.resolve(&access("late", "gh")), Err(Error::GrantExpired { .. })));
+
+    // Expired credential.
+    let mut n = NewCredential::new(cref("old"), CredentialKind::Bearer, "svc");
+    n.expires_at = Some(SystemTime::now() - Duration::from_secs(1));
+    v.add(&n, &SecretValue::from_single(CredentialKind::Bearer, "tok-old").unwrap(), "t").unwrap();
+    v.grant(&NewGrant::new("triage", cref("old")), "admin").unwrap();
+    assert!(matches!(v.resolve(&access("triage", "old")), Err(Error::Expired { .. })));
+
+    // Revoked: immediate.
+    v.revoke(&cref("gh"), "leaked", "admin").unwrap();
+    let e = v.resolve(&access("triage", "gh")).unwrap_err();
+    assert!(matches!(e, Error::Revoked { .. }) && e.to_string().contains("leaked"));
+    // Rotating a revoked credential puts it back in service.
+    v.rotate(&cref("gh"), &SecretValue::from_single(CredentialKind::Bearer, "tok-new").unwrap(), "admin").unwrap();
+    assert_eq!(token_of(&v.resolve(&access("triage", "gh")).unwrap().value), "tok-new");
+
+    // One-time approval skips the grant check and says so in the audit row.
+    add_bearer(&v, "ungranted", "tok-u");
+    let mut a = access("nobody", "ungranted");
+    a.one_time_approval = Some("carol".into());
+    assert!(v.resolve(&a).unwrap().grant.is_none());
+    a.declared_name = "missing".into();
+    assert!(matches!(v.resolve(&a), Err(Error::NotFound { .. })));
+
+    // Ungrant.
+    v.ungrant("other", "github", Environment::Dev, DEFAULT_OWNER, "admin").unwrap();
+    assert!(matches!(v.resolve(&access("other", "github")), Err(Error::NotGranted { .. })));
+    assert!(matches!(
+        v.ungrant("other", "github", Environment::Dev, DEFAULT_OWNER, "admin"),
+        Err(Error::GrantNotFound { .. })
+    ));
+
+    // Every outcome above is in the log, successes and denials alike.
+    let rows = v.audit_list(&AuditQuery::default()).unwrap();
+    let count = |action: AuditAction, ok: bool| rows.iter().filter(|r| r.action == action && r.success == ok).count();
+    assert_eq!(count(AuditAction::Pin, true), 2, "triage/gh and other/github were pinned");
+    assert_eq!(count(AuditAction::Read, true), 6);
+    assert_eq!(count(AuditAction::Denied, false), 8);
+    let once = rows.iter().find(|r| r.detail.get("approved_once_by") == Some(&serde_json::json!("carol"))).unwrap();
+    assert_eq!(once.action, AuditAction::Read);
+    let denied = rows.iter().find(|r| r.action == AuditAction::Denied && r.skill.as_deref() == Some("late")).unwrap();
+    assert!(denied.error.as_deref().unwrap().contains("expired"));
+    assert!(v.audit_verify().unwrap().is_ok());
+    let s = v.audit_summary(&AuditQuery::default()).unwrap();
+    assert_eq!(s.total as usize, rows.len());
+    assert_eq!(s.failures as usize, rows.iter().filter(|r| !r.success).count());
+    assert_eq!(s.by_action["denied"], 8);
+    assert!(s.by_skill["triage"] > 0 && s.by_credential["gh"] > 0);
+}
+
+#[test]
+fn record_appends_host_side_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok");
+    let mut ev = AuditEvent::new(AuditAction::Use, "alice");
+    ev.skill = Some("triage".into());
+    ev.credential = Some(cref("gh"));
+    ev.detail = serde_json::json!({ "operation": "http", "target": "api.github.com", "duration_ms": 12 });
+    v.record(&ev).unwrap();
+    let mut ev = AuditEvent::new(AuditAction::Denied, "alice");
+    ev.success = false;
+    ev.error = Some("host evil.example not allowed".into());
+    v.record(&ev).unwrap();
+    assert!(matches!(v.record(&AuditEvent::new(AuditAction::Grant, "x")), Err(Error::InvalidInput { .. })));
+    let uses = v.audit_list(&AuditQuery { action: Some(AuditAction::Use), ..Default::default() }).unwrap();
+    assert_eq!(uses.len(), 1);
+    assert!(uses[0].credential_id.is_some());
+    assert_eq!(uses[0].detail["target"], "api.github.com");
+    let by_skill = v.audit_list(&AuditQuery { skill: Some("triage".into()), ..Default::default() }).unwrap();
+    assert_eq!(by_skill.len(), 1);
+    let last = v.audit_list(&AuditQuery { limit: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(last[0].action, AuditAction::Denied);
+    let future =
+        v.audit_list(&AuditQuery { since: Some(SystemTime::now() + Duration::from_secs(60)), ..Default::default() });
+    assert!(future.unwrap().is_empty());
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn audit_write_failure_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-fail-closed");
+    v.grant(&NewGrant::new("triage", cref("gh")), "t").unwrap();
+    raw(&db)
+        .execute_batch(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
+        )
+        .unwrap();
+    let e = v.resolve(&access("triage", "gh")).unwrap_err();
+    assert!(matches!(e, Error::Audit { .. }), "{e}");
+    assert!(e.to_string().contains("no secret was released"));
+    assert!(matches!(v.reveal(&cref("gh"), "t", None), Err(Error::Audit { .. })));
+    // The digest pin attempted in the failed transaction was rolled back too.
+    assert!(v.grants(&GrantFilter::default()).unwrap()[0].skill_digest.is_none());
+    raw(&db).execute_batch("DROP TRIGGER no_audit").unwrap();
+    assert_eq!(token_of(&v.resolve(&access("triage", "gh")).unwrap().value), "tok-fail-closed");
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+// ---------------------------------------------------------------- audit chain
+
+fn audited_vault(dir: &Path) -> (Vault, PathBuf) {
+    let (v, db) = new_vault(dir);
+    for i in 0..4 {
+        add_bearer(&v, &format!("c{i}"), "tok");
+    }
+    (v, db)
+}
+
+#[test]
+fn audit_verify_detects_an_edited_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir.path());
+    assert_eq!(v.audit_verify().unwrap().rows, 4);
+    raw(&db).execute("UPDATE audit SET actor = 'mallory' WHERE id = 2", []).unwrap();
+    let p = v.audit_verify().unwrap().problem.unwrap();
+    assert_eq!((p.kind, p.row), (TamperKind::Edited, 2), "{}", p.message);
+}
+
+#[test]
+fn audit_verify_detects_a_deleted_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir.path());
+    raw(&db).execute("DELETE FROM audit WHERE id = 2", []).unwrap();
+    let p = v.audit_verify().unwrap().problem.unwrap();
+    assert_eq!((p.kind, p.row), (TamperKind::Deleted, 3), "{}", p.message);
+}
+
+#[test]
+fn audit_verify_detects_deletion_of_the_last_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir.path());
+    raw(&db).execute("DELETE FROM audit WHERE id = 4", []).unwrap();
+    let p = v.audit_verify().unwrap().problem.unwrap();
+    assert_eq!(p.kind, TamperKind::Deleted, "{}", p.message);
+    assert!(p.message.contains("newest"), "{}", p.message);
+}
+
+#[test]
+fn audit_verify_detects_an_inserted_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir.path());
+    let c = raw(&db);
+    // Shift rows 3.. up by one and slip a forged row in at 3, copying row 2's link.
+    c.execute("UPDATE audit SET id = id + 100 WHERE id >= 3", []).unwrap();
+    c.execute("UPDATE audit SET id = id - 99 WHERE id >= 103", []).unwrap();
+    c.execute(
+        "INSERT INTO audit SELECT 3, ts, 'read', 'mallory', skill, credential_id, credential_name, environment, owner, \
+         purpose, detail, 1, NULL, prev_hash, mac FROM audit WHERE id = 2",
+        [],
+    )
+    .unwrap();
+    let p = v.audit_verify().unwrap().problem.unwrap();
+    assert_eq!((p.kind, p.row), (TamperKind::Inserted, 3), "{}", p.message);
+
+    // Appending a forged row at the end is caught as well.
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir.path());
+    raw(&db)
+        .execute(
+            "INSERT INTO audit SELECT 5, ts, action, actor, skill, credential_id, credential_name, environment, owner, \
+             purpose, detail, success, error, prev_hash, mac FROM audit WHERE id = 4",
+            [],
+        )
+        .unwrap();
+    let p = v.audit_verify().unwrap().problem.unwrap();
+    assert_eq!((p.kind, p.row), (TamperKind::Inserted, 5), "{}", p.message);
+}
+
+// ---------------------------------------------------------------- master key, backup
+
+#[test]
+fn master_key_rotation_rewraps_without_touching_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-rot");
+    let payload = |db: &Path| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let c = raw(db);
+        let mut s = c.prepare("SELECT wrapped_dek, ciphertext FROM versions ORDER BY credential_id").unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let before = payload(&db);
+    v.rotate_master_key(&key(KEY_B), "admin").unwrap();
+    assert_eq!(payload(&db), before, "credential payloads were re-encrypted");
+    assert_eq!(token_of(&v.reveal(&cref("gh"), "t", None).unwrap()), "tok-rot");
+    drop(v);
+    assert!(matches!(Vault::open(&db, &key(KEY_A)), Err(Error::WrongMasterKey { .. })));
+    let v = Vault::open(&db, &key(KEY_B)).unwrap();
+    assert_eq!(token_of(&v.reveal(&cref("gh"), "t", None).unwrap()), "tok-rot");
+    assert!(v.audit_verify().unwrap().is_ok(), "the audit key survives master rotation");
+    let rows = v.audit_list(&AuditQuery { action: Some(AuditAction::KeyRotate), ..Default::default() }).unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+#[test]
+fn backup_is_a_consistent_encrypted_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-backup-canary");
+    let dest = dir.path().join("backup.db");
+    v.backup(&dest, "admin").unwrap();
+    assert!(v.backup(&dest, "admin").is_err(), "refuses to overwrite");
+    assert!(!contains(&std::fs::read(&dest).unwrap(), b"tok-backup-canary"));
+    assert!(matches!(Vault::open(&dest, &key(KEY_B)), Err(Error::WrongMasterKey { .. })));
+    let b = Vault::open(&dest, &key(KEY_A)).unwrap();
+    assert_eq!(token_of(&b.reveal(&cref("gh"), "t", None).unwrap()), "tok-backup-canary");
+    assert!(b.audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn vault_is_send_and_sync_and_threads_share_it() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Vault>();
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok");
+    v.grant(&NewGrant::new("s", cref("gh")), "t").unwrap();
+    let v = std::sync::Arc::new(v);
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let v = v.clone();
+            std::thread::spawn(move || (0..25).for_each(|_| drop(v.resolve(&access("s", "gh")).unwrap())))
+        })
+        .collect();
+    hs.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(v.audit_list(&AuditQuery { action: Some(AuditAction::Read), ..Default::default() }).unwrap().len(), 100);
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+// ---------------------------------------------------------------- other processes
+
+fn child(role: &str, db: &Path, extra: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, role)
+        .env("CHILD_DB", db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Not a test of its own: the body a child process runs (see `child`).
+#[test]
+fn child_process_entry() {
+    let Ok(role) = std::env::var(CHILD_ENV) else { return };
+    let db = PathBuf::from(std::env::var("CHILD_DB").unwrap());
+    match role.as_str() {
+        "writer" => {
+            let tag = std::env::var("CHILD_TAG").unwrap();
+            let v = Vault::open(&db, &key(KEY_A)).unwrap();
+            for i in 0..40 {
+                let name = format!("{tag}-{i}");
+                add_bearer(&v, &name, &format!("tok-{name}"));
+                v.grant(&NewGrant::new("s", cref(&name)), "t").unwrap();
+                v.resolve(&access("s", &name)).unwrap();
+            }
+        }
+        "rotate" => {
+            let v = Vault::open(&db, &key(KEY_A)).unwrap();
+            v.rotate_master_key(&key(KEY_B), "admin").unwrap();
+            eprintln!("ROTATED");
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+#[test]
+fn two_processes_writing_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    drop(v);
+    let kids: Vec<_> =
+        ["p1", "p2"].iter().map(|t| child("writer", &db, &[("CHILD_TAG", t)]).spawn().unwrap()).collect();
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v = Vault::open(&db, &key(KEY_A)).unwrap();
+    assert_eq!(v.list(&ListFilter::default()).unwrap().len(), 80);
+    for t in ["p1", "p2"] {
+        for i in 0..40 {
+            let name = format!("{t}-{i}");
+            assert_eq!(token_of(&v.reveal(&cref(&name), "t", None).unwrap()), format!("tok-{name}"));
+        }
+    }
+    let r = v.audit_verify().unwrap();
+    assert!(r.is_ok(), "{:?}", r.problem);
+    assert_eq!(r.rows, 80 * 3 + 80 * 1 + 80, "create + grant + pin + read per credential, plus the reveals");
+    let integrity: String = raw(&db).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+}
+
+#[test]
+fn sigkill_at_each_master_key_rotation_step_leaves_a_usable_vault() {
+    for step in ["before-begin", "after-first-rewrap", "before-commit", "after-commit"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, db) = new_vault(dir.path());
+        for i in 0..3 {
+            add_bearer(&v, &format!("c{i}"), &format!("tok-{i}"));
+        }
+        drop(v);
+        let fp = format!("key-rotate:{step}");
+        let mut kid = child("rotate", &db, &[(FAILPOINT_ENV, &fp)]).spawn().unwrap();
+        let mut lines = BufReader::new(kid.stderr.take().unwrap()).lines();
+        let reached = lines.by_ref().map_while(Result::ok).any(|l| l.trim() == format!("FAILPOINT {step}"));
+        assert!(reached, "child never reached {step}");
+        kid.kill().unwrap();
+        kid.wait().unwrap();
+
+        let (v, which) = match Vault::open(&db, &key(KEY_A)) {
+            Ok(v) => (v, "old"),
+            Err(Error::WrongMasterKey { .. }) => (Vault::open(&db, &key(KEY_B)).expect("neither key opens"), "new"),
+            Err(e) => panic!("after kill at {step}: {e}"),
+        };
+        let expected = if step == "after-commit" { "new" } else { "old" };
+        assert_eq!(which, expected, "kill at {step}");
+        for i in 0..3 {
+            assert_eq!(token_of(&v.reveal(&cref(&format!("c{i}")), "t", None).unwrap()), format!("tok-{i}"), "{step}");
+        }
+        assert!(v.audit_verify().unwrap().is_ok(), "{step}");
+    }
+}
