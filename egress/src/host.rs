@@ -8,8 +8,8 @@
 //! | `api.github.com`      | exactly that name, on the URL scheme's default port (443/80)   |
 //! | `api.github.com:8443` | exactly that name, on port 8443 only                           |
 //! | `api.github.com:*`    | exactly that name, on any port                                 |
-//! | `*.example.com`       | any name with at least one more label (`a.example.com`, `a.b.example.com`), not `example.com` itself; default port |
-//! | `127.0.0.1:8080`      | that IPv4 address (in any spelling the URL parser accepts, e.g. `127.1`) on port 8080 |
+//! | `*.example.com`       | `a.example.com`, `a.b.example.com` (not `example.com`); default port |
+//! | `127.0.0.1:8080`      | that IPv4 address (any spelling the URL parser accepts, e.g. `127.1`), port 8080 |
 //! | `[::1]:9000`, `::1`   | that IPv6 address; brackets are needed only with a port        |
 //!
 //! Why "no port = default port" rather than "any port": a name such as `api.github.com` in a
