@@ -1,24 +1,7 @@
 //! Host patterns: the entries of a manifest's `[network] allow`, a credential's `hosts`, and an
 //! operator's `skillbox grant --hosts`.
 //!
-//! Grammar (case-insensitive, surrounding whitespace ignored):
-//!
-//! | pattern               | matches                                                        |
-//! |-----------------------|----------------------------------------------------------------|
-//! | `api.github.com`      | exactly that name, on the URL scheme's default port (443/80)   |
-//! | `api.github.com:8443` | exactly that name, on port 8443 only                           |
-//! | `api.github.com:*`    | exactly that name, on any port                                 |
-//! | `*.example.com`       | `a.example.com`, `a.b.example.com` (not `example.com`); default port |
-//! | `127.0.0.1:8080`      | that IPv4 address (any spelling the URL parser accepts, e.g. `127.1`), port 8080 |
-//! | `[::1]:9000`, `::1`   | that IPv6 address; brackets are needed only with a port        |
-//!
-//! Why "no port = default port" rather than "any port": a name such as `api.github.com` in a
-//! manifest means the service at its usual address; another port on the same machine may be a
-//! different service (an admin interface, a debug server) that the author never meant to reach,
-//! and must be named explicitly (`host:port`, or `host:*` to opt into every port).
-//!
-//! Names are compared after the URL parser's normalisation (lower case, IDNA/punycode) with a
-//! trailing dot removed; a wildcard may only be the whole leftmost label, and never on an IP.
+//! The grammar and matching rules are documented on [`HostPattern`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -28,7 +11,26 @@ use url::{Host, Url};
 
 use crate::EgressError;
 
-/// One allowed host, with an optional port. See the [module documentation](self) for the grammar.
+/// One allowed host, with an optional port.
+///
+/// Grammar (case-insensitive, surrounding whitespace ignored):
+///
+/// | pattern               | matches                                                        |
+/// |-----------------------|----------------------------------------------------------------|
+/// | `api.github.com`      | exactly that name, on the URL scheme's default port (443/80)   |
+/// | `api.github.com:8443` | exactly that name, on port 8443 only                           |
+/// | `api.github.com:*`    | exactly that name, on any port                                 |
+/// | `*.example.com`       | `a.example.com`, `a.b.example.com` (not `example.com`); default port |
+/// | `127.0.0.1:8080`      | that IPv4 address (any spelling the URL parser accepts, e.g. `127.1`), port 8080 |
+/// | `[::1]:9000`, `::1`   | that IPv6 address; brackets are needed only with a port        |
+///
+/// Why "no port = default port" rather than "any port": a name such as `api.github.com` in a
+/// manifest means the service at its usual address; another port on the same machine may be a
+/// different service (an admin interface, a debug server) that the author never meant to reach,
+/// and must be named explicitly (`host:port`, or `host:*` to opt into every port).
+///
+/// Names are compared after the URL parser's normalisation (lower case, IDNA/punycode) with a
+/// trailing dot removed; a wildcard may only be the whole leftmost label, and never on an IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     host: HostMatch,
@@ -56,7 +58,7 @@ enum PortMatch {
 }
 
 impl HostPattern {
-    /// Parses a pattern; see the [module documentation](self).
+    /// Parses a pattern; see [`HostPattern`] for the grammar.
     pub fn parse(pattern: &str) -> Result<Self, EgressError> {
         let fail =
             |reason: &str| EgressError::InvalidHostPattern { pattern: pattern.to_owned(), reason: reason.into() };
