@@ -800,7 +800,7 @@ fn two_processes_writing_at_once_lose_nothing() {
     }
     let r = v.audit_verify().unwrap();
     assert!(r.is_ok(), "{:?}", r.problem);
-    assert_eq!(r.rows, 80 * 3 + 80 * 1 + 80, "create + grant + pin + read per credential, plus the reveals");
+    assert_eq!(r.rows, 80 * 4 + 80, "create, grant, pin and read per credential, plus the reveals");
     let integrity: String = raw(&db).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
 }
