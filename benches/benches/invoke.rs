@@ -8,7 +8,9 @@
 //! empty WASI context, limits, stdio capture, JSON checks).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use skillbox_host_api::{SkillCtx, SkillCtxView, SkillPre, SkillView};
+use std::sync::Arc;
+
+use skillbox_host_api::{HostServices, Invocation, SkillCtx, SkillCtxView, SkillPre, SkillView};
 use skillbox_runtime::{Runtime, RuntimeConfig};
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -49,6 +51,7 @@ fn invoke(c: &mut Criterion) {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     skillbox_host_api::add_to_linker(&mut linker).unwrap();
     let pre = SkillPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let services = Arc::new(HostServices::new(Default::default()).unwrap());
 
     let mut group = c.benchmark_group("invoke");
     group.bench_function("skillbox", |b| {
@@ -59,7 +62,7 @@ fn invoke(c: &mut Criterion) {
             let state = Bare {
                 wasi: WasiCtx::builder().build(),
                 table: ResourceTable::new(),
-                skill: SkillCtx::new("hello".into()),
+                skill: SkillCtx::new(Invocation::anonymous("hello"), services.clone()),
             };
             let mut store = Store::new(&engine, state);
             store.set_fuel(u64::MAX).unwrap();

@@ -6,6 +6,18 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "skill",
-    imports: { default: async },
+    imports: {
+        // Logging cannot fail and cannot trap.
+        "skillbox:skill/log.log": async,
+        // Everything else may trap (a stale or forged handle) and reports
+        // guest-visible failures through `HostError`.
+        default: async | trappable,
+    },
     exports: { default: async },
+    with: {
+        "skillbox:skill/credentials.credential": crate::credentials::OpenCredential,
+    },
+    trappable_error_type: {
+        "skillbox:skill/types.error" => crate::error::HostError,
+    },
 });

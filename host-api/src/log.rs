@@ -5,12 +5,15 @@
 //! (`RUST_LOG=skill=debug`).
 
 use crate::bindings::skillbox::skill::{log, types};
+use crate::error::HostError;
 use crate::{MAX_LOG_MESSAGE, SkillCtxView};
 
 impl log::Host for SkillCtxView<'_> {
     async fn log(&mut self, level: log::Level, message: String) {
         let skill = self.ctx.skill_name();
         let message = truncate_at_char_boundary(&message, MAX_LOG_MESSAGE);
+        // A skill cannot read secrets, but scan anyway: logs outlive the run.
+        let message = self.ctx.redactor().redact_str(message);
         match level {
             log::Level::Trace => tracing::trace!(target: "skill", skill, "{message}"),
             log::Level::Debug => tracing::debug!(target: "skill", skill, "{message}"),
@@ -21,8 +24,15 @@ impl log::Host for SkillCtxView<'_> {
     }
 }
 
-/// `types` declares only types; the empty impl is what bindgen asks for.
-impl types::Host for SkillCtxView<'_> {}
+/// `types` declares only types; bindgen asks how our Rust error becomes the WIT one.
+impl types::Host for SkillCtxView<'_> {
+    fn convert_error(&mut self, error: HostError) -> wasmtime::Result<types::Error> {
+        match error {
+            HostError::Guest(e) => Ok(e),
+            HostError::Trap(e) => Err(e),
+        }
+    }
+}
 
 /// Cuts `text` to at most `max` bytes without splitting a UTF-8 sequence.
 pub(crate) fn truncate_at_char_boundary(text: &str, max: usize) -> &str {

@@ -57,6 +57,21 @@ pub enum Error {
         message: String,
     },
 
+    /// The invocation context is not valid (for example an unknown environment).
+    #[error("invalid invocation: {0}")]
+    InvalidContext(String),
+
+    /// The skill failed after being refused access to a credential or host.
+    #[error("skill `{skill}` was denied access: {reason}")]
+    Denied {
+        /// The skill's name.
+        skill: String,
+        /// The first denial, which says how to grant access.
+        reason: String,
+        /// What the skill itself reported, if it returned an error.
+        skill_error: Option<String>,
+    },
+
     /// The caller's input is not JSON text.
     #[error("input is not valid JSON: {0}")]
     InvalidInput(String),

@@ -31,6 +31,9 @@ mod store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use skillbox_egress::EgressConfig;
+use skillbox_host_api::{Approver, HostServices};
+use skillbox_vault::Vault;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -40,6 +43,9 @@ pub use error::{Error, Result, SkillFailure};
 pub use inspect::{ComponentInfo, Item};
 pub use manifest::{Limits, Manifest};
 pub use skill::{InvocationContext, Output, Skill};
+pub use skillbox_egress as egress;
+pub use skillbox_host_api::{Approval, ApprovalRequest, DenyAll};
+pub use skillbox_vault as vault;
 
 use store::StoreState;
 
@@ -52,11 +58,18 @@ pub struct RuntimeConfig {
     pub max_concurrent: u32,
     /// Most bytes of guest stdout (and, separately, stderr) kept per call.
     pub max_stdio_bytes: usize,
+    /// Outbound HTTP settings (loopback http for tests, private ranges, limits).
+    pub egress: EgressConfig,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cache_dir: ComponentCache::default_dir(), max_concurrent: 256, max_stdio_bytes: 64 * 1024 }
+        RuntimeConfig {
+            cache_dir: ComponentCache::default_dir(),
+            max_concurrent: 256,
+            max_stdio_bytes: 64 * 1024,
+            egress: EgressConfig::default(),
+        }
     }
 }
 
@@ -71,6 +84,7 @@ pub(crate) struct RuntimeInner {
     linker: Linker<StoreState>,
     cache: Option<ComponentCache>,
     slots: Semaphore,
+    services: Arc<HostServices>,
     config: RuntimeConfig,
 }
 
@@ -81,8 +95,22 @@ impl std::fmt::Debug for RuntimeInner {
 }
 
 impl Runtime {
-    /// Builds the engine and linker, and opens the compile cache.
+    /// Builds the engine and linker, and opens the compile cache. Without a
+    /// vault, skills that open credentials are refused.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        let services = host_services(&config)?;
+        Runtime::with_services(config, services)
+    }
+
+    /// Like [`Runtime::new`], with a credential vault: skills may open what
+    /// it grants them, and `approver` decides about declared but ungranted
+    /// credentials.
+    pub fn with_vault(config: RuntimeConfig, vault: Arc<Vault>, approver: Arc<dyn Approver>) -> Result<Runtime> {
+        let services = host_services(&config)?.with_vault(vault, approver);
+        Runtime::with_services(config, services)
+    }
+
+    fn with_services(config: RuntimeConfig, services: HostServices) -> Result<Runtime> {
         let engine = engine::build_engine(config.max_concurrent)?;
         engine::EpochTicker::start(&engine);
         let linker = build_linker(&engine)?;
@@ -91,7 +119,8 @@ impl Runtime {
             None => None,
         };
         let slots = Semaphore::new(config.max_concurrent as usize);
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, cache, slots, config }) })
+        let services = Arc::new(services);
+        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, cache, slots, services, config }) })
     }
 
     /// The wasmtime engine, for embedders who want to share it.
@@ -122,6 +151,10 @@ impl Runtime {
     pub fn load_reporting_cache(&self, path: impl AsRef<Path>) -> Result<(Skill, CacheOutcome)> {
         Skill::load(self.inner.clone(), Manifest::load(path)?)
     }
+}
+
+fn host_services(config: &RuntimeConfig) -> Result<HostServices> {
+    HostServices::new(config.egress.clone()).map_err(|e| Error::Engine(format!("setting up outbound HTTP: {e}")))
 }
 
 fn build_linker(engine: &Engine) -> Result<Linker<StoreState>> {

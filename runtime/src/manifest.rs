@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use skillbox_egress::{HostPattern, Policy};
+use skillbox_host_api::{CredentialDecl, HttpAuth, SkillPolicy};
+use skillbox_vault::CredentialKind;
+
 use crate::error::{Error, Result};
 
 /// The file name the CLI looks for when given a directory.
@@ -38,6 +42,15 @@ pub struct Manifest {
     /// The optional `[build]` table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildSection>,
+    /// The `[[credentials]]` the skill may open; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialEntry>,
+    /// The `[network]` table: hosts reachable without credentials.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// The `[sql]` table.
+    #[serde(default)]
+    pub sql: SqlSection,
     /// Where the manifest was read from; relative paths resolve against its directory.
     #[serde(skip)]
     pub path: PathBuf,
@@ -89,6 +102,45 @@ pub struct BuildSection {
     pub command: String,
 }
 
+/// One `[[credentials]]` entry: a credential the skill may open by `name`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialEntry {
+    /// The name the skill opens; grants refer to it.
+    pub name: String,
+    /// `api_key`, `bearer`, `oauth2`, `basic`, `database`, `hmac_key` or `custom`.
+    pub kind: String,
+    /// How HTTP applies it: `"bearer"`, `"basic"`, `{ header = { name, prefix } }`
+    /// or `{ query = { param } }`. Defaults to `bearer` for bearer/oauth2 and
+    /// `basic` for basic credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpAuth>,
+    /// Hosts it may be sent to (`api.github.com`, `*.example.com`, `127.0.0.1:8080`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Why the skill needs it; shown to operators when they grant or approve.
+    #[serde(default)]
+    pub purpose: String,
+}
+
+/// The `[network]` table.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Hosts the skill may call without a credential.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// The `[sql]` table.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSection {
+    /// Whether SQL may change data (`sql.execute`, writing queries). Off by default.
+    #[serde(default)]
+    pub write: bool,
+}
+
 impl Manifest {
     /// Reads the manifest at `path`, which is a `skill.toml` or a directory holding one.
     pub fn load(path: impl AsRef<Path>) -> Result<Manifest> {
@@ -105,7 +157,23 @@ impl Manifest {
         let mut manifest: Manifest = toml::from_str(text)
             .map_err(|e| Error::Manifest { path: path.clone(), message: e.to_string().trim_end().to_owned() })?;
         manifest.path = path;
+        manifest.policy().map_err(|message| Error::Manifest { path: manifest.path.clone(), message })?;
         Ok(manifest)
+    }
+
+    /// What the manifest allows the skill, checked: kinds exist, hosts
+    /// parse, names are unique, and HTTP styles fit their kinds.
+    pub fn policy(&self) -> std::result::Result<SkillPolicy, String> {
+        let mut credentials: Vec<CredentialDecl> = Vec::new();
+        for entry in &self.credentials {
+            let decl = entry.check()?;
+            if credentials.iter().any(|c| c.name == decl.name) {
+                return Err(format!("[[credentials]] name {:?} appears twice; each name must be unique", decl.name));
+            }
+            credentials.push(decl);
+        }
+        let allow = parse_hosts(&self.network.allow, "network.allow")?;
+        Ok(SkillPolicy { credentials, network: Policy { network_allow: allow }, sql_write: self.sql.write })
     }
 
     /// The directory the manifest lives in.
@@ -122,6 +190,55 @@ impl Manifest {
 /// Turns "a directory or a skill.toml" into the manifest file's path.
 pub fn manifest_path(path: &Path) -> PathBuf {
     if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_owned() }
+}
+
+impl CredentialEntry {
+    /// Validates this entry and turns it into the host's declaration.
+    fn check(&self) -> std::result::Result<CredentialDecl, String> {
+        let name = &self.name;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!(
+                "[[credentials]] name {name:?} is not valid: use letters, digits, '-' and '_' (e.g. \"github\")"
+            ));
+        }
+        let kind: CredentialKind = self.kind.parse().map_err(|_| {
+            format!(
+                "[[credentials]] {name}: kind {:?} is not known; use one of api_key, bearer, oauth2, basic, database, hmac_key, custom",
+                self.kind
+            )
+        })?;
+        let http = match (&self.http, kind) {
+            (Some(style), CredentialKind::Database | CredentialKind::HmacKey | CredentialKind::Custom) => {
+                return Err(format!(
+                    "[[credentials]] {name}: a {} credential cannot be sent over HTTP; remove `http = {style:?}`",
+                    kind.as_str()
+                ));
+            }
+            (Some(HttpAuth::Header { name: header, .. }), _) if header.trim().is_empty() => {
+                return Err(format!("[[credentials]] {name}: http.header.name must not be empty"));
+            }
+            (Some(style), _) => Some(style.clone()),
+            (None, CredentialKind::Bearer | CredentialKind::OAuth2) => Some(HttpAuth::Bearer),
+            (None, CredentialKind::Basic) => Some(HttpAuth::Basic),
+            (None, CredentialKind::ApiKey) if !self.hosts.is_empty() => {
+                return Err(format!(
+                    "[[credentials]] {name}: say how to send the API key, e.g. `http = {{ header = {{ name = \"X-Api-Key\" }} }}`, `http = {{ query = {{ param = \"key\" }} }}` or `http = \"basic\"`"
+                ));
+            }
+            (None, _) => None,
+        };
+        if http.is_some() && self.hosts.is_empty() {
+            return Err(format!(
+                "[[credentials]] {name}: list the hosts it may be sent to, e.g. `hosts = [\"api.example.com\"]`"
+            ));
+        }
+        let hosts = parse_hosts(&self.hosts, &format!("[[credentials]] {name}: hosts"))?;
+        Ok(CredentialDecl { name: name.clone(), kind, http, hosts, purpose: self.purpose.clone() })
+    }
+}
+
+fn parse_hosts(hosts: &[String], key: &str) -> std::result::Result<Vec<HostPattern>, String> {
+    hosts.iter().map(|h| HostPattern::parse(h).map_err(|e| format!("{key}: {e}"))).collect()
 }
 
 fn default_memory() -> u64 {
@@ -262,6 +379,44 @@ mod tests {
         assert!(err.contains("skill.version") && err.contains("1.2.3"), "{err}");
         let err = parse(&MINIMAL.replace("\"hello\"", "\"Hello World\"")).unwrap_err().to_string();
         assert!(err.contains("skill.name"), "{err}");
+    }
+
+    #[test]
+    fn credentials_parse_with_http_styles() {
+        let m = parse(&format!(
+            "{MINIMAL}\n[[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\npurpose = \"read issues\"\n\
+             [[credentials]]\nname = \"stripe\"\nkind = \"api_key\"\nhttp = \"basic\"\nhosts = [\"api.stripe.com\"]\n\
+             [[credentials]]\nname = \"maps\"\nkind = \"api_key\"\nhttp = {{ query = {{ param = \"key\" }} }}\nhosts = [\"maps.example.com\"]\n\
+             [[credentials]]\nname = \"db\"\nkind = \"database\"\n[network]\nallow = [\"example.com\"]\n[sql]\nwrite = true\n"
+        ))
+        .unwrap();
+        let policy = m.policy().unwrap();
+        assert_eq!(policy.credentials.len(), 4);
+        assert_eq!(policy.credential("github").unwrap().http, Some(HttpAuth::Bearer));
+        assert_eq!(policy.credential("stripe").unwrap().http, Some(HttpAuth::Basic));
+        assert_eq!(policy.credential("maps").unwrap().http, Some(HttpAuth::Query { param: "key".into() }));
+        assert_eq!(policy.credential("db").unwrap().http, None);
+        assert!(policy.sql_write);
+        assert_eq!(policy.network.network_allow.len(), 1);
+    }
+
+    #[test]
+    fn credential_mistakes_are_explained() {
+        let cases = [
+            ("name = \"a\"\nkind = \"token\"", "kind \"token\" is not known"),
+            ("name = \"a\"\nkind = \"bearer\"", "list the hosts"),
+            ("name = \"a\"\nkind = \"api_key\"\nhosts = [\"x.com\"]", "say how to send the API key"),
+            ("name = \"a\"\nkind = \"hmac_key\"\nhttp = \"bearer\"", "cannot be sent over HTTP"),
+            ("name = \"a\"\nkind = \"bearer\"\nhosts = [\"https://x.com/path\"]", "hosts"),
+            ("name = \"a\"\nkind = \"bearer\"\nhosts = [\"x.com\"]\ncolour = 1", "colour"),
+        ];
+        for (entry, expected) in cases {
+            let err = parse(&format!("{MINIMAL}\n[[credentials]]\n{entry}\n")).unwrap_err().to_string();
+            assert!(err.contains(expected), "{entry:?}: {err}");
+        }
+        let twice = "[[credentials]]\nname = \"a\"\nkind = \"database\"\n";
+        let err = parse(&format!("{MINIMAL}\n{twice}{twice}")).unwrap_err().to_string();
+        assert!(err.contains("appears twice"), "{err}");
     }
 
     #[test]

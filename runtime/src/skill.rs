@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
-use skillbox_host_api::{SkillCtx, SkillError, SkillPre};
+use skillbox_host_api::{Invocation, SkillCtx, SkillError, SkillPolicy, SkillPre};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -29,7 +29,8 @@ struct SkillInner {
     runtime: Arc<RuntimeInner>,
     manifest: Manifest,
     name: Arc<str>,
-    digest: String,
+    digest: Arc<str>,
+    policy: Arc<SkillPolicy>,
     component: Component,
     pre: SkillPre<StoreState>,
 }
@@ -80,9 +81,13 @@ impl Skill {
         let path = manifest.component_path();
         let compiled = compile(&runtime, &path)?;
         let pre = link(&runtime, &compiled.component, &path)?;
+        // Manifest::parse already checked the policy; a hand-built manifest is checked here.
+        let policy =
+            Arc::new(manifest.policy().map_err(|message| Error::Manifest { path: manifest.path.clone(), message })?);
         let name: Arc<str> = manifest.skill.name.as_str().into();
         tracing::debug!(skill = %name, digest = %compiled.digest, cache = ?compiled.outcome, "loaded skill");
-        let inner = SkillInner { runtime, manifest, name, digest: compiled.digest, component: compiled.component, pre };
+        let digest = compiled.digest.into();
+        let inner = SkillInner { runtime, manifest, name, digest, policy, component: compiled.component, pre };
         Ok((Skill { inner: Arc::new(inner) }, compiled.outcome))
     }
 
@@ -101,6 +106,11 @@ impl Skill {
         &self.inner.digest
     }
 
+    /// What the manifest allows the skill (credentials, hosts, SQL writes).
+    pub fn policy(&self) -> &SkillPolicy {
+        &self.inner.policy
+    }
+
     /// The compiled component.
     pub fn component(&self) -> &Component {
         &self.inner.component
@@ -114,6 +124,7 @@ impl Skill {
     /// Runs the skill once with `input` (JSON text) on behalf of `context`.
     pub async fn invoke_with(&self, input: &str, context: &InvocationContext) -> Result<Output> {
         serde_json::from_str::<IgnoredAny>(input).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let invocation = self.invocation(context)?;
         let runtime = &self.inner.runtime;
         // The semaphore is never closed, so acquire only fails if it were.
         let _slot = runtime.slots.acquire().await.expect("invocation semaphore is never closed");
@@ -121,7 +132,7 @@ impl Skill {
         let started = Instant::now();
         tracing::debug!(skill = %self.inner.name, user = %context.user, environment = %context.environment, "invoking");
 
-        let mut store = self.new_store(started + limits.timeout)?;
+        let mut store = self.new_store(invocation, started + limits.timeout)?;
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, input).await
@@ -136,18 +147,50 @@ impl Skill {
         let (stdout, stderr) = self.drain_stdio(&store);
         let elapsed = started.elapsed();
 
+        let host = store.data().skill_ctx();
         let returned = result.map_err(|e| self.classify_failure(e, store.data().limiter.hit, &stderr))?;
-        let json = returned.map_err(|e| Error::SkillFailed { skill: self.name().into(), error: to_failure(e) })?;
+        let json = match returned {
+            Ok(json) => host.redactor().redact_str(&json).into_owned(),
+            Err(e) => return Err(self.skill_failure(to_failure(e), host.denials())),
+        };
         serde_json::from_str::<IgnoredAny>(&json)
             .map_err(|e| Error::InvalidOutput { skill: self.name().into(), reason: e.to_string() })?;
         Ok(Output { json, stdout, stderr, fuel_consumed, elapsed })
     }
 
-    fn new_store(&self, deadline: Instant) -> Result<Store<StoreState>> {
+    /// The host-side view of one invocation: who, where, why, under what policy.
+    fn invocation(&self, context: &InvocationContext) -> Result<Invocation> {
+        let environment = context.environment.parse().map_err(|_| {
+            Error::InvalidContext(format!(
+                "environment {:?} is not known; use dev, staging or production",
+                context.environment
+            ))
+        })?;
+        Ok(Invocation {
+            skill: self.inner.name.clone(),
+            digest: self.inner.digest.clone(),
+            policy: self.inner.policy.clone(),
+            user: context.user.clone(),
+            environment,
+            purpose: context.purpose.clone(),
+        })
+    }
+
+    /// A `run` error, reported as a denial when access was refused during the run:
+    /// the denial says how to fix it, the skill's own message rarely does.
+    fn skill_failure(&self, failure: SkillFailure, denials: &[String]) -> Error {
+        let skill = self.name().to_owned();
+        match denials.first() {
+            Some(reason) => Error::Denied { skill, reason: reason.clone(), skill_error: Some(failure.to_string()) },
+            None => Error::SkillFailed { skill, error: failure },
+        }
+    }
+
+    fn new_store(&self, invocation: Invocation, deadline: Instant) -> Result<Store<StoreState>> {
         let runtime = &self.inner.runtime;
         let limits = &self.inner.manifest.limits;
-        let state =
-            StoreState::new(SkillCtx::new(self.inner.name.clone()), limits.memory, runtime.config.max_stdio_bytes);
+        let host = SkillCtx::new(invocation, runtime.services.clone());
+        let state = StoreState::new(host, limits.memory, runtime.config.max_stdio_bytes);
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| Error::Engine(format!("{e:#}")))?;
@@ -163,11 +206,14 @@ impl Skill {
         Ok(store)
     }
 
-    /// Takes the guest's captured stdio and forwards it to `tracing`.
+    /// Takes the guest's captured stdio, redacted, and forwards it to `tracing`.
     fn drain_stdio(&self, store: &Store<StoreState>) -> (Vec<u8>, Vec<u8>) {
         let state = store.data();
+        let redactor = state.skill_ctx().redactor();
         let (stdout, out_dropped) = state.stdout.take();
         let (stderr, err_dropped) = state.stderr.take();
+        let stdout = redactor.redact(&stdout).into_owned();
+        let stderr = redactor.redact(&stderr).into_owned();
         let skill = &*self.inner.name;
         for line in String::from_utf8_lossy(&stdout).lines() {
             tracing::info!(target: "skill::stdout", skill, "{line}");

@@ -48,6 +48,13 @@ impl StoreState {
     }
 }
 
+impl StoreState {
+    /// The host state of the `skillbox:skill` interfaces.
+    pub(crate) fn skill_ctx(&self) -> &SkillCtx {
+        &self.skill
+    }
+}
+
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }

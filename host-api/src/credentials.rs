@@ -1,0 +1,283 @@
+//! Implementation for the `skillbox:skill/credentials` interface.
+//!
+//! `open` is where access is decided: the name must be declared in the
+//! manifest, and the vault must hold a grant of it to this skill (this
+//! component digest) for this environment and user — or the approver must
+//! allow it now. The handle the guest gets is an index into the store's
+//! resource table; the secret stays in [`OpenCredential`] on the host side.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use secrecy::{ExposeSecret, SecretString};
+use skillbox_egress::{Auth, HostPattern, Injection};
+use skillbox_vault::{Access, CredentialKind, CredentialRef, NewGrant, Resolved, SecretValue, Vault};
+use wasmtime::component::Resource;
+
+use crate::approval::{Approval, ApprovalRequest};
+use crate::bindings::skillbox::skill::credentials::{self, Kind};
+use crate::bindings::skillbox::skill::types::Error as WitError;
+use crate::error::HostError;
+use crate::policy::{CredentialDecl, HttpAuth};
+use crate::{SkillCtx, SkillCtxView};
+
+/// A credential opened by one invocation: metadata for the guest, the
+/// secret for the host. Lives in the store's resource table and dies with it.
+#[derive(Debug)]
+pub struct OpenCredential {
+    declared: CredentialDecl,
+    credential: CredentialRef,
+    service: String,
+    scopes: Vec<String>,
+    expires_at: Option<SystemTime>,
+    /// Invariant: of the kind `declared.kind` (checked in `open`).
+    pub(crate) value: SecretValue,
+    /// The hosts it may go to: the grant's override, else the manifest's.
+    hosts: Vec<HostPattern>,
+}
+
+impl OpenCredential {
+    /// The declared name.
+    pub(crate) fn name(&self) -> &str {
+        &self.declared.name
+    }
+
+    /// The vault identity of the credential, for audit rows.
+    pub(crate) fn vault_ref(&self) -> &CredentialRef {
+        &self.credential
+    }
+
+    /// How `http.send` applies this credential, with the hosts it may go to.
+    pub(crate) fn injection(&self) -> Result<Injection, HostError> {
+        let style = self.declared.http.as_ref().ok_or_else(|| {
+            HostError::wrong_kind(format!(
+                "credential `{}` is not declared for HTTP: add `http = \"bearer\"` (or basic, header, query) and `hosts` to its [[credentials]] entry",
+                self.declared.name
+            ))
+        })?;
+        Ok(Injection { auth: self.auth(style)?, hosts: self.hosts.clone() })
+    }
+
+    fn auth(&self, style: &HttpAuth) -> Result<Auth, HostError> {
+        let (primary, secondary) = self.http_secrets()?;
+        Ok(match style {
+            HttpAuth::Bearer => Auth::Bearer(primary),
+            HttpAuth::Basic => match &self.value {
+                SecretValue::Basic(basic) => Auth::Basic {
+                    username: SecretString::from(basic.username.clone()),
+                    password: basic.password.clone(),
+                },
+                _ => Auth::Basic { username: primary, password: secondary.unwrap_or_else(|| SecretString::from("")) },
+            },
+            HttpAuth::Header { name, prefix } => {
+                Auth::Header { name: name.clone(), prefix: prefix.clone(), value: primary }
+            }
+            HttpAuth::Query { param } => Auth::Query { param: param.clone(), value: primary },
+        })
+    }
+
+    /// The secret sent over HTTP, and the optional second one (an API key's secret).
+    fn http_secrets(&self) -> Result<(SecretString, Option<SecretString>), HostError> {
+        match &self.value {
+            SecretValue::ApiKey(k) => Ok((k.key.clone(), k.secret.clone())),
+            SecretValue::Bearer(t) | SecretValue::OAuth2(t) => Ok((t.access_token.clone(), None)),
+            SecretValue::Basic(b) => Ok((b.password.clone(), None)),
+            other => Err(HostError::wrong_kind(format!(
+                "credential `{}` is a {} credential, which cannot be sent over HTTP",
+                self.declared.name,
+                other.kind().as_str()
+            ))),
+        }
+    }
+}
+
+impl credentials::Host for SkillCtxView<'_> {
+    async fn open(&mut self, name: String) -> Result<Resource<OpenCredential>, HostError> {
+        match self.ctx.open_credential(&name).await {
+            Ok(open) => {
+                self.ctx.remember_secrets(open.value.secret_fields());
+                Ok(self.table.push(open)?)
+            }
+            Err(error) => {
+                if error.is_denial() {
+                    self.ctx.denials.push(error.message());
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+impl credentials::HostCredential for SkillCtxView<'_> {
+    async fn name(&mut self, handle: Resource<OpenCredential>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&handle)?.declared.name.clone())
+    }
+
+    async fn kind(&mut self, handle: Resource<OpenCredential>) -> wasmtime::Result<Kind> {
+        Ok(wit_kind(self.table.get(&handle)?.declared.kind))
+    }
+
+    async fn service(&mut self, handle: Resource<OpenCredential>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&handle)?.service.clone())
+    }
+
+    async fn scopes(&mut self, handle: Resource<OpenCredential>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table.get(&handle)?.scopes.clone())
+    }
+
+    async fn expires_at(&mut self, handle: Resource<OpenCredential>) -> wasmtime::Result<Option<u64>> {
+        let expires = self.table.get(&handle)?.expires_at;
+        Ok(expires.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()))
+    }
+
+    async fn drop(&mut self, handle: Resource<OpenCredential>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl SkillCtx {
+    /// Decides whether the guest may have the credential it declared as `name`.
+    async fn open_credential(&mut self, name: &str) -> Result<OpenCredential, HostError> {
+        let Some(declared) = self.invocation.policy.credential(name).cloned() else {
+            let error = HostError::Guest(WitError::NotDeclared(format!(
+                "skill `{}` does not declare a credential named `{name}`: add a [[credentials]] entry with name = \"{name}\" to its skill.toml",
+                self.invocation.skill
+            )));
+            self.record_denial(Some(name), "credentials.open", &error);
+            return Err(error);
+        };
+        let Some(vault) = self.services.vault.clone() else {
+            return Err(HostError::Guest(WitError::NotGranted(format!(
+                "no credential vault is open, so `{name}` cannot be granted: create one with `skillbox vault init`, add the credential with `skillbox cred add`, then `skillbox grant {} {name}`",
+                self.invocation.skill
+            ))));
+        };
+        let access = self.access(name);
+        let resolved = match vault.resolve(&access) {
+            Ok(resolved) => resolved,
+            Err(skillbox_vault::Error::NotGranted { .. }) => self.ask_approver(&vault, &declared, access).await?,
+            Err(e) => return Err(e.into()),
+        };
+        self.open_resolved(declared, resolved)
+    }
+
+    fn access(&self, name: &str) -> Access {
+        let inv = &self.invocation;
+        Access {
+            skill: inv.skill.to_string(),
+            skill_digest: inv.digest.to_string(),
+            declared_name: name.to_owned(),
+            environment: inv.environment,
+            owner: inv.user.clone(),
+            user: inv.user.clone(),
+            purpose: (!inv.purpose.is_empty()).then(|| inv.purpose.clone()),
+            one_time_approval: None,
+        }
+    }
+
+    /// Asks the approver about an ungranted credential; resolves it if allowed.
+    async fn ask_approver(
+        &mut self,
+        vault: &Vault,
+        declared: &CredentialDecl,
+        mut access: Access,
+    ) -> Result<Resolved, HostError> {
+        let refused = vault.resolve(&access).expect_err("still not granted");
+        let credential =
+            CredentialRef { owner: access.owner.clone(), environment: access.environment, name: declared.name.clone() };
+        if vault.show(&credential).is_err() {
+            // Nothing to approve: the vault has no such credential.
+            return Err(refused.into());
+        }
+        let request = ApprovalRequest {
+            skill: access.skill.clone(),
+            skill_digest: access.skill_digest.clone(),
+            credential: declared.name.clone(),
+            kind: declared.kind.as_str().to_owned(),
+            hosts: declared.hosts.iter().map(|h| h.to_string()).collect(),
+            purpose: declared.purpose.clone(),
+            user: access.user.clone(),
+            environment: access.environment.as_str().to_owned(),
+        };
+        let approver = self.services.approver.clone();
+        let decision = tokio::task::spawn_blocking(move || approver.approve(&request))
+            .await
+            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("approver failed: {e}"))))?;
+        match decision {
+            Approval::Deny => Err(refused.into()),
+            Approval::Once => {
+                access.one_time_approval = Some(access.user.clone());
+                Ok(vault.resolve(&access)?)
+            }
+            Approval::Always => {
+                let mut grant = NewGrant::new(access.skill.clone(), credential);
+                grant.skill_digest = Some(access.skill_digest.clone());
+                grant.reason = Some("approved on first use".into());
+                vault.grant(&grant, &access.user)?;
+                Ok(vault.resolve(&access)?)
+            }
+        }
+    }
+
+    /// Checks the resolved credential against the declaration and builds the handle.
+    fn open_resolved(&mut self, declared: CredentialDecl, resolved: Resolved) -> Result<OpenCredential, HostError> {
+        let Resolved { credential, grant, value } = resolved;
+        if !kinds_compatible(declared.kind, value.kind()) {
+            let error = HostError::wrong_kind(format!(
+                "skill.toml declares `{}` as {}, but the granted credential `{}` is {}: fix the manifest's `kind` or grant a credential of that kind",
+                declared.name,
+                declared.kind.as_str(),
+                credential.name,
+                value.kind().as_str()
+            ));
+            self.record_denial(Some(&declared.name), "credentials.open", &error);
+            return Err(error);
+        }
+        let hosts = match grant.as_ref().and_then(|g| g.hosts.as_ref()) {
+            Some(overrides) => overrides
+                .iter()
+                .map(|h| HostPattern::parse(h))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| HostError::invalid(format!("the grant's --hosts override is not valid: {e}")))?,
+            None => declared.hosts.clone(),
+        };
+        let credential_ref = CredentialRef {
+            owner: credential.owner.clone(),
+            environment: credential.environment,
+            name: credential.name.clone(),
+        };
+        tracing::debug!(skill = %self.invocation.skill, credential = %declared.name, "opened credential");
+        Ok(OpenCredential {
+            declared,
+            credential: credential_ref,
+            service: credential.service,
+            scopes: credential.scopes,
+            expires_at: credential.expires_at,
+            value,
+            hosts,
+        })
+    }
+}
+
+/// A manifest's `bearer` also accepts an `oauth2` credential (both are tokens).
+fn kinds_compatible(declared: CredentialKind, actual: CredentialKind) -> bool {
+    use CredentialKind::{Bearer, OAuth2};
+    declared == actual || matches!((declared, actual), (Bearer, OAuth2) | (OAuth2, Bearer))
+}
+
+fn wit_kind(kind: CredentialKind) -> Kind {
+    match kind {
+        CredentialKind::ApiKey => Kind::ApiKey,
+        CredentialKind::Bearer => Kind::Bearer,
+        CredentialKind::OAuth2 => Kind::Oauth2,
+        CredentialKind::Basic => Kind::Basic,
+        CredentialKind::Database => Kind::Database,
+        CredentialKind::HmacKey => Kind::HmacKey,
+        _ => Kind::Custom,
+    }
+}
+
+/// Reads a secret as text, for the few host paths that need it as `&str`.
+pub(crate) fn expose(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}

@@ -1,0 +1,73 @@
+//! Implementation for the `skillbox:skill/http` interface.
+//!
+//! A thin adapter: the guest's request goes through the egress pipeline
+//! (`skillbox-egress`: allowlists, address checks, injection, redirects,
+//! redaction), and every use of a credential is audited with the host,
+//! method, status and duration — never the URL's path or query, which may
+//! carry data the operator should not have to store.
+
+use std::time::Instant;
+
+use skillbox_egress::{Exchange, Request};
+use skillbox_vault::AuditAction;
+use wasmtime::component::Resource;
+
+use crate::SkillCtxView;
+use crate::bindings::skillbox::skill::http;
+use crate::credentials::OpenCredential;
+use crate::error::HostError;
+
+impl http::Host for SkillCtxView<'_> {
+    async fn send(
+        &mut self,
+        request: http::Request,
+        auth: Option<Resource<OpenCredential>>,
+    ) -> Result<http::Response, HostError> {
+        let credential = match &auth {
+            Some(handle) => {
+                let open = self.table.get(handle)?;
+                Some((open.injection()?, open.name().to_owned(), open.vault_ref().clone()))
+            }
+            None => None,
+        };
+        let method = request.method.clone();
+        let request =
+            Request { method: request.method, url: request.url, headers: request.headers, body: request.body };
+        let started = Instant::now();
+        let ctx = &mut *self.ctx;
+        let result = ctx
+            .services
+            .egress
+            .send(&ctx.invocation.policy.network, request, credential.as_ref().map(|(i, _, _)| i), &ctx.redactor)
+            .await
+            .map_err(HostError::from);
+
+        let name = credential.as_ref().map(|(_, name, _)| name.as_str());
+        if let Err(error) = &result
+            && error.is_denial()
+        {
+            ctx.record_denial(name, "http.send", error);
+        }
+        if let Some((_, name, vault_ref)) = &credential {
+            let mut event = ctx.audit_event(AuditAction::Use, Some(name), "http.send");
+            event.credential = Some(vault_ref.clone());
+            event.detail["method"] = method.into();
+            event.detail["duration_ms"] = (started.elapsed().as_millis() as u64).into();
+            match &result {
+                Ok(exchange) => {
+                    event.detail["host"] = exchange.host.clone().into();
+                    event.detail["status"] = exchange.response.status.into();
+                    event.detail["redirects"] = exchange.redirects.into();
+                    event.detail["credential_sent"] = exchange.credential_sent.into();
+                }
+                Err(error) => {
+                    event.success = false;
+                    event.error = Some(error.message());
+                }
+            }
+            ctx.audit_use(event)?;
+        }
+        let Exchange { response, .. } = result?;
+        Ok(http::Response { status: response.status, headers: response.headers, body: response.body })
+    }
+}

@@ -1,0 +1,67 @@
+//! What a skill's manifest allows it, in the form the host functions check.
+//!
+//! The runtime parses `skill.toml` and hands the host a [`SkillPolicy`]:
+//! the credentials the skill declares (kind, how HTTP applies each one, the
+//! hosts it may go to), the hosts it may reach without credentials, and
+//! whether SQL may write. Everything not listed is denied.
+
+use serde::{Deserialize, Serialize};
+use skillbox_egress::{HostPattern, Policy};
+use skillbox_vault::CredentialKind;
+
+/// Everything a skill's manifest allows it, checked on every host call.
+#[derive(Debug, Clone, Default)]
+pub struct SkillPolicy {
+    /// The `[[credentials]]` the manifest declares.
+    pub credentials: Vec<CredentialDecl>,
+    /// `[network] allow`: hosts reachable without a credential.
+    pub network: Policy,
+    /// `[sql] write`: whether `sql.execute` and writing queries are allowed.
+    pub sql_write: bool,
+}
+
+impl SkillPolicy {
+    /// The declaration named `name`, if the manifest has one.
+    pub fn credential(&self, name: &str) -> Option<&CredentialDecl> {
+        self.credentials.iter().find(|c| c.name == name)
+    }
+}
+
+/// One `[[credentials]]` entry of a manifest.
+#[derive(Debug, Clone)]
+pub struct CredentialDecl {
+    /// The name the guest opens (and grants refer to).
+    pub name: String,
+    /// The kind of credential expected.
+    pub kind: CredentialKind,
+    /// How `http.send` applies it; `None` when it is not for HTTP.
+    pub http: Option<HttpAuth>,
+    /// Hosts it may be sent to (an operator's grant may replace them).
+    pub hosts: Vec<HostPattern>,
+    /// Why the skill needs it, shown to operators and approvers.
+    pub purpose: String,
+}
+
+/// How a credential is applied to an HTTP request (`http = ...` in a manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpAuth {
+    /// `Authorization: Bearer <token>` (`bearer`, `oauth2`; `api_key` uses its key).
+    Bearer,
+    /// `Authorization: Basic ...` (`basic`; `api_key` sends its key as the user
+    /// and its secret, or nothing, as the password, as Stripe expects).
+    Basic,
+    /// A header of the skill's choosing: `http = { header = { name = "X-Api-Key" } }`.
+    Header {
+        /// Header name.
+        name: String,
+        /// Text before the secret (`"Token "`); empty by default.
+        #[serde(default)]
+        prefix: String,
+    },
+    /// A query parameter: `http = { query = { param = "key" } }`.
+    Query {
+        /// Parameter name.
+        param: String,
+    },
+}
