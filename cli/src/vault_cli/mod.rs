@@ -1,30 +1,779 @@
-//! Vault subcommands (`vault`, `cred`, `grant`, `ungrant`, `grants`, `audit`, `key`).
+//! Vault subcommands: `vault`, `cred`, `grant`, `ungrant`, `grants`, `audit`, `key`.
 //!
-//! Placeholder until the vault lands: it only declares the command group.
+//! Thin glue over `skillbox-vault`: this module finds the vault file and the
+//! master key, reads secrets from a prompt, stdin or a file (never argv), and
+//! formats output as text or `--json`. All policy lives in the library.
 
+mod input;
+mod print;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use skillbox_vault::{
+    AccessLevel, AuditAction, AuditQuery, CredentialKind, CredentialRef, Environment, GrantFilter, InitOptions,
+    ListFilter, MasterKeySource, NewCredential, NewGrant, Status, Vault,
+};
 
 use crate::GlobalOpts;
+use crate::exit::{self, with_code};
 
 /// Vault-related subcommands, flattened into the top level.
 #[derive(Debug, Subcommand)]
 pub enum VaultCommands {
-    /// Manage the credential vault file.
+    /// Create or back up the credential vault file.
     #[command(subcommand)]
-    Vault(VaultCmd),
+    Vault(Box<VaultCmd>),
+    /// Add, list, show, rotate, revoke and delete credentials.
+    #[command(subcommand)]
+    Cred(Box<CredCmd>),
+    /// Let a skill use a credential (default is deny).
+    Grant(Box<GrantArgs>),
+    /// Withdraw a skill's grant.
+    Ungrant(Box<UngrantArgs>),
+    /// List grants.
+    Grants(GrantsArgs),
+    /// Query and verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(Box<AuditCmd>),
+    /// Manage the master key.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+/// Where the master key may come from besides the environment.
+#[derive(Debug, Clone, Args)]
+pub struct KeyOpts {
+    /// A file holding the 32-byte master key (64 hex chars); must be mode 0600.
+    #[arg(long, env = "SKILLBOX_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `skillbox vault ...`
 #[derive(Debug, Subcommand)]
 pub enum VaultCmd {
-    /// Create a new vault.
-    Init,
+    /// Create a new vault. The key comes from SKILLBOX_MASTER_KEY, --key-file,
+    /// a new key file (--generate-key-file), or a passphrase (--passphrase).
+    Init {
+        /// Use a passphrase (SKILLBOX_PASSPHRASE, or prompted twice) stretched with PBKDF2 (600,000 iterations).
+        #[arg(long, conflicts_with = "generate_key_file")]
+        passphrase: bool,
+        /// Write a new random key to PATH (mode 0600) and use it.
+        #[arg(long, value_name = "PATH")]
+        generate_key_file: Option<PathBuf>,
+        /// Versions kept per credential.
+        #[arg(long, default_value_t = skillbox_vault::DEFAULT_HISTORY_DEPTH, value_name = "N")]
+        history_depth: u32,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Write a consistent, still-encrypted copy of the vault to FILE.
+    Backup {
+        /// The new file (must not exist).
+        file: PathBuf,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
 }
 
-pub fn run(cmd: VaultCommands, _global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+/// Identity options shared by credential commands.
+#[derive(Debug, Clone, Args)]
+pub struct IdOpts {
+    /// Environment: dev, staging or production.
+    #[arg(long = "env", default_value = "dev", value_name = "ENV")]
+    pub env: String,
+    /// Owner (user or tenant namespace).
+    #[arg(long, default_value = skillbox_vault::DEFAULT_OWNER, value_name = "OWNER")]
+    pub owner: String,
+}
+
+/// How a secret value is supplied: prompt, stdin or file. Never argv.
+#[derive(Debug, Clone, Args)]
+pub struct ValueOpts {
+    /// Read the value from stdin (a JSON object, or the raw secret for single-secret types).
+    #[arg(long, conflicts_with = "value_file")]
+    pub value_stdin: bool,
+    /// Read the value from FILE (a JSON object, or the raw secret for single-secret types).
+    #[arg(long, value_name = "FILE")]
+    pub value_file: Option<PathBuf>,
+    // Secrets on the command line are refused: these exist only to explain why.
+    #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+    pub value: Option<Option<String>>,
+    #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+    pub secret: Option<Option<String>>,
+    #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+    pub password: Option<Option<String>>,
+    #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+    pub token: Option<Option<String>>,
+}
+
+/// `skillbox cred ...`
+#[derive(Debug, Subcommand)]
+pub enum CredCmd {
+    /// Add a credential. The value is prompted (hidden), or read with --value-stdin / --value-file.
+    Add {
+        /// Credential name.
+        name: String,
+        /// Type: api_key, bearer, oauth2, basic, database, hmac_key, custom.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        /// The service it is for (stripe, github, ...).
+        #[arg(long)]
+        service: String,
+        #[command(flatten)]
+        id: IdOpts,
+        /// Free-text description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Expiry: an RFC 3339 time or a duration like 30d.
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+        #[command(flatten)]
+        value: ValueOpts,
+        /// Print the new credential's metadata as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// List credentials (metadata only, never values).
+    List {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Only this environment.
+        #[arg(long = "env", value_name = "ENV")]
+        env: Option<String>,
+        /// Only this status: active, rotated, revoked.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Show a credential's metadata, versions (with partial fingerprints) and grants.
+    Show {
+        /// Credential name.
+        name: String,
+        #[command(flatten)]
+        id: IdOpts,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Store a new value as the next version (the old one is kept as `rotated`).
+    Rotate {
+        /// Credential name.
+        name: String,
+        #[command(flatten)]
+        id: IdOpts,
+        /// New expiry: an RFC 3339 time or a duration like 30d.
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+        #[command(flatten)]
+        value: ValueOpts,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Revoke a credential now (kept, but never handed out).
+    Revoke {
+        /// Credential name.
+        name: String,
+        #[command(flatten)]
+        id: IdOpts,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Delete a credential, all its versions and grants, for good.
+    Delete {
+        /// Credential name.
+        name: String,
+        #[command(flatten)]
+        id: IdOpts,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+}
+
+/// `skillbox grant SKILL CRED`
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Skill name, or a skill directory / skill.toml (then its component's digest is pinned now).
+    pub skill: String,
+    /// Credential name.
+    pub credential: String,
+    #[command(flatten)]
+    pub id: IdOpts,
+    /// Grant expiry: an RFC 3339 time or a duration like 30d.
+    #[arg(long, value_name = "WHEN")]
+    pub expires: Option<String>,
+    /// Why (recorded).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Access level: read, use or admin.
+    #[arg(long, default_value = "use")]
+    pub access: String,
+    /// The name the skill declares for the credential (default: the credential's name).
+    #[arg(long = "as", value_name = "DECLARED_NAME")]
+    pub alias: Option<String>,
+    /// Hosts the credential may be sent to (overrides the skill's manifest), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
+    /// Do not pin the skill's component digest.
+    #[arg(long)]
+    pub any_digest: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub key: KeyOpts,
+}
+
+/// `skillbox ungrant SKILL CRED`
+#[derive(Debug, Args)]
+pub struct UngrantArgs {
+    /// Skill name (or skill directory / skill.toml).
+    pub skill: String,
+    /// Credential name.
+    pub credential: String,
+    #[command(flatten)]
+    pub id: IdOpts,
+    /// The declared name the grant was made under (default: the credential's name).
+    #[arg(long = "as", value_name = "DECLARED_NAME")]
+    pub alias: Option<String>,
+    #[command(flatten)]
+    pub key: KeyOpts,
+}
+
+/// `skillbox grants`
+#[derive(Debug, Args)]
+pub struct GrantsArgs {
+    /// Only grants to this skill.
+    #[arg(long)]
+    pub skill: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub key: KeyOpts,
+}
+
+/// Filters for audit queries.
+#[derive(Debug, Clone, Args)]
+pub struct AuditFilter {
+    /// Credential name or id.
+    #[arg(long)]
+    pub credential: Option<String>,
+    /// Skill.
+    #[arg(long)]
+    pub skill: Option<String>,
+    /// Action: create, read, use, rotate, revoke, delete, grant, ungrant, key-rotate, denied, pin, backup.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// From: an RFC 3339 time or a duration ago like 24h.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Until: an RFC 3339 time or a duration ago.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// At most N rows (the most recent).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+/// `skillbox audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List audit rows.
+    List {
+        #[command(flatten)]
+        filter: AuditFilter,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Check the hash chain and MACs; exits 1 naming the first edited, inserted or deleted row.
+    Verify {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Counts by action, skill and credential.
+    Summary {
+        #[command(flatten)]
+        filter: AuditFilter,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Export rows as JSON lines to FILE (default stdout).
+    Export {
+        /// Output file (must not exist); stdout when absent.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        filter: AuditFilter,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+}
+
+/// `skillbox key ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Re-wrap the vault's keys under a new master key (no credential is re-encrypted).
+    /// The new key comes from --new-key-file, SKILLBOX_NEW_MASTER_KEY, or a prompted new passphrase.
+    Rotate {
+        /// File holding the new key (64 hex chars, mode 0600).
+        #[arg(long, value_name = "PATH")]
+        new_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+}
+
+/// Runs a vault subcommand.
+pub fn run(cmd: VaultCommands, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     match cmd {
-        VaultCommands::Vault(VaultCmd::Init) => anyhow::bail!("the vault is not available yet"),
+        VaultCommands::Vault(cmd) => match *cmd {
+            VaultCmd::Init { passphrase, generate_key_file, history_depth, key } => {
+                init(global, passphrase, generate_key_file, history_depth, &key)
+            }
+            VaultCmd::Backup { file, key } => {
+                let vault = open_vault_with(global, key.key_file.as_deref())?;
+                vault.backup(&file, &actor()).map_err(vault_err)?;
+                eprintln!("backup written to {} (encrypted; opens with the same master key)", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        VaultCommands::Cred(cmd) => cred(*cmd, global),
+        VaultCommands::Grant(a) => grant(*a, global),
+        VaultCommands::Ungrant(a) => {
+            let vault = open_vault_with(global, a.key.key_file.as_deref())?;
+            let (env, owner) = id_opts(&a.id)?;
+            let skill = skill_name(&a.skill)?.0;
+            let alias = a.alias.unwrap_or(a.credential);
+            vault.ungrant(&skill, &alias, env, &owner, &actor()).map_err(vault_err)?;
+            eprintln!("removed grant of '{alias}' to skill '{skill}' in {env}");
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCommands::Grants(a) => {
+            let vault = open_vault_with(global, a.key.key_file.as_deref())?;
+            let grants = vault.grants(&GrantFilter { skill: a.skill, ..Default::default() }).map_err(vault_err)?;
+            if a.json {
+                print::json(&grants)
+            } else {
+                print::grants(&grants)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCommands::Audit(cmd) => audit(*cmd, global),
+        VaultCommands::Key(KeyCmd::Rotate { new_key_file, key }) => {
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let new = new_master_key_source(new_key_file)?;
+            vault.rotate_master_key(&new, &actor()).map_err(vault_err)?;
+            eprintln!("master key rotated: use the new key from now on (no credential was re-encrypted)");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Maps a vault error to an exit code: refusals → denied (4); integrity,
+/// audit and I/O failures → failed (1); everything else → usage (2).
+pub fn vault_err(e: skillbox_vault::Error) -> anyhow::Error {
+    use skillbox_vault::Error as E;
+    let code = match &e {
+        e if e.is_denied() => exit::DENIED,
+        E::Corrupt { .. } | E::Audit { .. } | E::Database(_) | E::Io { .. } | E::Random(_) => exit::SKILL_FAILED,
+        _ => exit::USAGE,
+    };
+    with_code(code, e)
+}
+
+/// The user recorded as actor in audit rows: `$USER` (or `$LOGNAME`).
+pub fn actor() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+/// The vault file: `--vault` / `SKILLBOX_VAULT`, else `$XDG_DATA_HOME/skillbox/vault.db`.
+pub fn vault_path(global: &GlobalOpts) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &global.vault {
+        return Ok(p.clone());
+    }
+    let base = dirs::data_dir().ok_or_else(|| {
+        with_code(
+            exit::USAGE,
+            anyhow::anyhow!("no data directory is known for this user: pass --vault PATH or set SKILLBOX_VAULT"),
+        )
+    })?;
+    Ok(base.join("skillbox").join("vault.db"))
+}
+
+const KEY_SOURCES_HELP: &str = "give the master key in one of three ways: SKILLBOX_MASTER_KEY=<64 hex chars>, \
+     --key-file PATH (or SKILLBOX_KEY_FILE; mode 0600), or SKILLBOX_PASSPHRASE (or run on a terminal to be prompted)";
+
+/// The master key source, in order: `SKILLBOX_MASTER_KEY`, `key_file`
+/// (`--key-file` / `SKILLBOX_KEY_FILE`), `SKILLBOX_PASSPHRASE`, else a
+/// no-echo prompt on a terminal, else an error listing the three ways.
+pub fn master_key_source(key_file: Option<&Path>) -> anyhow::Result<MasterKeySource> {
+    if let Ok(hex) = std::env::var("SKILLBOX_MASTER_KEY") {
+        return Ok(MasterKeySource::Hex(SecretString::from(hex)));
+    }
+    if let Some(p) = key_file {
+        return Ok(MasterKeySource::KeyFile(p.to_path_buf()));
+    }
+    if let Some(p) = std::env::var_os("SKILLBOX_KEY_FILE") {
+        return Ok(MasterKeySource::KeyFile(PathBuf::from(p)));
+    }
+    if let Ok(p) = std::env::var("SKILLBOX_PASSPHRASE") {
+        return Ok(MasterKeySource::Passphrase(SecretString::from(p)));
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("Vault passphrase: ").context("reading the passphrase")?;
+        return Ok(MasterKeySource::Passphrase(SecretString::from(p)));
+    }
+    Err(with_code(exit::USAGE, anyhow::anyhow!("no master key: {KEY_SOURCES_HELP}")))
+}
+
+/// Opens the vault named by `global` with the master key from the environment
+/// (see [`master_key_source`]). For `skillbox run` and other commands.
+#[allow(dead_code, reason = "the entry point `skillbox run` will use to reach the vault")]
+pub fn open_vault(global: &GlobalOpts) -> anyhow::Result<Vault> {
+    open_vault_with(global, None)
+}
+
+/// [`open_vault`] with an explicit `--key-file`.
+pub fn open_vault_with(global: &GlobalOpts, key_file: Option<&Path>) -> anyhow::Result<Vault> {
+    let path = vault_path(global)?;
+    let source = master_key_source(key_file)?;
+    Vault::open(&path, &source).map_err(vault_err)
+}
+
+fn init(
+    global: &GlobalOpts,
+    passphrase: bool,
+    generate: Option<PathBuf>,
+    history_depth: u32,
+    key: &KeyOpts,
+) -> anyhow::Result<ExitCode> {
+    let path = vault_path(global)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let source = if let Some(kf) = generate {
+        skillbox_vault::generate_key_file(&kf).map_err(vault_err)?;
+        eprintln!(
+            "wrote a new master key to {} (mode 0600): keep it safe; without it the vault cannot be opened",
+            kf.display()
+        );
+        MasterKeySource::KeyFile(kf)
+    } else if passphrase {
+        match std::env::var("SKILLBOX_PASSPHRASE") {
+            Ok(p) => MasterKeySource::Passphrase(SecretString::from(p)),
+            Err(_) => MasterKeySource::Passphrase(input::new_passphrase("vault")?),
+        }
+    } else {
+        master_key_source(key.key_file.as_deref())?
+    };
+    let options = InitOptions::default().with_history_depth(history_depth);
+    let vault = Vault::init(&path, &source, &options).map_err(vault_err)?;
+    eprintln!("created vault {} (id {})", path.display(), vault.vault_id());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_master_key_source(new_key_file: Option<PathBuf>) -> anyhow::Result<MasterKeySource> {
+    if let Some(p) = new_key_file {
+        return Ok(MasterKeySource::KeyFile(p));
+    }
+    if let Ok(h) = std::env::var("SKILLBOX_NEW_MASTER_KEY") {
+        return Ok(MasterKeySource::Hex(SecretString::from(h)));
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(MasterKeySource::Passphrase(input::new_passphrase("new vault")?));
+    }
+    Err(with_code(
+        exit::USAGE,
+        anyhow::anyhow!(
+            "no new master key: pass --new-key-file PATH, set SKILLBOX_NEW_MASTER_KEY=<64 hex chars>, \
+             or run on a terminal to be prompted for a new passphrase"
+        ),
+    ))
+}
+
+fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    with_code(exit::USAGE, e)
+}
+
+fn id_opts(id: &IdOpts) -> anyhow::Result<(Environment, String)> {
+    Ok((id.env.parse::<Environment>().map_err(usage)?, id.owner.clone()))
+}
+
+fn cref(name: &str, id: &IdOpts) -> anyhow::Result<CredentialRef> {
+    let (env, owner) = id_opts(id)?;
+    Ok(CredentialRef::new(name).env(env).owner(owner))
+}
+
+/// A time given as RFC 3339 or as a duration (`30d`) from now (`forward`) or ago.
+fn parse_when(s: &str, forward: bool) -> anyhow::Result<SystemTime> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        let now = SystemTime::now();
+        return Ok(if forward { now + d } else { now - d });
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|_| {
+        usage(anyhow::anyhow!("'{s}' is neither an RFC 3339 time (2030-01-31T12:00:00Z) nor a duration (30d, 12h)"))
+    })
+}
+
+fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CredCmd::Add { name, kind, service, id, description, scopes, expires, value, json, key } => {
+            input::refuse_argv_secrets(&value)?;
+            let kind: CredentialKind = kind.parse().map_err(usage)?;
+            let r = cref(&name, &id)?;
+            let expires_at = expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let secret = input::read_value(kind, &name, &value)?;
+            let mut new = NewCredential::new(r, kind, service);
+            new.description = description;
+            new.scopes = scopes;
+            new.expires_at = expires_at;
+            let info = vault.add(&new, &secret, &actor()).map_err(vault_err)?;
+            if json {
+                print::json(&info);
+            } else {
+                eprintln!(
+                    "added {} '{}' in {} for owner '{}' (version 1, fingerprint {})",
+                    info.kind, info.name, info.environment, info.owner, info.fingerprint
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CredCmd::List { service, kind, env, status, owner, json, key } => {
+            let filter = ListFilter {
+                service,
+                kind: kind.map(|k| k.parse::<CredentialKind>()).transpose().map_err(usage)?,
+                environment: env.map(|e| e.parse::<Environment>()).transpose().map_err(usage)?,
+                status: status.map(|s| s.parse::<Status>()).transpose().map_err(usage)?,
+                owner,
+            };
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let list = vault.list(&filter).map_err(vault_err)?;
+            if json {
+                print::json(&list)
+            } else {
+                print::cred_list(&list)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CredCmd::Show { name, id, json, key } => {
+            let r = cref(&name, &id)?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let d = vault.show(&r).map_err(vault_err)?;
+            if json {
+                print::json(&d)
+            } else {
+                print::cred_show(&d)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CredCmd::Rotate { name, id, expires, value, key } => {
+            input::refuse_argv_secrets(&value)?;
+            let r = cref(&name, &id)?;
+            let expires_at = expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let kind = vault.show(&r).map_err(vault_err)?.info.kind;
+            let secret = input::read_value(kind, &name, &value)?;
+            let info = vault.rotate_with(&r, &secret, expires_at, &actor()).map_err(vault_err)?;
+            eprintln!(
+                "rotated '{}' in {}: now version {} (fingerprint {})",
+                info.name, info.environment, info.version, info.fingerprint
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CredCmd::Revoke { name, id, reason, key } => {
+            let r = cref(&name, &id)?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            vault.revoke(&r, &reason, &actor()).map_err(vault_err)?;
+            eprintln!("revoked '{name}' in {}: no skill can use it until it is rotated", r.environment);
+            Ok(ExitCode::SUCCESS)
+        }
+        CredCmd::Delete { name, id, yes, key } => {
+            let r = cref(&name, &id)?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(usage(anyhow::anyhow!(
+                        "deleting '{name}' cannot be undone: pass --yes to confirm when not on a terminal"
+                    )));
+                }
+                if !input::confirm(&format!(
+                    "Delete '{name}' in {} and all its versions and grants for good?",
+                    r.environment
+                ))? {
+                    eprintln!("not deleted");
+                    return Ok(ExitCode::from(exit::SKILL_FAILED));
+                }
+            }
+            vault.delete(&r, &actor()).map_err(vault_err)?;
+            eprintln!("deleted '{name}' in {}", r.environment);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A skill name, or a skill directory / skill.toml → (name, Some(component sha256)).
+fn skill_name(arg: &str) -> anyhow::Result<(String, Option<String>)> {
+    let p = Path::new(arg);
+    let looks_like_path = arg.contains('/') || arg.ends_with(".toml") || p.is_dir();
+    if !looks_like_path {
+        return Ok((arg.to_string(), None));
+    }
+    let manifest = skillbox_runtime::Manifest::load(p).map_err(usage)?;
+    let component = manifest.component_path();
+    let bytes = std::fs::read(&component).with_context(|| {
+        format!(
+            "reading the component {} to pin its digest (build the skill first: `skillbox build {arg}`)",
+            component.display()
+        )
+    })?;
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    Ok((manifest.skill.name.clone(), Some(digest)))
+}
+
+fn grant(a: GrantArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let (skill, digest) = skill_name(&a.skill)?;
+    let r = cref(&a.credential, &a.id)?;
+    let mut g = NewGrant::new(skill, r);
+    g.alias = a.alias;
+    g.access = a.access.parse::<AccessLevel>().map_err(usage)?;
+    g.expires_at = a.expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
+    g.reason = a.reason;
+    g.skill_digest = if a.any_digest { None } else { digest };
+    g.any_digest = a.any_digest;
+    g.hosts = a.hosts;
+    let vault = open_vault_with(global, a.key.key_file.as_deref())?;
+    let info = vault.grant(&g, &actor()).map_err(vault_err)?;
+    if a.json {
+        print::json(&info);
+    } else {
+        let pin = match (&info.skill_digest, info.any_digest) {
+            (_, true) => "any component digest".to_string(),
+            (Some(d), _) => format!("pinned to component sha256 {}", &d[..16]),
+            (None, _) => "digest pinned on first use".to_string(),
+        };
+        eprintln!(
+            "granted '{}' ({}) to skill '{}' as '{}' in {} ({}; {pin})",
+            info.credential_name, info.access, info.skill, info.alias, info.environment, info.owner
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_query(f: AuditFilter) -> anyhow::Result<AuditQuery> {
+    Ok(AuditQuery {
+        credential: f.credential,
+        skill: f.skill,
+        action: f.action.map(|a| a.parse::<AuditAction>()).transpose().map_err(usage)?,
+        since: f.since.as_deref().map(|s| parse_when(s, false)).transpose()?,
+        until: f.until.as_deref().map(|s| parse_when(s, false)).transpose()?,
+        limit: f.limit,
+    })
+}
+
+fn audit(cmd: AuditCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCmd::List { filter, json, key } => {
+            let q = audit_query(filter)?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let rows = vault.audit_list(&q).map_err(vault_err)?;
+            if json {
+                print::json(&rows)
+            } else {
+                print::audit_rows(&rows)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Verify { json, key } => {
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let report = vault.audit_verify().map_err(vault_err)?;
+            if json {
+                print::json(&report);
+            }
+            match &report.problem {
+                None => {
+                    if !json {
+                        println!("audit log intact: {} rows, chain and MACs verified", report.rows);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(p) => Err(with_code(exit::SKILL_FAILED, anyhow::anyhow!("audit log tampered: {}", p.message))),
+            }
+        }
+        AuditCmd::Summary { filter, json, key } => {
+            let q = audit_query(filter)?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let s = vault.audit_summary(&q).map_err(vault_err)?;
+            if json {
+                print::json(&s)
+            } else {
+                print::summary(&s)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Export { file, filter, key } => {
+            let q = audit_query(filter)?;
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let n = match file {
+                Some(path) => {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .with_context(|| format!("creating {}", path.display()))
+                        .map_err(usage)?;
+                    let mut w = std::io::BufWriter::new(f);
+                    let n = vault.audit_export(&q, &mut w).map_err(vault_err)?;
+                    eprintln!("exported {n} audit rows to {}", path.display());
+                    n
+                }
+                None => vault.audit_export(&q, &mut std::io::stdout().lock()).map_err(vault_err)?,
+            };
+            let _ = n;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,0 +1,149 @@
+//! Human output for vault commands (tables on stdout), and `--json`.
+
+use std::time::SystemTime;
+
+use skillbox_vault::{AuditEntry, AuditSummary, CredentialDetail, CredentialInfo, GrantInfo};
+
+pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("vault types serialize"));
+}
+
+fn t(x: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(x).to_string()
+}
+
+fn opt_t(x: Option<SystemTime>) -> String {
+    x.map(t).unwrap_or_else(|| "-".into())
+}
+
+pub fn cred_list(list: &[CredentialInfo]) {
+    if list.is_empty() {
+        eprintln!("no credentials (add one with `skillbox cred add NAME --type TYPE --service SERVICE`)");
+        return;
+    }
+    println!(
+        "{:<24} {:<11} {:<12} {:<9} {:<14} {:<8} {:>3} {:<6} EXPIRES",
+        "NAME", "ENV", "OWNER", "TYPE", "SERVICE", "STATUS", "VER", "FP"
+    );
+    for c in list {
+        println!(
+            "{:<24} {:<11} {:<12} {:<9} {:<14} {:<8} {:>3} {:<6} {}",
+            c.name,
+            c.environment,
+            c.owner,
+            c.kind,
+            c.service,
+            c.status,
+            c.version,
+            c.fingerprint,
+            opt_t(c.expires_at)
+        );
+    }
+}
+
+pub fn cred_show(d: &CredentialDetail) {
+    let c = &d.info;
+    println!("name:         {}", c.name);
+    println!("id:           {}", c.id);
+    println!("environment:  {}", c.environment);
+    println!("owner:        {}", c.owner);
+    println!("type:         {}", c.kind);
+    println!("service:      {}", c.service);
+    if let Some(desc) = &c.description {
+        println!("description:  {desc}");
+    }
+    if !c.scopes.is_empty() {
+        println!("scopes:       {}", c.scopes.join(", "));
+    }
+    match &c.revoked_reason {
+        Some(r) => println!("status:       {} ({r})", c.status),
+        None => println!("status:       {}", c.status),
+    }
+    println!("expires:      {}", opt_t(c.expires_at));
+    println!("created:      {}", t(c.created_at));
+    println!("updated:      {}", t(c.updated_at));
+    println!("last rotated: {}", opt_t(c.last_rotated_at));
+    println!("versions:");
+    for v in &d.versions {
+        println!(
+            "  v{:<4} {:<8} {}  key {}  created {}",
+            v.version,
+            v.status,
+            v.fingerprint,
+            v.key_id,
+            t(v.created_at)
+        );
+    }
+    if d.grants.is_empty() {
+        println!("grants:       none (default deny)");
+    } else {
+        println!("grants:");
+        for g in &d.grants {
+            println!(
+                "  {} as '{}' ({}), by {}, expires {}",
+                g.skill,
+                g.alias,
+                g.access,
+                g.granted_by,
+                opt_t(g.expires_at)
+            );
+        }
+    }
+}
+
+pub fn grants(list: &[GrantInfo]) {
+    if list.is_empty() {
+        eprintln!("no grants (grant one with `skillbox grant SKILL CREDENTIAL --env ENV`)");
+        return;
+    }
+    println!(
+        "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<20} {:<14} HOSTS",
+        "SKILL", "AS", "CREDENTIAL", "ENV", "OWNER", "ACCESS", "EXPIRES", "DIGEST"
+    );
+    for g in list {
+        let digest = match (&g.skill_digest, g.any_digest) {
+            (_, true) => "any".to_string(),
+            (Some(d), _) => d[..12.min(d.len())].to_string(),
+            (None, _) => "first use".to_string(),
+        };
+        println!(
+            "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<20} {:<14} {}",
+            g.skill,
+            g.alias,
+            g.credential_name,
+            g.environment,
+            g.owner,
+            g.access,
+            opt_t(g.expires_at),
+            digest,
+            g.hosts.as_ref().map(|h| h.join(",")).unwrap_or_else(|| "(manifest)".into())
+        );
+    }
+}
+
+pub fn audit_rows(rows: &[AuditEntry]) {
+    for r in rows {
+        println!(
+            "{:>6} {} {:<10} {:<4} actor={} skill={} cred={} env={}{}",
+            r.id,
+            t(r.ts),
+            r.action,
+            if r.success { "ok" } else { "FAIL" },
+            r.actor,
+            r.skill.as_deref().unwrap_or("-"),
+            r.credential_name.as_deref().unwrap_or("-"),
+            r.environment.map(|e| e.as_str()).unwrap_or("-"),
+            r.error.as_deref().map(|e| format!(" error={e}")).unwrap_or_default()
+        );
+    }
+}
+
+pub fn summary(s: &AuditSummary) {
+    println!("rows: {}  successes: {}  failures: {}  last: {}", s.total, s.successes, s.failures, opt_t(s.last_at));
+    for (title, map) in [("by action", &s.by_action), ("by skill", &s.by_skill), ("by credential", &s.by_credential)] {
+        println!("{title}:");
+        for (k, n) in map {
+            println!("  {k:<24} {n}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! End-to-end tests of the vault commands, run against the real `skillbox` binary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const KEY_A: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0";
+const KEY_B: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    vault: PathBuf,
+    key: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let env = Env { vault: root.join("data/vault.db"), root, _dir: dir, key: KEY_A.into() };
+        env.ok(&["vault", "init"], None);
+        env
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skillbox"));
+        c.args(args)
+            .env_remove("SKILLBOX_KEY_FILE")
+            .env_remove("SKILLBOX_PASSPHRASE")
+            .env_remove("SKILLBOX_NEW_MASTER_KEY")
+            .env("SKILLBOX_VAULT", &self.vault)
+            .env("SKILLBOX_MASTER_KEY", &self.key)
+            .env("USER", "tester")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn run_with(&self, mut c: Command, stdin: Option<&str>) -> Output {
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_with(self.cmd(args), stdin)
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_secret_in_argv_is_refused_with_the_safe_ways() {
+    let env = Env::new();
+    for flag in ["--value", "--secret", "--password", "--token"] {
+        let secret = "sk_live_ARGV_CANARY";
+        let out = env.run(&["cred", "add", "gh", "--type", "bearer", "--service", "github", flag, secret], None);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = stderr(&out);
+        assert!(err.contains("refusing to take a secret from the command line"), "{err}");
+        for way in ["prompt", "--value-stdin", "--value-file"] {
+            assert!(err.contains(way), "{flag}: message should explain {way}: {err}");
+        }
+        assert!(!err.contains(secret), "the refused secret was echoed");
+        // `--flag=value` form, and rotate, too.
+        let eq = format!("{flag}={secret}");
+        let out = env.run(&["cred", "rotate", "gh", &eq], None);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("refusing") && !stderr(&out).contains(secret));
+    }
+    // Nothing was stored.
+    assert!(!env.ok(&["cred", "list"], None).contains("gh"));
+}
+
+#[test]
+fn lifecycle_through_the_cli_never_prints_a_value() {
+    let env = Env::new();
+    let canary = "ghp_CLI_CANARY_5e2f";
+    env.ok(
+        &[
+            "cred",
+            "add",
+            "gh",
+            "--type",
+            "bearer",
+            "--service",
+            "github",
+            "--env",
+            "production",
+            "--value-stdin",
+            "--scopes",
+            "repo,read:org",
+            "--expires",
+            "30d",
+        ],
+        Some(&format!("{canary}\n")),
+    );
+    let file = env.root.join("pg.json");
+    std::fs::write(
+        &file,
+        r#"{"driver":"postgres","host":"db","database":"app","user":"svc","password":"PG_CANARY_77"}"#,
+    )
+    .unwrap();
+    env.ok(
+        &["cred", "add", "pg", "--type", "database", "--service", "postgres", "--value-file", file.to_str().unwrap()],
+        None,
+    );
+
+    let list = env.ok(&["cred", "list"], None);
+    let list_json = env.ok(&["cred", "list", "--json"], None);
+    let show = env.ok(&["cred", "show", "gh", "--env", "production"], None);
+    let show_json = env.ok(&["cred", "show", "gh", "--env", "production", "--json"], None);
+    for out in [&list, &list_json, &show, &show_json] {
+        assert!(!out.contains(canary) && !out.contains("PG_CANARY_77"), "value printed:\n{out}");
+    }
+    assert!(list.contains("gh") && list.contains("pg") && list.contains("production"));
+    let v: serde_json::Value = serde_json::from_str(&show_json).unwrap();
+    assert_eq!(v["kind"], "bearer");
+    assert_eq!(v["scopes"], serde_json::json!(["repo", "read:org"]));
+    assert!(v["fingerprint"].as_str().unwrap().starts_with('…'));
+    let filtered: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cred", "list", "--json", "--type", "database"], None)).unwrap();
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+
+    // Rotate, grant, revoke, delete.
+    env.ok(&["cred", "rotate", "gh", "--env", "production", "--value-stdin"], Some("ghp_ROTATED_9"));
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cred", "show", "gh", "--env", "production", "--json"], None)).unwrap();
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["versions"].as_array().unwrap().len(), 2);
+    env.ok(
+        &[
+            "grant",
+            "triage",
+            "gh",
+            "--env",
+            "production",
+            "--reason",
+            "triage bot",
+            "--expires",
+            "7d",
+            "--as",
+            "github",
+            "--hosts",
+            "api.github.com",
+        ],
+        None,
+    );
+    let grants: serde_json::Value = serde_json::from_str(&env.ok(&["grants", "--json"], None)).unwrap();
+    assert_eq!(grants[0]["alias"], "github");
+    assert_eq!(grants[0]["hosts"], serde_json::json!(["api.github.com"]));
+    env.ok(&["ungrant", "triage", "gh", "--env", "production", "--as", "github"], None);
+    env.ok(&["cred", "revoke", "pg", "--reason", "rotating the db password"], None);
+    let out = env.run(&["cred", "delete", "pg"], None);
+    assert_eq!(out.status.code(), Some(2), "delete without --yes off a terminal must refuse");
+    env.ok(&["cred", "delete", "pg", "--yes"], None);
+    let out = env.run(&["cred", "show", "pg"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no credential 'pg'"));
+
+    // Audit: list, summary, export, verify; no value anywhere.
+    let audit = env.ok(&["audit", "list", "--json"], None);
+    let rows: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let actions: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["create", "create", "rotate", "grant", "ungrant", "revoke", "delete"]);
+    assert!(rows.as_array().unwrap().iter().all(|r| r["actor"] == "tester"));
+    let summary: serde_json::Value = serde_json::from_str(&env.ok(&["audit", "summary", "--json"], None)).unwrap();
+    assert_eq!(summary["total"], 7);
+    let export = env.root.join("audit.jsonl");
+    env.ok(&["audit", "export", export.to_str().unwrap()], None);
+    let lines = std::fs::read_to_string(&export).unwrap();
+    assert_eq!(lines.lines().count(), 7);
+    for text in [&audit, &lines] {
+        assert!(!text.contains(canary) && !text.contains("PG_CANARY_77") && !text.contains("ghp_ROTATED_9"));
+    }
+    assert!(env.ok(&["audit", "verify"], None).contains("intact"));
+    let creates = env.ok(&["audit", "list", "--action", "create", "--credential", "gh"], None);
+    assert_eq!(creates.lines().count(), 1);
+}
+
+#[test]
+fn audit_verify_exits_nonzero_naming_the_tampered_row() {
+    let env = Env::new();
+    for name in ["a", "b", "c"] {
+        env.ok(&["cred", "add", name, "--type", "api_key", "--service", "s", "--value-stdin"], Some("k"));
+    }
+    let c = rusqlite::Connection::open(&env.vault).unwrap();
+    c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2", []).unwrap();
+    drop(c);
+    let out = env.run(&["audit", "verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("audit row 2 was edited"), "{}", stderr(&out));
+}
+
+#[test]
+fn master_key_sources_wrong_key_and_key_rotation() {
+    let mut env = Env::new();
+    env.ok(&["cred", "add", "k", "--type", "hmac_key", "--service", "s", "--value-stdin"], Some("hmac-secret"));
+    // No key at all, no terminal: the three ways are listed.
+    let out = env.run_with(
+        {
+            let mut c = env.cmd(&["cred", "list"]);
+            c.env_remove("SKILLBOX_MASTER_KEY");
+            c
+        },
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for way in ["SKILLBOX_MASTER_KEY", "--key-file", "SKILLBOX_PASSPHRASE"] {
+        assert!(err.contains(way), "{err}");
+    }
+    // Wrong key: clear message, and the vault file is unchanged.
+    let before = std::fs::read(&env.vault).unwrap();
+    env.key = KEY_B.into();
+    let out = env.run(&["cred", "list"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not open the vault"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&env.vault).unwrap(), before);
+
+    // Rotate to a key file.
+    env.key = KEY_A.into();
+    let kf = env.root.join("new.key");
+    let mut c = env.cmd(&["key", "rotate", "--new-key-file", kf.to_str().unwrap()]);
+    c.env_remove("SKILLBOX_NEW_MASTER_KEY");
+    std::fs::write(&kf, format!("{KEY_B}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = env.run_with(c, None);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+        std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    env.ok(&["key", "rotate", "--new-key-file", kf.to_str().unwrap()], None);
+    assert_eq!(env.run(&["cred", "list"], None).status.code(), Some(2), "the old key no longer opens it");
+    let mut c = env.cmd(&["cred", "show", "k", "--json"]);
+    c.env_remove("SKILLBOX_MASTER_KEY").args(["--key-file", kf.to_str().unwrap()]);
+    let out = env.run_with(c, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Backup opens with the same (new) key.
+    env.key = KEY_B.into();
+    let backup = env.root.join("backup.db");
+    env.ok(&["vault", "backup", backup.to_str().unwrap()], None);
+    let mut c = env.cmd(&["cred", "list", "--json"]);
+    c.env("SKILLBOX_VAULT", &backup);
+    let out = env.run_with(c, None);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"k\""));
+}
+
+#[test]
+fn grant_with_a_skill_path_pins_the_component_digest() {
+    let env = Env::new();
+    env.ok(&["cred", "add", "gh", "--type", "bearer", "--service", "github", "--value-stdin"], Some("tok"));
+    let skill = env.root.join("skill");
+    std::fs::create_dir(&skill).unwrap();
+    std::fs::write(
+        skill.join("skill.toml"),
+        "[skill]\nname = \"triage\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n",
+    )
+    .unwrap();
+    std::fs::write(skill.join("c.wasm"), b"not really wasm").unwrap();
+    let out = env.ok(&["grant", skill.to_str().unwrap(), "gh", "--json"], None);
+    let g: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["skill"], "triage");
+    // sha256("not really wasm")
+    assert_eq!(g["skill_digest"].as_str().unwrap().len(), 64);
+    let expected = sha256_hex(&skill.join("c.wasm"));
+    assert_eq!(g["skill_digest"], expected.as_str());
+    let out = env.run(&["grant", "triage", "nope"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("skillbox cred add nope"), "{}", stderr(&out));
+}
+
+fn sha256_hex(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn concurrent_cli_writers_lose_nothing() {
+    let env = Env::new();
+    let kids: Vec<_> = (0..8)
+        .map(|i| {
+            let name = format!("c{i}");
+            let mut c = env.cmd(&["cred", "add", &name, "--type", "api_key", "--service", "s", "--value-stdin"]);
+            let mut child = c.spawn().unwrap();
+            child.stdin.take().unwrap().write_all(format!("key-{i}").as_bytes()).unwrap();
+            child
+        })
+        .collect();
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["cred", "list", "--json"], None)).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 8);
+    assert!(env.ok(&["audit", "verify"], None).contains("8 rows"));
+}
