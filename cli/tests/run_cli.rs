@@ -156,8 +156,11 @@ fn build_runs_the_manifest_command() {
 #[test]
 fn build_without_a_build_section_explains() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("skill.toml"), "[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"x.wasm\"\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("skill.toml"),
+        "[skill]\nname = \"x\"\nversion = \"0.1.0\"\ncomponent = \"x.wasm\"\n",
+    )
+    .unwrap();
     let out = skillbox(dir.path()).args(["build"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("[build]"), "{}", stderr(&out));
