@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use skillbox_egress::EgressConfig;
-use skillbox_host_api::{Approver, HostServices};
+use skillbox_host_api::HostServices;
 use skillbox_vault::Vault;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -44,7 +44,7 @@ pub use inspect::{ComponentInfo, Item};
 pub use manifest::{Limits, Manifest};
 pub use skill::{InvocationContext, Output, Skill};
 pub use skillbox_egress as egress;
-pub use skillbox_host_api::{Approval, ApprovalRequest, DenyAll};
+pub use skillbox_host_api::{Approval, ApprovalRequest, Approver, DenyAll};
 pub use skillbox_vault as vault;
 
 use store::StoreState;
