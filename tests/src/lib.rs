@@ -8,6 +8,8 @@ use skillbox_runtime::{Runtime, RuntimeConfig};
 
 include!(concat!(env!("OUT_DIR"), "/skills.rs"));
 
+pub mod server;
+
 /// A compile cache shared by one test process, in a temporary directory.
 fn cache_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
