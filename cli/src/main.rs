@@ -4,6 +4,7 @@
 //! here; everything that does work is in the `skillbox-runtime` and
 //! `skillbox-vault` libraries.
 
+mod approve;
 mod exit;
 mod skills;
 mod vault_cli;

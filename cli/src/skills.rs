@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use skillbox_runtime::{InvocationContext, Manifest, Runtime, RuntimeConfig};
+use std::sync::Arc;
+
+use skillbox_runtime::{Approver, DenyAll, InvocationContext, Manifest, Runtime, RuntimeConfig};
+
+use crate::approve::TerminalApprover;
+use crate::vault_cli;
 
 use crate::GlobalOpts;
 use crate::exit::{self, with_code};
@@ -29,6 +34,9 @@ pub struct RunArgs {
     /// Why the skill is run; recorded in the audit trail.
     #[arg(long, default_value = "", value_name = "TEXT")]
     purpose: String,
+    /// Allow plain http to loopback (127.0.0.0/8, ::1), for local test servers.
+    #[arg(long)]
+    allow_http_loopback: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,8 +56,14 @@ pub struct BuildArgs {
 
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let input = read_input(&args)?;
-    let runtime = runtime(global)?;
-    let skill = runtime.load(&args.skill)?;
+    let manifest = Manifest::load(&args.skill)?;
+    let mut config = runtime_config(global);
+    config.egress.allow_http_loopback = args.allow_http_loopback;
+    let runtime = match credential_vault(&manifest, global)? {
+        Some(vault) => Runtime::with_vault(config, Arc::new(vault), approver())?,
+        None => Runtime::new(config)?,
+    };
+    let skill = runtime.load_manifest(manifest)?;
     let context = InvocationContext { user: args.user, environment: args.environment, purpose: args.purpose };
     let output = tokio_runtime()?.block_on(skill.invoke_with(&input, &context))?;
     print_stdout(&output.json)
@@ -156,13 +170,42 @@ fn read_input(args: &RunArgs) -> anyhow::Result<String> {
 }
 
 pub fn runtime(global: &GlobalOpts) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new(runtime_config(global))?)
+}
+
+fn runtime_config(global: &GlobalOpts) -> RuntimeConfig {
     let mut config = RuntimeConfig::default();
     if global.no_cache {
         config.cache_dir = None;
     } else if let Some(dir) = &global.cache_dir {
         config.cache_dir = Some(dir.clone());
     }
-    Ok(Runtime::new(config)?)
+    config
+}
+
+/// The vault, opened only for skills that declare credentials (so running
+/// `hello` never asks for a master key). No vault file means no grants:
+/// the skill runs and its `open` calls are refused with how to set one up.
+fn credential_vault(manifest: &Manifest, global: &GlobalOpts) -> anyhow::Result<Option<skillbox_vault::Vault>> {
+    if manifest.credentials.is_empty() {
+        return Ok(None);
+    }
+    let path = vault_cli::vault_path(global)?;
+    if !path.exists() {
+        tracing::warn!(vault = %path.display(), "no vault: credentials this skill opens will be refused");
+        return Ok(None);
+    }
+    vault_cli::open_vault(global).map(Some)
+}
+
+/// Asks at the terminal when there is one; otherwise denies, and the
+/// denial names the `skillbox grant` command to run.
+fn approver() -> Arc<dyn Approver> {
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        Arc::new(TerminalApprover)
+    } else {
+        Arc::new(DenyAll)
+    }
 }
 
 pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -466,7 +466,6 @@ pub fn master_key_source(key_file: Option<&Path>) -> anyhow::Result<MasterKeySou
 
 /// Opens the vault named by `global` with the master key from the environment
 /// (see [`master_key_source`]). For `skillbox run` and other commands.
-#[allow(dead_code, reason = "the entry point `skillbox run` will use to reach the vault")]
 pub fn open_vault(global: &GlobalOpts) -> anyhow::Result<Vault> {
     open_vault_with(global, None)
 }

@@ -1,0 +1,533 @@
+//! Credentials across the Wasm boundary, end to end: real vault, real
+//! components, real HTTP servers on loopback. The `attack` module is the
+//! issue's attack table, one test per row; each must stay blocked.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use skillbox_runtime::vault::{AuditAction, AuditQuery, CredentialRef, Environment, NewGrant};
+use skillbox_runtime::{Approval, ApprovalRequest, Approver, Error, InvocationContext, Skill};
+use skillbox_tests::server::{Received, Reply, TestServer};
+use skillbox_tests::{TestVault, json, temp_skill};
+
+const TOKEN: &str = "ghp_TestToken0123456789abcdefABCDEF4242";
+
+/// A GitHub-like server that answers only `Authorization: Bearer TOKEN`.
+async fn github_server() -> TestServer {
+    TestServer::start("127.0.0.1", |req: &Received| {
+        if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+            return Reply::json(401, json!({ "message": "Bad credentials" }));
+        }
+        if req.target == "/repos/o/r/issues" {
+            Reply::json(
+                200,
+                json!([{ "number": 1, "title": "First", "state": "open" }, { "number": 2, "title": "Second" }]),
+            )
+        } else {
+            Reply::json(404, json!({ "message": "Not Found" }))
+        }
+    })
+    .await
+}
+
+/// A server that echoes the request back: headers and body in its body (raw
+/// and base64), and the Authorization header reflected as response headers.
+async fn echo_server() -> TestServer {
+    TestServer::start("127.0.0.1", |req: &Received| {
+        let dump = format!("{} {}\n{:?}\n{}", req.method, req.target, req.headers, String::from_utf8_lossy(&req.body));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&dump);
+        let mut reply = Reply::json(200, json!({ "echo": dump, "echo_b64": b64 }));
+        if let Some(auth) = req.header("authorization") {
+            reply.headers.push(("x-echo-authorization".into(), auth.to_owned()));
+            reply.headers.push(("x-echo-b64".into(), base64::engine::general_purpose::STANDARD.encode(auth)));
+        }
+        reply
+    })
+    .await
+}
+
+fn issues_input(server: &TestServer) -> String {
+    json!({ "owner": "o", "repo": "r", "base_url": server.base_url() }).to_string()
+}
+
+fn encodings(secret: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    vec![secret.to_owned(), STANDARD.encode(secret), URL_SAFE_NO_PAD.encode(secret), hex::encode(secret)]
+}
+
+fn assert_no_secret(text: &str, secret: &str) {
+    for form in encodings(secret) {
+        assert!(!text.contains(&form), "secret (as {form:?}) found in: {text}");
+    }
+}
+
+#[tokio::test]
+async fn github_issues_with_a_granted_token() {
+    let server = github_server().await;
+    let vault = TestVault::new();
+    vault.add("github", "bearer", TOKEN);
+    vault.grant("github-issues", "github", Some(&[&server.host()]));
+    let skill = vault.runtime().load(skillbox_tests::GITHUB_ISSUES).unwrap();
+
+    let output = skill.invoke(&issues_input(&server)).await.unwrap();
+    assert_eq!(
+        json(&output.json),
+        json!({ "issues": [{ "number": 1, "title": "First" }, { "number": 2, "title": "Second" }] })
+    );
+    let seen = server.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+
+    // The use is audited with the host, and no audit row holds the token.
+    let rows = vault.vault.audit_list(&AuditQuery::default()).unwrap();
+    let used = rows.iter().find(|r| r.action == AuditAction::Use).expect("a use row");
+    assert_eq!(used.skill.as_deref(), Some("github-issues"));
+    assert_eq!(used.detail["operation"], "http.send");
+    assert_eq!(used.detail["host"], server.host());
+    assert!(rows.iter().any(|r| r.action == AuditAction::Pin), "first use pins the digest");
+    assert_no_secret(&serde_json::to_string(&rows).unwrap(), TOKEN);
+}
+
+#[tokio::test]
+async fn after_ungrant_the_run_is_denied_naming_skillbox_grant() {
+    let server = github_server().await;
+    let vault = TestVault::new();
+    vault.add("github", "bearer", TOKEN);
+    vault.grant("github-issues", "github", Some(&[&server.host()]));
+    let skill = vault.runtime().load(skillbox_tests::GITHUB_ISSUES).unwrap();
+    skill.invoke(&issues_input(&server)).await.unwrap();
+
+    vault.vault.ungrant("github-issues", "github", Environment::Dev, "default", "test").unwrap();
+    let err = skill.invoke(&issues_input(&server)).await.unwrap_err();
+    assert!(matches!(err, Error::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("skillbox grant github-issues github"), "{err}");
+    assert_eq!(server.received().len(), 1, "the denied run sent nothing");
+}
+
+#[tokio::test]
+async fn an_echo_server_cannot_hand_the_token_back() {
+    let server = echo_server().await;
+    let vault = TestVault::new();
+    vault.add("github", "bearer", TOKEN);
+    vault.grant("cred-probe", "github", Some(&[&server.host()]));
+    let skill = vault.runtime().load(skillbox_tests::CRED_PROBE).unwrap();
+    let input =
+        json!({ "steps": [{ "send": { "url": format!("{}/anything", server.base_url()) }, "auth": "github" }] });
+    let output = skill.invoke(&input.to_string()).await.unwrap();
+    let result = &json(&output.json)["results"][0]["ok"];
+    assert_eq!(result["status"], 200, "{result}");
+    // The server did get the token, and reflected it in body and headers...
+    assert_eq!(server.received()[0].header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    // ...but none of it reached the guest or its output.
+    assert_no_secret(&output.json, TOKEN);
+    assert!(output.json.contains("[REDACTED]"), "the reflected header was replaced: {}", output.json);
+}
+
+#[tokio::test]
+async fn stripe_charge_sends_the_key_as_basic_auth_user() {
+    const KEY: &str = "sk_test_51Hxyz0123456789abcdefSECRET";
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:")));
+    let server = TestServer::start("127.0.0.1", move |req: &Received| {
+        if req.header("authorization") != Some(expected.as_str()) || req.method != "POST" {
+            return Reply::json(401, json!({ "error": { "message": "Invalid API Key" } }));
+        }
+        let form = String::from_utf8_lossy(&req.body);
+        assert!(form.contains("amount=2000") && form.contains("currency=usd"), "{form}");
+        Reply::json(200, json!({ "id": "ch_123", "amount": 2000, "currency": "usd", "status": "succeeded" }))
+    })
+    .await;
+    let vault = TestVault::new();
+    vault.add("stripe", "api_key", KEY);
+    vault.grant("stripe-charge", "stripe", Some(&[&server.host()]));
+    let skill = vault.runtime().load(skillbox_tests::STRIPE_CHARGE).unwrap();
+    let input = json!({ "amount": 2000, "currency": "usd", "source": "tok_visa", "base_url": server.base_url() });
+    let output = skill.invoke(&input.to_string()).await.unwrap();
+    assert_eq!(json(&output.json), json!({ "id": "ch_123", "amount": 2000, "currency": "usd", "status": "succeeded" }));
+}
+
+#[tokio::test]
+async fn webhook_signer_returns_the_reference_hmac() {
+    use hmac::{KeyInit, Mac};
+    const KEY: &str = "whsec_0123456789abcdefghijklmnopqrstuv";
+    let vault = TestVault::new();
+    vault.add("webhook-key", "hmac_key", KEY);
+    vault.grant("webhook-signer", "webhook-key", None);
+    let skill = vault.runtime().load(skillbox_tests::WEBHOOK_SIGNER).unwrap();
+    for (algorithm, expected) in [
+        ("sha256", {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+            mac.update(b"1700000000.{\"event\":\"paid\"}");
+            hex::encode(mac.finalize().into_bytes())
+        }),
+        ("sha512", {
+            let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(KEY.as_bytes()).unwrap();
+            mac.update(b"1700000000.{\"event\":\"paid\"}");
+            hex::encode(mac.finalize().into_bytes())
+        }),
+    ] {
+        let input = json!({ "payload": "{\"event\":\"paid\"}", "timestamp": 1700000000, "algorithm": algorithm });
+        let output = json(&skill.invoke(&input.to_string()).await.unwrap().json);
+        assert_eq!(output["signature"], expected);
+        assert_eq!(output["header"], format!("t=1700000000,v1={expected}"));
+    }
+}
+
+/// An approver that answers with `decision` and remembers what it was asked.
+#[derive(Debug)]
+struct Scripted {
+    decision: Approval,
+    asked: std::sync::Mutex<Vec<ApprovalRequest>>,
+}
+
+impl Approver for Scripted {
+    fn approve(&self, request: &ApprovalRequest) -> Approval {
+        self.asked.lock().unwrap().push(request.clone());
+        self.decision
+    }
+}
+
+async fn run_with_approver(decision: Approval) -> (Result<skillbox_runtime::Output, Error>, TestVault, Arc<Scripted>) {
+    let server = github_server().await;
+    let vault = TestVault::new();
+    vault.add("github", "bearer", TOKEN);
+    let approver = Arc::new(Scripted { decision, asked: Default::default() });
+    // No grant: the operator widens hosts via the manifest for this test only.
+    let (_dir, manifest) = temp_skill(&format!(
+        "[skill]\nname = \"github-issues\"\nversion = \"0.1.0\"\ncomponent = \"{{component:github-issues}}\"\n\
+         [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"{}\"]\npurpose = \"read issues\"\n",
+        server.host()
+    ));
+    let skill = vault.runtime_with(approver.clone()).load(&manifest).unwrap();
+    let result = skill.invoke(&issues_input(&server)).await;
+    (result, vault, approver)
+}
+
+#[tokio::test]
+async fn approval_once_allows_this_run_only() {
+    let (result, vault, approver) = run_with_approver(Approval::Once).await;
+    assert!(result.unwrap().json.contains("First"));
+    let asked = approver.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!((asked[0].skill.as_str(), asked[0].credential.as_str()), ("github-issues", "github"));
+    assert_eq!(asked[0].purpose, "read issues");
+    assert!(vault.vault.grants(&Default::default()).unwrap().is_empty(), "once leaves no grant");
+}
+
+#[tokio::test]
+async fn approval_always_records_a_pinned_grant() {
+    let (result, vault, _) = run_with_approver(Approval::Always).await;
+    assert!(result.unwrap().json.contains("First"));
+    let grants = vault.vault.grants(&Default::default()).unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].skill, "github-issues");
+    assert_eq!(grants[0].skill_digest.as_deref().map(str::len), Some(64));
+}
+
+#[tokio::test]
+async fn approval_denied_is_a_denial() {
+    let (result, _, approver) = run_with_approver(Approval::Deny).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("skillbox grant"), "{err}");
+    assert_eq!(approver.asked.lock().unwrap().len(), 1);
+}
+
+/// `path` with a custom section appended: a valid component with another digest.
+fn tampered_copy(component: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"tampered";
+    let payload = b"a different build";
+    bytes.push(0); // custom section id
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let path = dir.join("tampered.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_different_component_under_the_same_name_is_not_granted() {
+    let server = github_server().await;
+    let vault = TestVault::new();
+    vault.add("github", "bearer", TOKEN);
+    vault.grant("github-issues", "github", Some(&[&server.host()]));
+    let runtime = vault.runtime();
+    let genuine = runtime.load(skillbox_tests::GITHUB_ISSUES).unwrap();
+    genuine.invoke(&issues_input(&server)).await.unwrap(); // pins the digest (trust on first use)
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tampered_copy(skillbox_tests::GITHUB_ISSUES_COMPONENT, dir.path());
+    let manifest = std::fs::read_to_string(format!("{}/skill.toml", skillbox_tests::GITHUB_ISSUES))
+        .unwrap()
+        .replace("../target/wasm32-wasip2/release/github_issues.wasm", copy.to_str().unwrap());
+    std::fs::write(dir.path().join("skill.toml"), manifest).unwrap();
+    let impostor = runtime.load(dir.path()).unwrap();
+    assert_ne!(impostor.digest(), genuine.digest());
+
+    let err = impostor.invoke(&issues_input(&server)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Denied { .. }), "{text}");
+    assert!(text.contains(genuine.digest()) && text.contains(impostor.digest()), "shows both digests: {text}");
+    assert!(text.contains("skillbox grant"), "{text}");
+    assert_eq!(server.received().len(), 1, "the impostor sent nothing");
+}
+
+#[tokio::test]
+async fn an_any_digest_grant_accepts_any_build() {
+    let server = github_server().await;
+    let vault = TestVault::new();
+    vault.add("github", "bearer", TOKEN);
+    let mut grant = NewGrant::new("github-issues", CredentialRef::new("github"));
+    grant.any_digest = true;
+    grant.hosts = Some(vec![server.host()]);
+    vault.vault.grant(&grant, "test").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tampered_copy(skillbox_tests::GITHUB_ISSUES_COMPONENT, dir.path());
+    let (_d, manifest) = temp_skill(&format!(
+        "[skill]\nname = \"github-issues\"\nversion = \"0.1.0\"\ncomponent = {:?}\n\
+         [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n",
+        copy.to_str().unwrap()
+    ));
+    let runtime = vault.runtime();
+    for skill in [runtime.load(skillbox_tests::GITHUB_ISSUES).unwrap(), runtime.load(&manifest).unwrap()] {
+        assert!(skill.invoke(&issues_input(&server)).await.unwrap().json.contains("First"));
+    }
+}
+
+/// The attack table: each row must stay blocked.
+mod attack {
+    use super::*;
+
+    /// Runs cred-probe with `steps` and returns each step's result.
+    async fn probe(skill: &Skill, steps: Value) -> Vec<Value> {
+        probe_as(skill, steps, &InvocationContext::default()).await
+    }
+
+    async fn probe_as(skill: &Skill, steps: Value, context: &InvocationContext) -> Vec<Value> {
+        let output = skill.invoke_with(&json!({ "steps": steps }).to_string(), context).await.unwrap();
+        json(&output.json)["results"].as_array().unwrap().clone()
+    }
+
+    fn case(result: &Value) -> &str {
+        result["error"]["case"].as_str().unwrap_or_else(|| panic!("expected an error, got {result}"))
+    }
+
+    fn open(name: &str) -> Value {
+        json!([{ "open": name }])
+    }
+
+    /// A vault holding `github` granted to cred-probe, hosts = the test server.
+    async fn granted() -> (TestVault, Skill, TestServer) {
+        let server = echo_server().await;
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        vault.grant("cred-probe", "github", Some(&[&server.host()]));
+        let skill = vault.runtime().load(skillbox_tests::CRED_PROBE).unwrap();
+        (vault, skill, server)
+    }
+
+    #[tokio::test]
+    async fn undeclared_name() {
+        let (_vault, skill, _) = granted().await;
+        let results = probe(&skill, open("aws")).await;
+        assert_eq!(case(&results[0]), "not-declared");
+        assert!(results[0]["error"]["message"].as_str().unwrap().contains("[[credentials]]"));
+    }
+
+    #[tokio::test]
+    async fn declared_but_not_granted() {
+        let (vault, skill, _) = granted().await;
+        vault.add("other", "bearer", "another-token-0123456789abcdef");
+        let results = probe(&skill, open("other")).await;
+        assert_eq!(case(&results[0]), "not-granted");
+        assert!(results[0]["error"]["message"].as_str().unwrap().contains("skillbox grant cred-probe other"));
+    }
+
+    #[tokio::test]
+    async fn revoked() {
+        let (vault, skill, _) = granted().await;
+        vault.vault.revoke(&CredentialRef::new("github"), "leaked in a log", "test").unwrap();
+        assert_eq!(case(&probe(&skill, open("github")).await[0]), "revoked");
+    }
+
+    #[tokio::test]
+    async fn expired_grant() {
+        let server = echo_server().await;
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        let mut grant = NewGrant::new("cred-probe", CredentialRef::new("github"));
+        grant.expires_at = Some(SystemTime::now() + Duration::from_secs(1));
+        grant.hosts = Some(vec![server.host()]);
+        vault.vault.grant(&grant, "test").unwrap();
+        let skill = vault.runtime().load(skillbox_tests::CRED_PROBE).unwrap();
+        assert!(probe(&skill, open("github")).await[0]["ok"].is_object(), "valid before expiry");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(case(&probe(&skill, open("github")).await[0]), "expired");
+    }
+
+    #[tokio::test]
+    async fn wrong_environment() {
+        let (_vault, skill, _) = granted().await;
+        let production = InvocationContext { environment: "production".into(), ..Default::default() };
+        assert_eq!(case(&probe_as(&skill, open("github"), &production).await[0]), "not-granted");
+    }
+
+    #[tokio::test]
+    async fn another_owners_credential() {
+        let server = echo_server().await;
+        let vault = TestVault::new();
+        let alice = CredentialRef::new("github").owner("alice");
+        vault.add_to(alice.clone(), "bearer", TOKEN);
+        let mut grant = NewGrant::new("cred-probe", alice);
+        grant.hosts = Some(vec![server.host()]);
+        vault.vault.grant(&grant, "test").unwrap();
+        let skill = vault.runtime().load(skillbox_tests::CRED_PROBE).unwrap();
+        let as_alice = InvocationContext { user: "alice".into(), ..Default::default() };
+        let as_bob = InvocationContext { user: "bob".into(), ..Default::default() };
+        assert!(probe_as(&skill, open("github"), &as_alice).await[0]["ok"].is_object());
+        assert_eq!(case(&probe_as(&skill, open("github"), &as_bob).await[0]), "not-granted");
+    }
+
+    #[tokio::test]
+    async fn host_not_allowed() {
+        let (_vault, skill, server) = granted().await;
+        let elsewhere = echo_server().await;
+        let steps = json!([{ "send": { "url": format!("{}/steal", elsewhere.base_url()) }, "auth": "github" }]);
+        let results = probe(&skill, steps).await;
+        assert_eq!(case(&results[0]), "host-not-allowed");
+        assert!(elsewhere.received().is_empty() && server.received().is_empty());
+    }
+
+    #[tokio::test]
+    async fn credential_sent_to_an_allowed_host_that_is_not_its_own() {
+        let server = echo_server().await;
+        let unrelated = echo_server().await;
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        vault.grant("cred-probe", "github", Some(&[&server.host()]));
+        // The manifest lets the skill reach `unrelated` without credentials...
+        let (_d, manifest) = temp_skill(&format!(
+            "[skill]\nname = \"cred-probe\"\nversion = \"0.1.0\"\ncomponent = \"{{component:cred-probe}}\"\n\
+             [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n\
+             [network]\nallow = [\"{}\"]\n",
+            unrelated.host()
+        ));
+        let skill = vault.runtime().load(&manifest).unwrap();
+        let url = format!("{}/x", unrelated.base_url());
+        let results =
+            probe(&skill, json!([{ "send": { "url": url } }, { "send": { "url": url }, "auth": "github" }])).await;
+        assert_eq!(results[0]["ok"]["status"], 200, "plain request allowed: {}", results[0]);
+        // ...but not with the credential, whose hosts are only `server`.
+        assert_eq!(case(&results[1]), "host-not-allowed");
+        assert_eq!(unrelated.received().len(), 1);
+        assert_eq!(unrelated.received()[0].header("authorization"), None);
+    }
+
+    #[tokio::test]
+    async fn redirect_to_another_host() {
+        let other = echo_server().await; // 127.0.0.1, another port: another origin
+        let target = format!("{}/landed", other.base_url());
+        let redirector = TestServer::start("127.0.0.1", move |_req: &Received| Reply::redirect(&target)).await;
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        vault.grant("cred-probe", "github", Some(&[&redirector.host()]));
+        let send = json!([{ "send": { "url": format!("{}/start", redirector.base_url()) }, "auth": "github" }]);
+
+        // Not allowed at all: refused.
+        let skill = vault.runtime().load(skillbox_tests::CRED_PROBE).unwrap();
+        assert_eq!(case(&probe(&skill, send.clone()).await[0]), "host-not-allowed");
+        assert!(other.received().is_empty());
+
+        // Allowed for plain requests: followed, without the credential.
+        let (_d, manifest) = temp_skill(&format!(
+            "[skill]\nname = \"cred-probe\"\nversion = \"0.1.0\"\ncomponent = \"{{component:cred-probe}}\"\n\
+             [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n\
+             [network]\nallow = [\"{}\"]\n",
+            other.host()
+        ));
+        let skill = vault.runtime().load(&manifest).unwrap();
+        let results = probe(&skill, send).await;
+        assert_eq!(results[0]["ok"]["status"], 200, "{}", results[0]);
+        assert_eq!(redirector.received()[1].header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(other.received().len(), 1);
+        assert_eq!(other.received()[0].header("authorization"), None, "the credential did not follow the redirect");
+    }
+
+    #[tokio::test]
+    async fn private_and_metadata_addresses() {
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        let targets = ["10.0.0.1", "192.168.1.1", "169.254.169.254", "[fd00::1]", "[::ffff:169.254.169.254]"];
+        vault.grant("cred-probe", "github", Some(&targets));
+        // Even listed in the manifest's allowlist, these addresses are refused.
+        let (_d, manifest) = temp_skill(&format!(
+            "[skill]\nname = \"cred-probe\"\nversion = \"0.1.0\"\ncomponent = \"{{component:cred-probe}}\"\n\
+             [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n\
+             [network]\nallow = {targets:?}\n"
+        ));
+        let skill = vault.runtime().load(&manifest).unwrap();
+        for target in targets {
+            for auth in [None, Some("github")] {
+                let url = format!("https://{target}/latest/meta-data/");
+                let results = probe(&skill, json!([{ "send": { "url": url }, "auth": auth }])).await;
+                assert_eq!(case(&results[0]), "host-not-allowed", "{target} with {auth:?}: {}", results[0]);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn echo_of_the_auth_header_in_body_and_headers() {
+        let (_vault, skill, server) = granted().await;
+        let url = format!("{}/echo?x=1", server.base_url());
+        let results =
+            probe(&skill, json!([{ "send": { "url": url, "method": "POST", "body": "hello" }, "auth": "github" }]))
+                .await;
+        let response = &results[0]["ok"];
+        assert_eq!(response["status"], 200, "{response}");
+        let text = response.to_string();
+        assert_no_secret(&text, TOKEN);
+        // The base64 copy of the whole request was scrubbed where the token sat
+        // inside it, whatever its alignment.
+        let echoed = json(response["body"].as_str().unwrap());
+        let b64 = echoed["echo_b64"].as_str().unwrap();
+        assert!(b64.contains("[REDACTED]"), "{b64}");
+        for piece in b64.split("[REDACTED]") {
+            let piece = piece.trim_end_matches('=');
+            let decoded =
+                base64::engine::general_purpose::STANDARD_NO_PAD.decode(&piece[..piece.len() / 4 * 4]).unwrap();
+            assert_no_secret(&String::from_utf8_lossy(&decoded), TOKEN);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_by_the_guest_is_not_sent() {
+        let (_vault, skill, server) = granted().await;
+        // A guest that somehow learned the token (it cannot, but suppose) may not send it.
+        let url = format!("{}/x?t={TOKEN}", server.base_url());
+        let results = probe(&skill, json!([{ "send": { "url": url }, "auth": "github" }])).await;
+        assert_eq!(case(&results[0]), "leak-blocked");
+        assert!(server.received().is_empty());
+    }
+
+    #[tokio::test]
+    async fn hmac_with_a_bearer_token_is_the_wrong_kind() {
+        let (_vault, skill, _) = granted().await;
+        let results = probe(&skill, json!([{ "hmac": "github", "message": "m" }])).await;
+        assert_eq!(case(&results[0]), "wrong-kind");
+    }
+
+    #[tokio::test]
+    async fn denials_are_audited() {
+        let (vault, skill, _) = granted().await;
+        probe(&skill, open("aws")).await;
+        probe(&skill, open("other")).await;
+        let denied =
+            vault.vault.audit_list(&AuditQuery { action: Some(AuditAction::Denied), ..Default::default() }).unwrap();
+        assert!(denied.len() >= 2, "{denied:?}");
+        assert!(denied.iter().all(|r| !r.success && r.skill.as_deref() == Some("cred-probe")));
+    }
+}
