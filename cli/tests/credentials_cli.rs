@@ -1,0 +1,167 @@
+//! The README's credential walk-through, as a newcomer types it: store a
+//! token, grant it with `--hosts`, run a skill against a local server, see
+//! the audit row, ungrant, and see the next run refused.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::json;
+use skillbox_tests::server::{Received, Reply, TestServer};
+
+const TOKEN: &str = "ghp_CliWalkthroughToken0123456789abcdef";
+const MASTER_KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let cli = Cli { dir: tempfile::tempdir().unwrap() };
+        cli.ok(&["vault", "init"], None);
+        cli
+    }
+
+    fn vault(&self) -> PathBuf {
+        self.dir.path().join("vault.db")
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .args(args)
+            .env("SKILLBOX_VAULT", self.vault())
+            .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
+            .env("SKILLBOX_CACHE_DIR", self.dir.path().join("cache"))
+            .env_remove("SKILLBOX_KEY_FILE")
+            .env_remove("SKILLBOX_PASSPHRASE")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn github_server() -> TestServer {
+    TestServer::start("127.0.0.1", |req: &Received| {
+        if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) {
+            Reply::json(200, json!([{ "number": 7, "title": "Served locally" }]))
+        } else {
+            Reply::json(401, json!({ "message": "Bad credentials" }))
+        }
+    })
+    .await
+}
+
+async fn echo_server() -> TestServer {
+    TestServer::start("127.0.0.1", |req: &Received| {
+        // An issue whose title is every header the server received.
+        Reply::json(200, json!([{ "number": 1, "title": format!("{:?}", req.headers) }]))
+    })
+    .await
+}
+
+/// Runs the blocking CLI off the async runtime that serves the test server.
+async fn run_skill(cli: &Cli, base_url: String) -> Output {
+    let skill = Path::new(skillbox_tests::GITHUB_ISSUES).to_owned();
+    let vault = cli.vault();
+    let cache = cli.dir.path().join("cache");
+    tokio::task::spawn_blocking(move || {
+        let input = json!({ "owner": "o", "repo": "r", "base_url": base_url }).to_string();
+        Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .arg("run")
+            .arg(&skill)
+            .args(["--allow-http-loopback", "--input", &input])
+            .env("SKILLBOX_VAULT", vault)
+            .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
+            .env("SKILLBOX_CACHE_DIR", cache)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_grant_run_audit_ungrant() {
+    let server = github_server().await;
+    let cli = Cli::new();
+    cli.ok(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"], Some(TOKEN));
+    cli.ok(&["grant", "github-issues", "github", "--hosts", &server.host()], None);
+
+    let out = run_skill(&cli, server.base_url()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result, json!({ "issues": [{ "number": 7, "title": "Served locally" }] }));
+
+    let audit = cli.ok(&["audit", "list", "--json"], None);
+    let rows: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let uses: Vec<_> = rows.as_array().unwrap().iter().filter(|r| r["action"] == "use").collect();
+    assert_eq!(uses.len(), 1, "{audit}");
+    assert_eq!(uses[0]["skill"], "github-issues");
+    assert!(!audit.contains(TOKEN));
+
+    cli.ok(&["ungrant", "github-issues", "github"], None);
+    let out = run_skill(&cli, server.base_url()).await;
+    assert_eq!(out.status.code(), Some(4), "denied: {}", stderr(&out));
+    assert!(stderr(&out).contains("skillbox grant github-issues github"), "{}", stderr(&out));
+    assert_eq!(server.received().len(), 1, "the refused run sent nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_echoing_headers_does_not_leak_the_token() {
+    let server = echo_server().await;
+    let cli = Cli::new();
+    cli.ok(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"], Some(TOKEN));
+    cli.ok(&["grant", "github-issues", "github", "--hosts", &server.host()], None);
+    let out = run_skill(&cli, server.base_url()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("authorization"), "the headers were echoed: {stdout}");
+    assert!(!stdout.contains(TOKEN) && !stderr(&out).contains(TOKEN), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_terminal_an_ungranted_credential_is_denied_with_the_grant_command() {
+    let server = github_server().await;
+    let cli = Cli::new();
+    cli.ok(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"], Some(TOKEN));
+    let out = run_skill(&cli, server.base_url()).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skillbox grant github-issues github"), "{}", stderr(&out));
+    assert!(server.received().is_empty());
+}
+
+#[test]
+fn a_skill_without_credentials_needs_no_vault_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args(["run", skillbox_tests::HELLO, "--input", r#"{"name":"keyless"}"#])
+        .env("SKILLBOX_VAULT", dir.path().join("absent.db"))
+        .env("SKILLBOX_CACHE_DIR", dir.path().join("cache"))
+        .env_remove("SKILLBOX_MASTER_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
