@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
+use skillbox_egress::Redactor;
 use skillbox_host_api::{Invocation, SkillCtx, SkillError, SkillPolicy, SkillPre};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -151,7 +152,7 @@ impl Skill {
         let returned = result.map_err(|e| self.classify_failure(e, store.data().limiter.hit, &stderr))?;
         let json = match returned {
             Ok(json) => host.redactor().redact_str(&json).into_owned(),
-            Err(e) => return Err(self.skill_failure(to_failure(e), host.denials())),
+            Err(e) => return Err(self.skill_failure(to_failure(e, host.redactor()), host.denials())),
         };
         serde_json::from_str::<IgnoredAny>(&json)
             .map_err(|e| Error::InvalidOutput { skill: self.name().into(), reason: e.to_string() })?;
@@ -265,10 +266,13 @@ impl std::fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
-fn to_failure(error: SkillError) -> SkillFailure {
+/// The skill's own error, scrubbed like its output: its message reaches
+/// the caller, logs and terminals.
+fn to_failure(error: SkillError, redactor: &Redactor) -> SkillFailure {
+    let scrub = |m: String| redactor.redact_str(&m).into_owned();
     match error {
-        SkillError::InvalidInput(m) => SkillFailure::InvalidInput(m),
-        SkillError::Failed(m) => SkillFailure::Failed(m),
+        SkillError::InvalidInput(m) => SkillFailure::InvalidInput(scrub(m)),
+        SkillError::Failed(m) => SkillFailure::Failed(scrub(m)),
     }
 }
 

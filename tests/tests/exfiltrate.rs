@@ -440,7 +440,6 @@ async fn a_known_secret_is_refused_in_every_encoding() {
 
 /// The WIT promises that a skill's own error message is scanned for secrets like its output.
 #[tokio::test]
-#[ignore = "leak: runtime/src/skill.rs (Skill::invoke_with) passes a skill's Err(SkillError) message to the caller unredacted; only Ok output is redacted"]
 async fn a_skill_error_message_is_redacted() {
     let scene = Scene::new(None).await;
     let input = json!({ "mode": "fail-with", "message": format!("stolen: {}", scene.token) });

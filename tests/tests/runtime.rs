@@ -6,14 +6,28 @@ use std::time::{Duration, Instant};
 use skillbox_runtime::{Error, SkillFailure};
 use skillbox_tests::{json, runtime, temp_skill};
 
-/// Fails to compile if a sample skill has no test here (see `foreach_skill!`).
-macro_rules! assert_test_exists {
-    ($name:ident) => {
-        #[allow(unused_imports)]
-        use self::$name as _;
-    };
+/// One test per sample skill (generated from `foreach_skill!`, so a new
+/// skill cannot go unchecked): its manifest parses and its component loads
+/// as a skill — except `not-a-skill`, which must be refused as one.
+mod every_sample_skill {
+    macro_rules! loads {
+        ($name:ident) => {
+            #[test]
+            fn $name() {
+                let name = stringify!($name).replace('_', "-");
+                let dir = std::path::Path::new(skillbox_tests::HELLO).parent().unwrap().join(&name);
+                match skillbox_tests::runtime().load(&dir) {
+                    Ok(skill) => assert_eq!(skill.name(), name),
+                    Err(err) => {
+                        assert_eq!(name, "not-a-skill", "{name} does not load: {err}");
+                        assert!(matches!(err, skillbox_runtime::Error::NotASkill { .. }), "{err}");
+                    }
+                }
+            }
+        };
+    }
+    skillbox_tests::foreach_skill!(loads);
 }
-skillbox_tests::foreach_skill!(assert_test_exists);
 
 #[tokio::test]
 async fn hello() {
