@@ -690,6 +690,13 @@ async fn sqlite_open(path: &str, write: bool) -> Result<Arc<Mutex<rusqlite::Conn
             AuthAction::Unknown { code: rusqlite::ffi::SQLITE_ATTACH | rusqlite::ffi::SQLITE_DETACH, .. } => {
                 Authorization::Deny
             }
+            // `database_list` shows the file's full path, which stays host-side.
+            AuthAction::Pragma { pragma_name, .. } if pragma_name.eq_ignore_ascii_case("database_list") => {
+                Authorization::Deny
+            }
+            AuthAction::Read { table_name, .. } if table_name.eq_ignore_ascii_case("pragma_database_list") => {
+                Authorization::Deny
+            }
             _ => Authorization::Allow,
         }))
         .map_err(|e| HostError::upstream(format!("could not set up SQLite database `{file}`: {e}")))?;
@@ -801,9 +808,9 @@ fn sqlite_error(e: rusqlite::Error, preparing: bool) -> HostError {
         Some(ErrorCode::ReadOnly) => HostError::denied(format!(
             "the database refused a write: this skill's manifest does not allow SQL writes (add `[sql]\\nwrite = true` to its skill.toml if it must change data): {e}"
         )),
-        Some(ErrorCode::AuthorizationForStatementDenied) => {
-            HostError::denied(format!("SQLite refused the statement: ATTACH and DETACH are not allowed: {e}"))
-        }
+        Some(ErrorCode::AuthorizationForStatementDenied) => HostError::denied(format!(
+            "SQLite refused the statement: ATTACH, DETACH and PRAGMA database_list are not allowed: {e}"
+        )),
         Some(ErrorCode::OperationInterrupted) => {
             limit(format!("the statement ran longer than {}s and was stopped", STATEMENT_TIMEOUT.as_secs()))
         }

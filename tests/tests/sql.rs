@@ -355,7 +355,7 @@ async fn a_credential_of_another_kind_is_wrong_kind() {
 }
 
 #[tokio::test]
-async fn sqlite_refuses_attach() {
+async fn sqlite_refuses_attach_and_hides_the_file_path() {
     let (vault, dir, _path) = sqlite_vault();
     vault.grant("sql-admin", "db", None);
     let (_m, admin) = probe_skill(&vault, "sql-admin", true);
@@ -365,6 +365,12 @@ async fn sqlite_refuses_attach() {
     let vacuum = execute(&admin, "VACUUM INTO $1", json!([other])).await;
     assert!(vacuum.get("error").is_some(), "{vacuum}");
     assert!(!std::path::Path::new(&other).exists(), "no file was created outside the granted one");
+    // Nor does the guest learn where the granted file is.
+    for statement in ["PRAGMA database_list", "SELECT * FROM pragma_database_list"] {
+        let report = query(&admin, statement, json!([])).await;
+        expect_error(&report, "denied");
+        assert!(!report.to_string().contains(dir.path().to_str().unwrap()), "{report}");
+    }
 }
 
 // ----------------------------------------------------------------- limits
