@@ -521,25 +521,39 @@ pub(crate) struct CurrentRow {
     pub ciphertext: Vec<u8>,
 }
 
-pub(crate) fn read_current(row: &Row<'_>) -> rusqlite::Result<CurrentRow> {
-    Ok(CurrentRow { info: read_info(row)?, key_id: row.get(16)?, wrapped_dek: row.get(17)?, ciphertext: row.get(18)? })
+/// Credential columns read without a join, in [`read_info`] order (the
+/// fingerprint placeholder is filled from the version row). Hot-path queries
+/// avoid joins: SQLite re-prepares joined statements on every rebind.
+const CRED_COLS: &str = "id, owner, environment, name, kind, service, description, scopes, expires_at, status, \
+     revoked_reason, created_at, updated_at, last_rotated_at, current_version, ''";
+
+fn load_with(conn: &Connection, info: Option<CredentialInfo>) -> Result<Option<CurrentRow>> {
+    let Some(mut info) = info else { return Ok(None) };
+    let (key_id, wrapped_dek, ciphertext, fp): (String, Vec<u8>, Vec<u8>, String) = conn
+        .prepare_cached(
+            "SELECT key_id, wrapped_dek, ciphertext, fingerprint FROM versions WHERE credential_id = ?1 AND version = ?2",
+        )?
+        .query_row(params![info.id, info.version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?
+        .ok_or_else(|| Error::Corrupt { what: format!("credential {} (its current version is missing)", info.id) })?;
+    info.fingerprint = partial(&fp);
+    Ok(Some(CurrentRow { info, key_id, wrapped_dek, ciphertext }))
 }
 
 pub(crate) fn load_current(conn: &Connection, r: &CredentialRef) -> Result<Option<CurrentRow>> {
-    Ok(conn
+    let info = conn
         .prepare_cached(&format!(
-            "SELECT {INFO_COLS}, v.key_id, v.wrapped_dek, v.ciphertext FROM {INFO_FROM} \
-             WHERE c.owner = ?1 AND c.environment = ?2 AND c.name = ?3"
+            "SELECT {CRED_COLS} FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3"
         ))?
-        .query_row(params![r.owner, r.environment.as_str(), r.name], read_current)
-        .optional()?)
+        .query_row(params![r.owner, r.environment.as_str(), r.name], read_info)
+        .optional()?;
+    load_with(conn, info)
 }
 
 pub(crate) fn load_current_by_id(conn: &Connection, id: &str) -> Result<Option<CurrentRow>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {INFO_COLS}, v.key_id, v.wrapped_dek, v.ciphertext FROM {INFO_FROM} WHERE c.id = ?1"
-        ))?
-        .query_row([id], read_current)
-        .optional()?)
+    let info = conn
+        .prepare_cached(&format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"))?
+        .query_row([id], read_info)
+        .optional()?;
+    load_with(conn, info)
 }

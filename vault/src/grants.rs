@@ -8,6 +8,11 @@ use crate::creds::{check_ident, load_current_by_id, not_found};
 use crate::error::{Error, Result};
 use crate::types::*;
 
+/// The same columns from `grants` alone (credential name left empty): the
+/// resolve hot path avoids joins, which SQLite re-prepares on every rebind.
+const GRANT_COLS_NO_JOIN: &str = "g.id, g.skill, g.alias, g.credential_id, '', g.environment, g.owner, g.access_level, \
+     g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts";
+
 const GRANT_COLS: &str = "g.id, g.skill, g.alias, g.credential_id, c.name, g.environment, g.owner, g.access_level, \
      g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts";
 
@@ -231,7 +236,7 @@ impl Vault {
             } else {
                 let grant = tx
                     .prepare_cached(&format!(
-                        "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id \
+                        "SELECT {GRANT_COLS_NO_JOIN} FROM grants g \
                          WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4"
                     ))
                     .and_then(|mut s| {
@@ -270,6 +275,8 @@ impl Vault {
                         error: Error::Corrupt { what: "grant without credential".into() },
                         credential_id: cid.clone(),
                     })?;
+                let mut grant = grant;
+                grant.credential_name = row.info.name.clone();
                 (Some(grant), row)
             };
             let cid = Some(row.info.id.clone());

@@ -96,9 +96,8 @@ const MIGRATIONS: &[&str] = &[
         prev_hash       BLOB NOT NULL,
         mac             BLOB NOT NULL
     ) STRICT;
-    CREATE INDEX audit_ts ON audit(ts);
-    CREATE INDEX audit_credential ON audit(credential_name);
-    CREATE INDEX audit_skill ON audit(skill);
+    -- Deliberately no secondary indexes: each one is another page written on
+    -- every resolve. Audit queries are operator-time scans in id order.
     "#,
 ];
 
