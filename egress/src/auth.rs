@@ -51,16 +51,37 @@ pub enum Auth {
 }
 
 /// A credential to inject, and the hosts it may be sent to.
+///
+/// Built once per opened credential and reused for every request: building
+/// validates the credential and prepares its wire form and redaction patterns,
+/// which costs tens of microseconds.
 #[derive(Debug)]
 pub struct Injection {
-    /// How to apply it.
-    pub auth: Auth,
     /// Where it may go: the manifest's `hosts` for this credential, or the operator's
     /// `skillbox grant --hosts` override. Empty means nowhere.
-    pub hosts: Vec<HostPattern>,
+    hosts: Vec<HostPattern>,
+    /// Invariant: prepared from the `Auth` this injection was built with.
+    applied: Applied,
 }
 
-/// The prepared wire form of one credential, built once per `send`.
+impl Injection {
+    /// Validates `auth` (a header value must be valid; a query parameter needs a name) and
+    /// prepares it for sending to `hosts`.
+    pub fn new(auth: Auth, hosts: Vec<HostPattern>) -> Result<Injection, EgressError> {
+        Ok(Injection { applied: Applied::new(&auth)?, hosts })
+    }
+
+    /// The hosts this credential may be sent to.
+    pub fn hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+
+    pub(crate) fn applied(&self) -> &Applied {
+        &self.applied
+    }
+}
+
+/// The prepared wire form of one credential, built once per [`Injection`].
 pub(crate) struct Applied {
     /// Header name and sensitive value, for header-based styles.
     header: Option<(HeaderName, HeaderValue)>,

@@ -26,10 +26,10 @@
 //!
 //! let egress = Egress::new(EgressConfig::default())?;
 //! let token = "ghp_example_token_value";
-//! let injection = Injection {
-//!     auth: Auth::Bearer(SecretString::from(token.to_owned())),
-//!     hosts: vec![HostPattern::parse("api.github.com")?],
-//! };
+//! let injection = Injection::new(
+//!     Auth::Bearer(SecretString::from(token.to_owned())),
+//!     vec![HostPattern::parse("api.github.com")?],
+//! )?;
 //! let scanner = Redactor::new([token]);
 //! let request = Request {
 //!     method: "GET".into(),

@@ -167,8 +167,7 @@ impl Egress {
         scanner: &Redactor,
     ) -> Result<Exchange, EgressError> {
         let started = Instant::now();
-        let applied = injection.map(|i| Applied::new(&i.auth)).transpose()?;
-        let material = applied.as_ref().map(|a| &a.material);
+        let material = injection.map(|i| &i.applied().material);
         let redact = |text: &str| -> String {
             let once = scanner.redact_str(text);
             match material {
@@ -178,7 +177,7 @@ impl Egress {
         };
         let outcome = tokio::time::timeout(
             self.config.timeout,
-            self.run(policy, request, injection.zip(applied.as_ref()), scanner, started),
+            self.run(policy, request, injection.map(|i| (i, i.applied())), scanner, started),
         )
         .await
         .unwrap_or(Err(EgressError::Timeout { after: self.config.timeout }));
@@ -386,8 +385,8 @@ fn check_scheme(url: &Url, config: &EgressConfig) -> Result<(), EgressError> {
 /// Step 2: a credential's own hosts, or the manifest's `[network] allow`.
 fn check_allowlist(url: &Url, policy: &Policy, injection: Option<&Injection>) -> Result<(), EgressError> {
     match injection {
-        Some(injection) if !injection.hosts.iter().any(|p| p.matches_url(url)) => {
-            Err(EgressError::CredentialHostNotAllowed { host: display_host(url), allowed: patterns(&injection.hosts) })
+        Some(injection) if !injection.hosts().iter().any(|p| p.matches_url(url)) => {
+            Err(EgressError::CredentialHostNotAllowed { host: display_host(url), allowed: patterns(injection.hosts()) })
         }
         None if !policy.network_allow.iter().any(|p| p.matches_url(url)) => {
             Err(EgressError::HostNotAllowed { host: display_host(url), allowed: patterns(&policy.network_allow) })

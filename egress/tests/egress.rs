@@ -27,7 +27,7 @@ fn secret(s: &str) -> SecretString {
 }
 
 fn bearer(hosts: Vec<HostPattern>) -> Injection {
-    Injection { auth: Auth::Bearer(secret(TOKEN)), hosts }
+    Injection::new(Auth::Bearer(secret(TOKEN)), hosts).unwrap()
 }
 
 fn scanner() -> Redactor {
@@ -69,7 +69,7 @@ async fn bearer_is_injected_and_accepted() {
 async fn basic_is_injected_and_accepted() {
     let a = Server::start("127.0.0.1").await;
     let injection =
-        Injection { auth: Auth::Basic { username: secret(USER), password: secret(PASS) }, hosts: vec![a.pattern()] };
+        Injection::new(Auth::Basic { username: secret(USER), password: secret(PASS) }, vec![a.pattern()]).unwrap();
     let ex = egress(true).send(&Policy::default(), get(&a.url("/auth/basic")), Some(&injection), &scanner()).await;
     assert_eq!(ex.unwrap().response.status, 200);
 }
@@ -77,10 +77,11 @@ async fn basic_is_injected_and_accepted() {
 #[tokio::test]
 async fn custom_header_is_injected_and_replaces_the_guests() {
     let a = Server::start("127.0.0.1").await;
-    let injection = Injection {
-        auth: Auth::Header { name: "X-Api-Key".into(), prefix: "Key ".into(), value: secret(API_KEY) },
-        hosts: vec![a.pattern()],
-    };
+    let injection = Injection::new(
+        Auth::Header { name: "X-Api-Key".into(), prefix: "Key ".into(), value: secret(API_KEY) },
+        vec![a.pattern()],
+    )
+    .unwrap();
     let mut request = get(&a.url("/auth/header"));
     request.headers.push(("x-api-key".into(), "guest-value".into()));
     let ex = egress(true).send(&Policy::default(), request, Some(&injection), &scanner()).await;
@@ -92,7 +93,7 @@ async fn custom_header_is_injected_and_replaces_the_guests() {
 async fn query_parameter_is_injected_and_hidden_from_final_url() {
     let a = Server::start("127.0.0.1").await;
     let injection =
-        Injection { auth: Auth::Query { param: "api_key".into(), value: secret(QUERY_KEY) }, hosts: vec![a.pattern()] };
+        Injection::new(Auth::Query { param: "api_key".into(), value: secret(QUERY_KEY) }, vec![a.pattern()]).unwrap();
     let ex = egress(true)
         .send(&Policy::default(), get(&a.url("/auth/query?api_key=guest&x=1")), Some(&injection), &scanner())
         .await
@@ -350,7 +351,7 @@ async fn echoed_token_is_redacted_even_when_the_scanner_is_empty() {
 async fn echoed_basic_credentials_are_redacted() {
     let a = Server::start("127.0.0.1").await;
     let injection =
-        Injection { auth: Auth::Basic { username: secret(USER), password: secret(PASS) }, hosts: vec![a.pattern()] };
+        Injection::new(Auth::Basic { username: secret(USER), password: secret(PASS) }, vec![a.pattern()]).unwrap();
     let ex = egress(true).send(&Policy::default(), get(&a.url("/echo")), Some(&injection), &Redactor::empty()).await;
     let all = everything(&ex.unwrap());
     let token = STANDARD.encode(format!("{USER}:{PASS}"));
@@ -363,15 +364,16 @@ async fn echoed_basic_credentials_are_redacted() {
 async fn echoed_query_and_header_credentials_are_redacted() {
     let a = Server::start("127.0.0.1").await;
     let query =
-        Injection { auth: Auth::Query { param: "api_key".into(), value: secret(QUERY_KEY) }, hosts: vec![a.pattern()] };
+        Injection::new(Auth::Query { param: "api_key".into(), value: secret(QUERY_KEY) }, vec![a.pattern()]).unwrap();
     let ex = egress(true).send(&Policy::default(), get(&a.url("/echo")), Some(&query), &scanner()).await.unwrap();
     assert!(a.seen()[0].target.contains("api_key="));
     assert_no_leak(&everything(&ex), QUERY_KEY, "query echo");
 
-    let header = Injection {
-        auth: Auth::Header { name: "X-Api-Key".into(), prefix: "Key ".into(), value: secret(API_KEY) },
-        hosts: vec![a.pattern()],
-    };
+    let header = Injection::new(
+        Auth::Header { name: "X-Api-Key".into(), prefix: "Key ".into(), value: secret(API_KEY) },
+        vec![a.pattern()],
+    )
+    .unwrap();
     let ex = egress(true).send(&Policy::default(), get(&a.url("/echo")), Some(&header), &scanner()).await.unwrap();
     assert_no_leak(&everything(&ex), API_KEY, "header echo");
 }

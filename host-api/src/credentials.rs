@@ -6,6 +6,7 @@
 //! allow it now. The handle the guest gets is an index into the store's
 //! resource table; the secret stays in [`OpenCredential`] on the host side.
 
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -33,6 +34,8 @@ pub struct OpenCredential {
     pub(crate) value: SecretValue,
     /// The hosts it may go to: the grant's override, else the manifest's.
     hosts: Vec<HostPattern>,
+    /// The prepared HTTP injection, built on first use and reused by later requests.
+    injection: OnceLock<Injection>,
 }
 
 impl OpenCredential {
@@ -46,15 +49,26 @@ impl OpenCredential {
         &self.credential
     }
 
-    /// How `http.send` applies this credential, with the hosts it may go to.
-    pub(crate) fn injection(&self) -> Result<Injection, HostError> {
+    /// How `http.send` applies this credential, with the hosts it may go to;
+    /// prepared once per handle.
+    pub(crate) fn injection(&self) -> Result<&Injection, HostError> {
+        if let Some(injection) = self.injection.get() {
+            return Ok(injection);
+        }
+        let injection = self.prepare_injection()?;
+        Ok(self.injection.get_or_init(|| injection))
+    }
+
+    fn prepare_injection(&self) -> Result<Injection, HostError> {
         let style = self.declared.http.as_ref().ok_or_else(|| {
             HostError::wrong_kind(format!(
                 "credential `{}` is not declared for HTTP: add `http = \"bearer\"` (or basic, header, query) and `hosts` to its [[credentials]] entry",
                 self.declared.name
             ))
         })?;
-        Ok(Injection { auth: self.auth(style)?, hosts: self.hosts.clone() })
+        Injection::new(self.auth(style)?, self.hosts.clone()).map_err(|e| {
+            HostError::invalid(format!("credential `{}` cannot be sent over HTTP: {e}", self.declared.name))
+        })
     }
 
     fn auth(&self, style: &HttpAuth) -> Result<Auth, HostError> {
@@ -255,6 +269,7 @@ impl SkillCtx {
             expires_at: credential.expires_at,
             value,
             hosts,
+            injection: OnceLock::new(),
         })
     }
 }

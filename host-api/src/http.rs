@@ -23,13 +23,12 @@ impl http::Host for SkillCtxView<'_> {
         request: http::Request,
         auth: Option<Resource<OpenCredential>>,
     ) -> Result<http::Response, HostError> {
+        let table = &*self.table;
         let credential = match &auth {
-            Some(handle) => {
-                let open = self.table.get(handle)?;
-                Some((open.injection()?, open.name().to_owned(), open.vault_ref().clone()))
-            }
+            Some(handle) => Some(table.get(handle)?),
             None => None,
         };
+        let injection = credential.map(OpenCredential::injection).transpose()?;
         let method = request.method.clone();
         let request =
             Request { method: request.method, url: request.url, headers: request.headers, body: request.body };
@@ -38,19 +37,19 @@ impl http::Host for SkillCtxView<'_> {
         let result = ctx
             .services
             .egress
-            .send(&ctx.invocation.policy.network, request, credential.as_ref().map(|(i, _, _)| i), &ctx.redactor)
+            .send(&ctx.invocation.policy.network, request, injection, &ctx.redactor)
             .await
             .map_err(HostError::from);
 
-        let name = credential.as_ref().map(|(_, name, _)| name.as_str());
+        let name = credential.map(OpenCredential::name);
         if let Err(error) = &result
             && error.is_denial()
         {
             ctx.record_denial(name, "http.send", error);
         }
-        if let Some((_, name, vault_ref)) = &credential {
-            let mut event = ctx.audit_event(AuditAction::Use, Some(name), "http.send");
-            event.credential = Some(vault_ref.clone());
+        if let Some(open) = credential {
+            let mut event = ctx.audit_event(AuditAction::Use, Some(open.name()), "http.send");
+            event.credential = Some(open.vault_ref().clone());
             event.detail["method"] = method.into();
             event.detail["duration_ms"] = (started.elapsed().as_millis() as u64).into();
             match &result {
