@@ -34,6 +34,29 @@ pub(crate) struct NewRow<'a> {
     pub error: Option<&'a str>,
 }
 
+impl<'a> NewRow<'a> {
+    /// A successful operation by `actor` on the credential `r` (id `credential_id`).
+    pub(crate) fn about_credential(
+        action: AuditAction,
+        actor: &'a str,
+        credential_id: &'a str,
+        r: &'a CredentialRef,
+        detail: &'a str,
+    ) -> NewRow<'a> {
+        NewRow {
+            action: action.as_str(),
+            actor,
+            credential_id: Some(credential_id),
+            credential_name: Some(&r.name),
+            environment: Some(r.environment.as_str()),
+            owner: Some(&r.owner),
+            detail: Some(detail),
+            success: true,
+            ..NewRow::default()
+        }
+    }
+}
+
 struct Head {
     count: u64,
     last_id: i64,

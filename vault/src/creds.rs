@@ -211,20 +211,7 @@ impl Vault {
         )?;
         insert_version(&tx, &cred_id, 1, &sealed, now)?;
         let detail = serde_json::json!({ "version": 1, "kind": new.kind.as_str(), "service": new.service }).to_string();
-        self.audit(
-            &tx,
-            &NewRow {
-                action: AuditAction::Create.as_str(),
-                actor,
-                credential_id: Some(&cred_id),
-                credential_name: Some(&r.name),
-                environment: Some(r.environment.as_str()),
-                owner: Some(&r.owner),
-                detail: Some(&detail),
-                success: true,
-                ..Default::default()
-            },
-        )?;
+        self.audit(&tx, &NewRow::about_credential(AuditAction::Create, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })?;
         Ok(self.show_locked(&inner.conn, r)?.info)
     }
@@ -351,20 +338,7 @@ impl Vault {
             params![cred_id, next as i64 - self.history_depth as i64],
         )?;
         let detail = serde_json::json!({ "version": next, "previous": current, "pruned_versions": pruned }).to_string();
-        self.audit(
-            &tx,
-            &NewRow {
-                action: AuditAction::Rotate.as_str(),
-                actor,
-                credential_id: Some(&cred_id),
-                credential_name: Some(&r.name),
-                environment: Some(r.environment.as_str()),
-                owner: Some(&r.owner),
-                detail: Some(&detail),
-                success: true,
-                ..Default::default()
-            },
-        )?;
+        self.audit(&tx, &NewRow::about_credential(AuditAction::Rotate, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })?;
         Ok(self.show_locked(&inner.conn, r)?.info)
     }
@@ -389,20 +363,7 @@ impl Vault {
             [&cred_id],
         )?;
         let detail = serde_json::json!({ "reason": reason }).to_string();
-        self.audit(
-            &tx,
-            &NewRow {
-                action: AuditAction::Revoke.as_str(),
-                actor,
-                credential_id: Some(&cred_id),
-                credential_name: Some(&r.name),
-                environment: Some(r.environment.as_str()),
-                owner: Some(&r.owner),
-                detail: Some(&detail),
-                success: true,
-                ..Default::default()
-            },
-        )?;
+        self.audit(&tx, &NewRow::about_credential(AuditAction::Revoke, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })
     }
 
@@ -421,20 +382,7 @@ impl Vault {
         let grants = tx.execute("DELETE FROM grants WHERE credential_id = ?1", [&cred_id])?;
         tx.execute("DELETE FROM credentials WHERE id = ?1", [&cred_id])?;
         let detail = serde_json::json!({ "versions_deleted": versions, "grants_deleted": grants }).to_string();
-        self.audit(
-            &tx,
-            &NewRow {
-                action: AuditAction::Delete.as_str(),
-                actor,
-                credential_id: Some(&cred_id),
-                credential_name: Some(&r.name),
-                environment: Some(r.environment.as_str()),
-                owner: Some(&r.owner),
-                detail: Some(&detail),
-                success: true,
-                ..Default::default()
-            },
-        )?;
+        self.audit(&tx, &NewRow::about_credential(AuditAction::Delete, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })?;
         checkpoint(&inner.conn);
         Ok(())

@@ -140,16 +140,8 @@ impl Vault {
         self.audit(
             &tx,
             &NewRow {
-                action: AuditAction::Grant.as_str(),
-                actor,
                 skill: Some(&g.skill),
-                credential_id: Some(&cred_id),
-                credential_name: Some(&r.name),
-                environment: Some(r.environment.as_str()),
-                owner: Some(&r.owner),
-                detail: Some(&detail),
-                success: true,
-                ..Default::default()
+                ..NewRow::about_credential(AuditAction::Grant, actor, &cred_id, r, &detail)
             },
         )?;
         let info = tx
