@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use skillbox_sdk::credentials::{self, Credential};
 use skillbox_sdk::signing::{self, Algorithm};
-use skillbox_sdk::{Error, Guest, SkillError, describe, parse_input, send, to_output};
+use skillbox_sdk::{Error, Guest, SkillError, parse_input, send, to_output};
 
 #[derive(Deserialize)]
 struct Input {
@@ -104,8 +104,7 @@ fn report(result: Result<Value, Error>) -> Value {
     match result {
         Ok(value) => json!({ "ok": value }),
         Err(error) => {
-            let text = describe(&error);
-            let (case, message) = text.split_once(": ").unwrap_or((&text, ""));
+            let (case, message) = skillbox_sdk::case(&error);
             json!({ "error": { "case": case, "message": message } })
         }
     }

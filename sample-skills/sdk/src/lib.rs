@@ -27,9 +27,9 @@ pub use bindings::skillbox::skill::types::Error;
 pub use bindings::skillbox::skill::{credentials, http, log, signing, sql};
 pub use bindings::{Guest, SkillError, export_skill};
 
-/// `case: message` for a host error, the form skills put in their own errors.
-pub fn describe(error: &Error) -> String {
-    let (case, message) = match error {
+/// The WIT case name of a host error (`"not-granted"`, ...) and its message.
+pub fn case(error: &Error) -> (&'static str, &str) {
+    match error {
         Error::NotDeclared(m) => ("not-declared", m),
         Error::NotGranted(m) => ("not-granted", m),
         Error::Denied(m) => ("denied", m),
@@ -41,7 +41,12 @@ pub fn describe(error: &Error) -> String {
         Error::Invalid(m) => ("invalid", m),
         Error::LeakBlocked(m) => ("leak-blocked", m),
         Error::Upstream(m) => ("upstream", m),
-    };
+    }
+}
+
+/// `case: message` for a host error, the form skills put in their own errors.
+pub fn describe(error: &Error) -> String {
+    let (case, message) = case(error);
     format!("{case}: {message}")
 }
 

@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use skillbox_sdk::sql::{self, Value};
-use skillbox_sdk::{Error, Guest, SkillError, credentials, parse_input, to_output};
+use skillbox_sdk::{Guest, SkillError, credentials, parse_input, to_output};
 
 #[derive(Deserialize)]
 struct Input {
@@ -50,7 +50,7 @@ impl Guest for SqlProbe {
         match result {
             Ok(value) => to_output(&value),
             Err(error) => {
-                let (case, message) = case(&error);
+                let (case, message) = skillbox_sdk::case(&error);
                 to_output(&json!({ "error": { "case": case, "message": message } }))
             }
         }
@@ -83,22 +83,6 @@ fn from_value(value: Value) -> Json {
         Value::Float(f) => json!({ "float": f }),
         Value::Text(s) => s.into(),
         Value::Blob(b) => json!({ "blob": b }),
-    }
-}
-
-fn case(error: &Error) -> (&'static str, &str) {
-    match error {
-        Error::NotDeclared(m) => ("not-declared", m),
-        Error::NotGranted(m) => ("not-granted", m),
-        Error::Denied(m) => ("denied", m),
-        Error::Revoked(m) => ("revoked", m),
-        Error::Expired(m) => ("expired", m),
-        Error::HostNotAllowed(m) => ("host-not-allowed", m),
-        Error::WrongKind(m) => ("wrong-kind", m),
-        Error::Limit(m) => ("limit", m),
-        Error::Invalid(m) => ("invalid", m),
-        Error::LeakBlocked(m) => ("leak-blocked", m),
-        Error::Upstream(m) => ("upstream", m),
     }
 }
 
