@@ -169,7 +169,9 @@ impl SkillCtx {
         let access = self.access(name);
         let resolved = match vault.resolve(&access) {
             Ok(resolved) => resolved,
-            Err(skillbox_vault::Error::NotGranted { .. }) => self.ask_approver(&vault, &declared, access).await?,
+            Err(refused @ skillbox_vault::Error::NotGranted { .. }) => {
+                self.ask_approver(&vault, &declared, access, refused).await?
+            }
             Err(e) => return Err(e.into()),
         };
         self.open_resolved(declared, resolved)
@@ -190,13 +192,14 @@ impl SkillCtx {
     }
 
     /// Asks the approver about an ungranted credential; resolves it if allowed.
+    /// `refused` is the vault's answer without approval, returned on a denial.
     async fn ask_approver(
         &mut self,
         vault: &Vault,
         declared: &CredentialDecl,
         mut access: Access,
+        refused: skillbox_vault::Error,
     ) -> Result<Resolved, HostError> {
-        let refused = vault.resolve(&access).expect_err("still not granted");
         let credential =
             CredentialRef { owner: access.owner.clone(), environment: access.environment, name: declared.name.clone() };
         if vault.show(&credential).is_err() {
