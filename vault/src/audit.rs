@@ -298,11 +298,8 @@ impl Vault {
         }
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let cred_id: Option<String> = match &event.credential {
-            Some(c) => tx
-                .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
-                .query_row(params![c.owner, c.environment.as_str(), c.name], |r| r.get(0))
-                .optional()?,
+        let cred_id = match &event.credential {
+            Some(c) => crate::creds::credential_id(&tx, c)?,
             None => None,
         };
         let detail = event.detail.to_string();

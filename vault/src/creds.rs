@@ -80,6 +80,27 @@ fn check_text(what: &'static str, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// The id of the credential `r` names, if it exists.
+pub(crate) fn credential_id(conn: &Connection, r: &CredentialRef) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
+        .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
+        .optional()?)
+}
+
+/// Appends ` AND col = ?N` to `sql` for every filter that is set, and returns
+/// the values to bind, in order.
+pub(crate) fn equality_filters(sql: &mut String, filters: &[(&str, Option<&str>)]) -> Vec<String> {
+    let mut values = Vec::new();
+    for (column, value) in filters {
+        if let Some(value) = value {
+            values.push(value.to_string());
+            *sql += &format!(" AND {column} = ?{}", values.len());
+        }
+    }
+    values
+}
+
 pub(crate) fn not_found(r: &CredentialRef) -> Error {
     Error::NotFound { name: r.name.clone(), environment: r.environment, owner: r.owner.clone() }
 }
@@ -219,19 +240,16 @@ impl Vault {
     /// Credential metadata matching `filter` (never values), by environment, owner and name.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<CredentialInfo>> {
         let mut sql = format!("SELECT {INFO_COLS} FROM {INFO_FROM} WHERE 1=1");
-        let mut vals: Vec<String> = Vec::new();
-        for (col, v) in [
-            ("c.service", filter.service.as_deref()),
-            ("c.kind", filter.kind.map(|k| k.as_str())),
-            ("c.environment", filter.environment.map(|e| e.as_str())),
-            ("c.status", filter.status.map(|s| s.as_str())),
-            ("c.owner", filter.owner.as_deref()),
-        ] {
-            if let Some(v) = v {
-                vals.push(v.to_string());
-                sql += &format!(" AND {col} = ?{}", vals.len());
-            }
-        }
+        let vals = equality_filters(
+            &mut sql,
+            &[
+                ("c.service", filter.service.as_deref()),
+                ("c.kind", filter.kind.map(|k| k.as_str())),
+                ("c.environment", filter.environment.map(|e| e.as_str())),
+                ("c.status", filter.status.map(|s| s.as_str())),
+                ("c.owner", filter.owner.as_deref()),
+            ],
+        );
         sql += " ORDER BY c.environment, c.owner, c.name";
         let inner = self.lock();
         let mut stmt = inner.conn.prepare(&sql)?;
@@ -348,11 +366,7 @@ impl Vault {
         check_text("revocation reason", reason)?;
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cred_id: String = tx
-            .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
-            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
-            .optional()?
-            .ok_or_else(|| not_found(r))?;
+        let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let now = now_ms();
         tx.execute(
             "UPDATE credentials SET status = 'revoked', revoked_reason = ?2, updated_at = ?3 WHERE id = ?1",
@@ -373,11 +387,7 @@ impl Vault {
     pub fn delete(&self, r: &CredentialRef, actor: &str) -> Result<()> {
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cred_id: String = tx
-            .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
-            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
-            .optional()?
-            .ok_or_else(|| not_found(r))?;
+        let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let versions = tx.execute("DELETE FROM versions WHERE credential_id = ?1", [&cred_id])?;
         let grants = tx.execute("DELETE FROM grants WHERE credential_id = ?1", [&cred_id])?;
         tx.execute("DELETE FROM credentials WHERE id = ?1", [&cred_id])?;

@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::Vault;
 use crate::audit::NewRow;
-use crate::creds::{check_ident, load_current_by_id, not_found};
+use crate::creds::{check_ident, credential_id, equality_filters, load_current_by_id, not_found};
 use crate::error::{Error, Result};
 use crate::types::*;
 
@@ -42,18 +42,15 @@ fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
 
 pub(crate) fn list_grants(conn: &Connection, credential_id: Option<&str>, f: &GrantFilter) -> Result<Vec<GrantInfo>> {
     let mut sql = format!("SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE 1=1");
-    let mut vals: Vec<String> = Vec::new();
-    for (col, v) in [
-        ("g.credential_id", credential_id),
-        ("g.skill", f.skill.as_deref()),
-        ("g.environment", f.environment.map(|e| e.as_str())),
-        ("g.owner", f.owner.as_deref()),
-    ] {
-        if let Some(v) = v {
-            vals.push(v.to_string());
-            sql += &format!(" AND {col} = ?{}", vals.len());
-        }
-    }
+    let vals = equality_filters(
+        &mut sql,
+        &[
+            ("g.credential_id", credential_id),
+            ("g.skill", f.skill.as_deref()),
+            ("g.environment", f.environment.map(|e| e.as_str())),
+            ("g.owner", f.owner.as_deref()),
+        ],
+    );
     sql += " ORDER BY g.skill, g.environment, g.alias";
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_grant)?;
@@ -100,11 +97,7 @@ impl Vault {
         let r = &g.credential;
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cred_id: String = tx
-            .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
-            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
-            .optional()?
-            .ok_or_else(|| not_found(r))?;
+        let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let id = format!("grant_{}", crate::crypto::random_hex(8)?);
         let hosts = g.hosts.as_ref().map(|h| serde_json::to_string(h).expect("strings serialize"));
         tx.execute(
