@@ -590,23 +590,13 @@ fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             };
             let vault = open_vault_with(global, key.key_file.as_deref())?;
             let list = vault.list(&filter).map_err(vault_err)?;
-            if json {
-                print::json(&list)
-            } else {
-                print::cred_list(&list)
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(print::json_or(json, &list[..], print::cred_list))
         }
         CredCmd::Show { name, id, json, key } => {
             let r = cref(&name, &id)?;
             let vault = open_vault_with(global, key.key_file.as_deref())?;
             let d = vault.show(&r).map_err(vault_err)?;
-            if json {
-                print::json(&d)
-            } else {
-                print::cred_show(&d)
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(print::json_or(json, &d, print::cred_show))
         }
         CredCmd::Rotate { name, id, expires, value, key } => {
             input::refuse_argv_secrets(&value)?;
@@ -719,12 +709,7 @@ fn audit(cmd: AuditCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             let q = audit_query(filter)?;
             let vault = open_vault_with(global, key.key_file.as_deref())?;
             let rows = vault.audit_list(&q).map_err(vault_err)?;
-            if json {
-                print::json(&rows)
-            } else {
-                print::audit_rows(&rows)
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(print::json_or(json, &rows[..], print::audit_rows))
         }
         AuditCmd::Verify { json, key } => {
             let vault = open_vault_with(global, key.key_file.as_deref())?;
@@ -746,12 +731,7 @@ fn audit(cmd: AuditCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             let q = audit_query(filter)?;
             let vault = open_vault_with(global, key.key_file.as_deref())?;
             let s = vault.audit_summary(&q).map_err(vault_err)?;
-            if json {
-                print::json(&s)
-            } else {
-                print::summary(&s)
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(print::json_or(json, &s, print::summary))
         }
         AuditCmd::Export { file, filter, key } => {
             let q = audit_query(filter)?;

@@ -1,8 +1,19 @@
 //! Human output for vault commands (tables on stdout), and `--json`.
 
+use std::process::ExitCode;
 use std::time::SystemTime;
 
 use skillbox_vault::{AuditEntry, AuditSummary, CredentialDetail, CredentialInfo, GrantInfo};
+
+/// Prints `value` as JSON when `json` is set, else with `human`.
+pub fn json_or<T: serde::Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> ExitCode {
+    if json {
+        self::json(value)
+    } else {
+        human(value)
+    }
+    ExitCode::SUCCESS
+}
 
 pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("vault types serialize"));
