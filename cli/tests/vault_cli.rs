@@ -196,7 +196,7 @@ fn lifecycle_through_the_cli_never_prints_a_value() {
 fn audit_verify_exits_nonzero_naming_the_tampered_row() {
     let env = Env::new();
     for name in ["a", "b", "c"] {
-        env.ok(&["cred", "add", name, "--type", "api_key", "--service", "s", "--value-stdin"], Some("k"));
+        env.ok(&["cred", "add", name, "--type", "api_key", "--service", "s", "--value-stdin"], Some("k-0123456789"));
     }
     let c = rusqlite::Connection::open(&env.vault).unwrap();
     c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2", []).unwrap();
@@ -267,7 +267,7 @@ fn master_key_sources_wrong_key_and_key_rotation() {
 #[test]
 fn grant_with_a_skill_path_pins_the_component_digest() {
     let env = Env::new();
-    env.ok(&["cred", "add", "gh", "--type", "bearer", "--service", "github", "--value-stdin"], Some("tok"));
+    env.ok(&["cred", "add", "gh", "--type", "bearer", "--service", "github", "--value-stdin"], Some("tok-0123456789"));
     let skill = env.root.join("skill");
     std::fs::create_dir(&skill).unwrap();
     std::fs::write(
@@ -301,7 +301,7 @@ fn concurrent_cli_writers_lose_nothing() {
             let name = format!("c{i}");
             let mut c = env.cmd(&["cred", "add", &name, "--type", "api_key", "--service", "s", "--value-stdin"]);
             let mut child = c.spawn().unwrap();
-            child.stdin.take().unwrap().write_all(format!("key-{i}").as_bytes()).unwrap();
+            child.stdin.take().unwrap().write_all(format!("key-{i}-0123456789").as_bytes()).unwrap();
             child
         })
         .collect();
@@ -312,4 +312,107 @@ fn concurrent_cli_writers_lose_nothing() {
     let list: serde_json::Value = serde_json::from_str(&env.ok(&["cred", "list", "--json"], None)).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 8);
     assert!(env.ok(&["audit", "verify"], None).contains("8 rows"));
+}
+
+#[test]
+fn grant_response_narrowing_and_status_show_in_grants() {
+    let env = Env::new();
+    env.ok(&["cred", "add", "gh", "--type", "bearer", "--service", "github", "--value-stdin"], Some("ghp_0123456789"));
+    let out = env.run(&["grant", "triage", "gh", "--response", "status"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("responses narrowed to status"), "{}", stderr(&out));
+    let grants: serde_json::Value = serde_json::from_str(&env.ok(&["grants", "--json"], None)).unwrap();
+    assert_eq!(grants[0]["response"], "status");
+    assert_eq!(grants[0]["status"], "active");
+    assert_eq!(grants[0]["suspended_at"], serde_json::Value::Null);
+    assert_eq!(grants[0]["suspended_reason"], serde_json::Value::Null);
+    let table = env.ok(&["grants"], None);
+    assert!(table.contains("STATUS") && table.contains("RESPONSE") && table.contains("active"), "{table}");
+    let filtered: serde_json::Value =
+        serde_json::from_str(&env.ok(&["grants", "--json", "--status", "suspended"], None)).unwrap();
+    assert_eq!(filtered.as_array().unwrap().len(), 0);
+    let out = env.run(&["grant", "triage", "gh", "--response", "body"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("full, headers") || stderr(&out).contains("status, headers, full"),
+        "{}",
+        stderr(&out)
+    );
+    // Granting again without --response widens back to the manifest's.
+    env.ok(&["grant", "triage", "gh"], None);
+    let grants: serde_json::Value = serde_json::from_str(&env.ok(&["grants", "--json"], None)).unwrap();
+    assert_eq!(grants[0]["response"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_suspended_grant_shows_in_grants_and_granting_again_re_enables_it() {
+    let env = Env::new();
+    env.ok(&["cred", "add", "gh", "--type", "bearer", "--service", "github", "--value-stdin"], Some("ghp_0123456789"));
+    env.ok(&["grant", "triage", "gh", "--any-digest"], None);
+    // Suspend it the way the runtime does: through the library.
+    {
+        let vault = open_lib_vault(&env);
+        let mut ev = skillbox_vault::AuditEvent::new(skillbox_vault::AuditAction::Tripwire, "tester");
+        ev.skill = Some("triage".into());
+        ev.credential = Some(skillbox_vault::CredentialRef::new("gh"));
+        ev.detail = serde_json::json!({ "digest": "ab".repeat(32), "channel": "log" });
+        ev.success = false;
+        let out = vault.record_tripwire(&ev, 1, std::time::Duration::from_secs(3600)).unwrap();
+        assert_eq!(out.suspended.len(), 1);
+    }
+    let grants: serde_json::Value = serde_json::from_str(&env.ok(&["grants", "--json"], None)).unwrap();
+    assert_eq!(grants[0]["status"], "suspended");
+    assert!(grants[0]["suspended_at"].is_string());
+    assert!(grants[0]["suspended_reason"].as_str().unwrap().contains("1 tripwire within 1h by component abababababab"));
+    let table = env.ok(&["grants"], None);
+    assert!(
+        table.contains("suspended") && table.contains("re-enable with `skillbox grant triage gh --any-digest`"),
+        "{table}"
+    );
+    let out = env.run(&["grant", "triage", "gh", "--any-digest"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("re-enabled the suspended grant"), "{}", stderr(&out));
+    let grants: serde_json::Value = serde_json::from_str(&env.ok(&["grants", "--json"], None)).unwrap();
+    assert_eq!(grants[0]["status"], "active");
+    let resumes = env.ok(&["audit", "list", "--action", "resume"], None);
+    assert_eq!(resumes.lines().count(), 1, "{resumes}");
+    assert!(env.ok(&["audit", "verify"], None).contains("intact"));
+}
+
+fn open_lib_vault(env: &Env) -> skillbox_vault::Vault {
+    let key = skillbox_vault::MasterKeySource::Hex(env.key.clone().into());
+    skillbox_vault::Vault::open(&env.vault, &key).unwrap()
+}
+
+#[test]
+fn a_short_secret_is_refused_unless_allowed() {
+    let env = Env::new();
+    let short = "q7Z";
+    for args in [
+        &["cred", "add", "k", "--type", "api_key", "--service", "s", "--value-stdin"][..],
+        &["cred", "add", "b", "--type", "basic", "--service", "s", "--value-stdin"][..],
+    ] {
+        let value = if args[4] == "basic" {
+            format!(r#"{{"username":"alice","password":"{short}"}}"#)
+        } else {
+            short.to_string()
+        };
+        let out = env.run(args, Some(&value));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("--allow-short-secret") && err.contains("shorter than 8 bytes"), "{err}");
+        assert!(!err.contains(short), "the value was echoed: {err}");
+    }
+    assert!(!env.ok(&["cred", "list"], None).contains("api_key"), "nothing was stored");
+    let mut with_flag = vec!["cred", "add", "k", "--type", "api_key", "--service", "s", "--value-stdin"];
+    with_flag.push("--allow-short-secret");
+    env.ok(&with_flag, Some(short));
+    // Rotate applies the same floor.
+    let out = env.run(&["cred", "rotate", "k", "--value-stdin"], Some("x2"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--allow-short-secret"), "{}", stderr(&out));
+    env.ok(&["cred", "rotate", "k", "--value-stdin"], Some("long-enough-now"));
+    env.ok(&["cred", "rotate", "k", "--value-stdin", "--allow-short-secret"], Some("x2"));
+    let show: serde_json::Value = serde_json::from_str(&env.ok(&["cred", "show", "k", "--json"], None)).unwrap();
+    assert_eq!(show["version"], 3);
 }

@@ -286,20 +286,33 @@ fn where_clause(q: &AuditQuery) -> (String, Vec<Box<dyn ToSql>>) {
 
 impl Vault {
     /// Appends a host-side event reported by the runtime: `use` (operation,
-    /// target host or database, duration_ms, success, error in `detail`) or
-    /// `denied` (e.g. host not allowed). Other actions are the vault's own.
+    /// target host or database, duration_ms, success, error in `detail`),
+    /// `denied` (e.g. host not allowed), `leak` (a response was blocked or a
+    /// foreign token was found; `detail` holds `channel`, `view` and `rule`) or
+    /// `tripwire` (appended without checking the suspension threshold: use
+    /// [`Vault::record_tripwire`] for that). Other actions are the vault's own:
+    /// `suspend` and `resume` rows are written only when a grant changes state.
     /// The credential, if given, is looked up for its id; it need not exist.
     pub fn record(&self, event: &AuditEvent) -> Result<()> {
-        if !matches!(event.action, AuditAction::Use | AuditAction::Denied) {
+        if !matches!(event.action, AuditAction::Use | AuditAction::Denied | AuditAction::Leak | AuditAction::Tripwire) {
             return Err(Error::InvalidInput {
                 what: "audit event",
-                reason: format!("only 'use' and 'denied' events can be recorded from outside (got '{}')", event.action),
+                reason: format!(
+                    "only 'use', 'denied', 'leak' and 'tripwire' events can be recorded from outside (got '{}')",
+                    event.action
+                ),
             });
         }
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.append_event(&tx, event)?;
+        tx.commit().map_err(|source| Error::Audit { source })
+    }
+
+    /// Appends `event` inside the caller's (immediate) transaction.
+    pub(crate) fn append_event(&self, tx: &Connection, event: &AuditEvent) -> Result<()> {
         let cred_id = match &event.credential {
-            Some(c) => crate::creds::credential_id(&tx, c)?,
+            Some(c) => crate::creds::credential_id(tx, c)?,
             None => None,
         };
         let detail = event.detail.to_string();
@@ -316,8 +329,7 @@ impl Vault {
             success: event.success,
             error: event.error.as_deref(),
         };
-        append(&tx, &self.audit_key, &self.vault_id, &row).map_err(|source| Error::Audit { source })?;
-        tx.commit().map_err(|source| Error::Audit { source })
+        append(tx, &self.audit_key, &self.vault_id, &row).map_err(|source| Error::Audit { source })
     }
 
     /// Audit rows matching `query`, oldest first (with a limit: the most recent `limit` rows).

@@ -88,6 +88,14 @@ pub(crate) fn credential_id(conn: &Connection, r: &CredentialRef) -> Result<Opti
         .optional()?)
 }
 
+/// The name of the credential with id `id`, if it exists.
+pub(crate) fn credential_name(conn: &Connection, id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT name FROM credentials WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?)
+}
+
 /// Appends ` AND col = ?N` to `sql` for every filter that is set, and returns
 /// the values to bind, in order.
 pub(crate) fn equality_filters(sql: &mut String, filters: &[(&str, Option<&str>)]) -> Vec<String> {

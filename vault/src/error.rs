@@ -212,6 +212,26 @@ pub enum Error {
         /// The digest presented now (hex).
         found: String,
     },
+    /// The grant was suspended automatically after repeated tripwires (the
+    /// skill kept trying to send, return or log a secret).
+    #[error(
+        "the grant of credential '{credential}' to skill '{skill}' in environment {environment} is suspended: \
+         {reason}; the skill repeatedly tried to send, return or log a secret, so its access was stopped. \
+         See what it did with `skillbox audit list --skill {skill} --action tripwire`; once that is understood \
+         (or the skill is fixed), re-enable the grant with `{command}`"
+    )]
+    Suspended {
+        /// Skill.
+        skill: String,
+        /// Credential name.
+        credential: String,
+        /// Environment.
+        environment: Environment,
+        /// Why it was suspended ("3 tripwires within 24h by component …").
+        reason: String,
+        /// The `skillbox grant` command that re-enables this grant.
+        command: String,
+    },
     /// The audit row could not be written, so the operation was refused (fail closed).
     #[error("the audit log could not be written, so the operation was refused and no secret was released: {source}")]
     Audit {
@@ -228,7 +248,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// True for refusals of access (not granted, expired, revoked, digest changed):
+    /// True for refusals of access (not granted, expired, revoked, digest changed, suspended):
     /// the CLI maps these to its "denied" exit code.
     pub fn is_denied(&self) -> bool {
         matches!(
@@ -238,6 +258,7 @@ impl Error {
                 | Error::Revoked { .. }
                 | Error::Expired { .. }
                 | Error::DigestMismatch { .. }
+                | Error::Suspended { .. }
         )
     }
 }

@@ -1,5 +1,7 @@
 //! Grants (default deny) and [`Vault::resolve`], the one path by which a skill gets a value.
 
+use std::time::Duration;
+
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::Vault;
@@ -11,16 +13,28 @@ use crate::types::*;
 /// The same columns from `grants` alone (credential name left empty): the
 /// resolve hot path avoids joins, which SQLite re-prepares on every rebind.
 const GRANT_COLS_NO_JOIN: &str = "g.id, g.skill, g.alias, g.credential_id, '', g.environment, g.owner, g.access_level, \
-     g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts";
+     g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts, \
+     g.suspended_at, g.suspended_reason, g.response";
 
 const GRANT_COLS: &str = "g.id, g.skill, g.alias, g.credential_id, c.name, g.environment, g.owner, g.access_level, \
-     g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts";
+     g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts, \
+     g.suspended_at, g.suspended_reason, g.response";
 
 fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
     let bad = |what: &str| rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text);
     let env: String = r.get(5)?;
     let access: String = r.get(7)?;
     let hosts: Option<String> = r.get(14)?;
+    let expires_at: Option<i64> = r.get(10)?;
+    let suspended_at: Option<i64> = r.get(15)?;
+    let response: Option<String> = r.get(17)?;
+    let status = if suspended_at.is_some() {
+        GrantStatus::Suspended
+    } else if expires_at.is_some_and(|e| e <= now_ms()) {
+        GrantStatus::Expired
+    } else {
+        GrantStatus::Active
+    };
     Ok(GrantInfo {
         id: r.get(0)?,
         skill: r.get(1)?,
@@ -32,11 +46,15 @@ fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
         access: access.parse().map_err(|_| bad("access_level"))?,
         granted_by: r.get(8)?,
         granted_at: from_ms(r.get(9)?),
-        expires_at: r.get::<_, Option<i64>>(10)?.map(from_ms),
+        expires_at: expires_at.map(from_ms),
         reason: r.get(11)?,
         skill_digest: r.get(12)?,
         any_digest: r.get(13)?,
         hosts: hosts.and_then(|h| serde_json::from_str(&h).ok()),
+        status,
+        suspended_at: suspended_at.map(from_ms),
+        suspended_reason: r.get(16)?,
+        response: response.map(|m| m.parse()).transpose().map_err(|_| bad("response"))?,
     })
 }
 
@@ -54,7 +72,11 @@ pub(crate) fn list_grants(conn: &Connection, credential_id: Option<&str>, f: &Gr
     sql += " ORDER BY g.skill, g.environment, g.alias";
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_grant)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut out: Vec<GrantInfo> = rows.collect::<rusqlite::Result<_>>()?;
+    if let Some(status) = f.status {
+        out.retain(|g| g.status == status);
+    }
+    Ok(out)
 }
 
 fn check_digest(d: &str) -> Result<()> {
@@ -68,15 +90,31 @@ fn check_digest(d: &str) -> Result<()> {
     }
 }
 
-/// Why a resolve was refused, for the audit row and the error.
+/// `24h`, `90m`, `45s`: a window in the largest whole unit.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 && s >= 7 * 86_400 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Why a resolve was refused, for the audit row and the error (boxed: the
+/// error is large, and this travels through every step of resolve).
 struct Denial {
-    error: Error,
+    error: Box<Error>,
     credential_id: Option<String>,
 }
 
 impl Vault {
     /// Grants a skill access to a credential (replacing an existing grant with
     /// the same skill, alias, environment and owner). Audited as `grant`.
+    ///
+    /// Replacing a suspended grant re-enables it: the suspension is cleared
+    /// and a `resume` row is audited after the `grant` row.
     pub fn grant(&self, g: &NewGrant, actor: &str) -> Result<GrantInfo> {
         check_ident("skill name", &g.skill)?;
         let alias = g.alias.clone().unwrap_or_else(|| g.credential.name.clone());
@@ -98,15 +136,27 @@ impl Vault {
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
+        // A grant being replaced may be suspended: replacing it re-enables it.
+        let suspended: Option<(String, i64, Option<String>)> = tx
+            .prepare_cached(
+                "SELECT id, suspended_at, suspended_reason FROM grants \
+                 WHERE skill = ?1 AND alias = ?2 AND environment = ?3 AND owner = ?4 AND suspended_at IS NOT NULL",
+            )?
+            .query_row(params![g.skill, alias, r.environment.as_str(), r.owner], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
         let id = format!("grant_{}", crate::crypto::random_hex(8)?);
         let hosts = g.hosts.as_ref().map(|h| serde_json::to_string(h).expect("strings serialize"));
         tx.execute(
             "INSERT INTO grants (id, skill, alias, credential_id, environment, owner, access_level, granted_by, granted_at, \
-             expires_at, reason, skill_digest, any_digest, hosts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             expires_at, reason, skill_digest, any_digest, hosts, response) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
              ON CONFLICT (skill, alias, environment, owner) DO UPDATE SET id = excluded.id, credential_id = excluded.credential_id, \
              access_level = excluded.access_level, granted_by = excluded.granted_by, granted_at = excluded.granted_at, \
              expires_at = excluded.expires_at, reason = excluded.reason, skill_digest = excluded.skill_digest, \
-             any_digest = excluded.any_digest, hosts = excluded.hosts",
+             any_digest = excluded.any_digest, hosts = excluded.hosts, response = excluded.response, \
+             suspended_at = NULL, suspended_reason = NULL",
             params![
                 id,
                 g.skill,
@@ -121,13 +171,15 @@ impl Vault {
                 g.reason,
                 g.skill_digest,
                 g.any_digest,
-                hosts
+                hosts,
+                g.response.map(ResponseMode::as_str),
             ],
         )?;
         let detail = serde_json::json!({
             "grant_id": id, "alias": alias, "access": g.access.as_str(),
             "expires_at": g.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             "reason": g.reason, "skill_digest": g.skill_digest, "any_digest": g.any_digest, "hosts": g.hosts,
+            "response": g.response.map(ResponseMode::as_str),
         })
         .to_string();
         self.audit(
@@ -137,6 +189,20 @@ impl Vault {
                 ..NewRow::about_credential(AuditAction::Grant, actor, &cred_id, r, &detail)
             },
         )?;
+        if let Some((old_id, suspended_at, suspended_reason)) = suspended {
+            let detail = serde_json::json!({
+                "grant_id": id, "previous_grant_id": old_id, "alias": alias,
+                "suspended_at": fmt_ms(suspended_at), "suspended_reason": suspended_reason,
+            })
+            .to_string();
+            self.audit(
+                &tx,
+                &NewRow {
+                    skill: Some(&g.skill),
+                    ..NewRow::about_credential(AuditAction::Resume, actor, &cred_id, r, &detail)
+                },
+            )?;
+        }
         let info = tx
             .prepare_cached(&format!(
                 "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE g.id = ?1"
@@ -186,6 +252,125 @@ impl Vault {
         tx.commit().map_err(|source| Error::Audit { source })
     }
 
+    /// Records a tripwire (a skill tried to send, return or log a secret, and
+    /// its invocation was ended) and suspends the skill's grants when this
+    /// component has now tripped `threshold` times within `window`.
+    ///
+    /// `event.action` must be [`AuditAction::Tripwire`], `event.skill` set, and
+    /// `event.detail` an object with `"digest"` (the component's sha256, hex)
+    /// and `"channel"`; the credential concerned goes in `event.credential`.
+    ///
+    /// In one immediate transaction: the event is appended; the `tripwire`
+    /// rows with the same skill and digest at most `window` old are counted
+    /// (this one included; the scan walks back from the newest row and stops
+    /// at the first row older than the window); at `count >= threshold`, every
+    /// grant of the skill that this component can use (pinned to this digest,
+    /// `any_digest`, or not pinned yet), in every environment and owner, is
+    /// suspended, with one `suspend` row each. Grants already suspended are
+    /// left as they are. [`Vault::grant`] re-enables a suspended grant.
+    pub fn record_tripwire(&self, event: &AuditEvent, threshold: u32, window: Duration) -> Result<TripwireOutcome> {
+        let invalid = |reason: &str| Error::InvalidInput { what: "tripwire event", reason: reason.into() };
+        if event.action != AuditAction::Tripwire {
+            return Err(Error::InvalidInput {
+                what: "tripwire event",
+                reason: format!("its action must be 'tripwire' (got '{}')", event.action),
+            });
+        }
+        let Some(skill) = event.skill.as_deref() else {
+            return Err(invalid("it names no skill"));
+        };
+        let Some(digest) = event.detail.get("digest").and_then(|d| d.as_str()) else {
+            return Err(invalid("its detail has no \"digest\" (the component's sha256, hex)"));
+        };
+        check_digest(digest)?;
+        if threshold == 0 {
+            return Err(invalid("the suspension threshold must be at least 1"));
+        }
+        let window_ms = window.as_millis().min(i64::MAX as u128) as i64;
+
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        self.append_event(&tx, event)?;
+
+        // Count, newest first, while rows are inside the window. The audit
+        // table has no index on purpose: this reads only the window's rows.
+        let cutoff = now.saturating_sub(window_ms);
+        let mut count: u32 = 0;
+        {
+            let mut stmt = tx.prepare_cached("SELECT ts, action, skill, detail FROM audit ORDER BY id DESC")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let ts: i64 = row.get(0)?;
+                if ts < cutoff {
+                    break;
+                }
+                let action: String = row.get(1)?;
+                let row_skill: Option<String> = row.get(2)?;
+                if action != AuditAction::Tripwire.as_str() || row_skill.as_deref() != Some(skill) {
+                    continue;
+                }
+                let detail: String = row.get(3)?;
+                let same = serde_json::from_str::<serde_json::Value>(&detail)
+                    .ok()
+                    .is_some_and(|d| d.get("digest").and_then(|x| x.as_str()) == Some(digest));
+                if same {
+                    count = count.saturating_add(1);
+                }
+            }
+        }
+
+        let mut suspended = Vec::new();
+        if count >= threshold {
+            let reason = format!(
+                "{count} tripwire{} within {} by component {}",
+                if count == 1 { "" } else { "s" },
+                short_duration(window),
+                &digest[..12]
+            );
+            let targets: Vec<GrantInfo> = {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id \
+                     WHERE g.skill = ?1 AND g.suspended_at IS NULL \
+                     AND (g.skill_digest = ?2 OR g.skill_digest IS NULL OR g.any_digest = 1) \
+                     ORDER BY g.environment, g.owner, g.alias"
+                ))?;
+                stmt.query_map(params![skill, digest], read_grant)?.collect::<rusqlite::Result<_>>()?
+            };
+            for mut g in targets {
+                tx.prepare_cached("UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1")?
+                    .execute(params![g.id, now, reason])?;
+                let detail = serde_json::json!({
+                    "grant_id": g.id, "alias": g.alias, "reason": reason, "digest": digest,
+                    "tripwires": count, "threshold": threshold, "window_secs": window.as_secs(),
+                    "automatic": true,
+                })
+                .to_string();
+                self.audit(
+                    &tx,
+                    &NewRow {
+                        action: AuditAction::Suspend.as_str(),
+                        actor: &event.actor,
+                        skill: Some(skill),
+                        credential_id: Some(&g.credential_id),
+                        credential_name: Some(&g.credential_name),
+                        environment: Some(g.environment.as_str()),
+                        owner: Some(&g.owner),
+                        detail: Some(&detail),
+                        success: true,
+                        ..Default::default()
+                    },
+                )?;
+                g.status = GrantStatus::Suspended;
+                g.suspended_at = Some(from_ms(now));
+                g.suspended_reason = Some(reason.clone());
+                suspended.push(g);
+            }
+        }
+        tx.commit().map_err(|source| Error::Audit { source })?;
+        Ok(TripwireOutcome { count, suspended })
+    }
+
     /// Grants matching `filter`.
     pub fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantInfo>> {
         let inner = self.lock();
@@ -210,11 +395,13 @@ impl Vault {
 
         // 1. Find the grant and the credential (or the credential alone with a one-time approval).
         let outcome: std::result::Result<(Option<GrantInfo>, crate::creds::CurrentRow), Denial> = (|| {
-            let deny = |error, credential_id| Err(Denial { error, credential_id });
+            let deny = |error, credential_id| Err(Denial { error: Box::new(error), credential_id });
             let (grant, row) = if access.one_time_approval.is_some() {
                 let r =
                     CredentialRef { owner: access.owner.clone(), environment: env, name: access.declared_name.clone() };
-                match crate::creds::load_current(&tx, &r).map_err(|e| Denial { error: e, credential_id: None })? {
+                match crate::creds::load_current(&tx, &r)
+                    .map_err(|e| Denial { error: Box::new(e), credential_id: None })?
+                {
                     Some(row) => (None, row),
                     None => return deny(not_found(&r), None),
                 }
@@ -228,7 +415,7 @@ impl Vault {
                         s.query_row(params![access.skill, access.declared_name, env.as_str(), access.owner], read_grant)
                             .optional()
                     })
-                    .map_err(|e| Denial { error: e.into(), credential_id: None })?;
+                    .map_err(|e| Denial { error: Box::new(e.into()), credential_id: None })?;
                 let Some(grant) = grant else {
                     return deny(
                         Error::NotGranted {
@@ -241,6 +428,22 @@ impl Vault {
                     );
                 };
                 let cid = Some(grant.credential_id.clone());
+                if grant.suspended_at.is_some() {
+                    let mut grant = grant;
+                    grant.credential_name = crate::creds::credential_name(&tx, &grant.credential_id)
+                        .map_err(|e| Denial { error: Box::new(e), credential_id: cid.clone() })?
+                        .unwrap_or_else(|| grant.alias.clone());
+                    return deny(
+                        Error::Suspended {
+                            command: grant.grant_command(),
+                            skill: access.skill.clone(),
+                            credential: grant.credential_name,
+                            environment: env,
+                            reason: grant.suspended_reason.unwrap_or_else(|| "no reason recorded".into()),
+                        },
+                        cid,
+                    );
+                }
                 if let Some(exp) = grant.expires_at
                     && to_ms(exp) <= now
                 {
@@ -255,9 +458,9 @@ impl Vault {
                     );
                 }
                 let row = load_current_by_id(&tx, &grant.credential_id)
-                    .map_err(|e| Denial { error: e, credential_id: cid.clone() })?
+                    .map_err(|e| Denial { error: Box::new(e), credential_id: cid.clone() })?
                     .ok_or_else(|| Denial {
-                        error: Error::Corrupt { what: "grant without credential".into() },
+                        error: Box::new(Error::Corrupt { what: "grant without credential".into() }),
                         credential_id: cid.clone(),
                     })?;
                 let mut grant = grant;
@@ -294,11 +497,11 @@ impl Vault {
             }
             match &g.skill_digest {
                 Some(pinned) if pinned != &access.skill_digest => Err(Denial {
-                    error: Error::DigestMismatch {
+                    error: Box::new(Error::DigestMismatch {
                         skill: access.skill.clone(),
                         pinned: pinned.clone(),
                         found: access.skill_digest.clone(),
-                    },
+                    }),
                     credential_id: Some(row.info.id.clone()),
                 }),
                 Some(_) => Ok((Some(g), row)),
@@ -309,7 +512,7 @@ impl Vault {
                                 .execute(params![g.id, access.skill_digest])?;
                             Ok(())
                         })
-                        .map_err(|e| Denial { error: e, credential_id: Some(row.info.id.clone()) })?;
+                        .map_err(|e| Denial { error: Box::new(e), credential_id: Some(row.info.id.clone()) })?;
                     g.skill_digest = Some(access.skill_digest.clone());
                     pinned_now = true;
                     Ok((Some(g), row))
@@ -330,7 +533,7 @@ impl Vault {
                 &row.ciphertext,
             ) {
                 Ok(value) => Ok((grant, row.info, value)),
-                Err(error) => Err(Denial { error, credential_id: Some(row.info.id.clone()) }),
+                Err(error) => Err(Denial { error: Box::new(error), credential_id: Some(row.info.id.clone()) }),
             }
         });
 
@@ -411,7 +614,7 @@ impl Vault {
                     Ok(()) => {}
                     Err(e) => tracing::error!("could not audit a denied credential request: {e}"),
                 }
-                Err(error)
+                Err(*error)
             }
         }
     }

@@ -44,7 +44,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 pub use crate::crypto::{DEFAULT_PBKDF2_ITERATIONS, MasterKeySource, generate_key_file};
 pub use crate::error::{Error, Result};
 pub use crate::keyrot::FAILPOINT_ENV;
-pub use crate::secret::{ApiKey, Basic, CredentialKind, Custom, Database, HmacKey, Postgres, SecretValue, Token};
+pub use crate::secret::{
+    ApiKey, Basic, CredentialKind, Custom, Database, HmacKey, MIN_SECRET_LEN, Postgres, SecretValue, Token,
+};
 pub use crate::types::*;
 
 use crate::crypto::{KdfParams, Key32, Material, ad, label};

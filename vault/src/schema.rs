@@ -99,6 +99,12 @@ const MIGRATIONS: &[&str] = &[
     -- Deliberately no secondary indexes: each one is another page written on
     -- every resolve. Audit queries are operator-time scans in id order.
     "#,
+    // 2: grant suspension (after repeated tripwires) and response narrowing.
+    r#"
+    ALTER TABLE grants ADD COLUMN suspended_at INTEGER;       -- ms; NULL = not suspended
+    ALTER TABLE grants ADD COLUMN suspended_reason TEXT;
+    ALTER TABLE grants ADD COLUMN response TEXT CHECK (response IN ('full', 'headers', 'status')); -- NULL = not narrowed
+    "#,
 ];
 
 /// The schema version this build writes.

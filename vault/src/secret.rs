@@ -16,6 +16,10 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 
+/// The shortest secret (in bytes) the leak scanner can look for in free text
+/// without false alarms. [`SecretValue::check_secret_length`] enforces it.
+pub const MIN_SECRET_LEN: usize = 8;
+
 /// The kind of a credential, which fixes the shape of its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[non_exhaustive]
@@ -496,6 +500,64 @@ impl SecretValue {
         out
     }
 
+    /// Refuses a value any of whose secret fields (the ones
+    /// [`SecretValue::secret_fields`] lists: key, token, password, API secret,
+    /// every string of a custom object) is shorter than [`MIN_SECRET_LEN`]
+    /// bytes. The leak scanner searches responses, logs and outputs for every
+    /// secret field; a short one cannot be told apart from ordinary text, so it
+    /// can only be matched as a whole value. The error names the field, never
+    /// its content or length. The vault does not call this itself: callers
+    /// that take values from people (the CLI) do, unless told to allow them.
+    pub fn check_secret_length(&self) -> Result<()> {
+        for (field, bytes) in self.named_secret_fields() {
+            if !bytes.is_empty() && bytes.len() < MIN_SECRET_LEN {
+                return Err(Error::InvalidValue {
+                    kind: self.kind().as_str(),
+                    field,
+                    reason: format!(
+                        "is shorter than {MIN_SECRET_LEN} bytes: the leak scanner cannot search free text for a secret \
+                         this short without false alarms; use a longer secret, or pass --allow-short-secret to store it \
+                         anyway (it will be matched only as a whole value)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`SecretValue::secret_fields`] with the name (or JSON path, for a custom object) of each.
+    fn named_secret_fields(&self) -> Vec<(String, &[u8])> {
+        fn b(s: &SecretString) -> &[u8] {
+            s.expose_secret().as_bytes()
+        }
+        let fields: Vec<(&str, Option<&SecretString>)> = match self {
+            SecretValue::ApiKey(a) => vec![("key", Some(&a.key)), ("secret", a.secret.as_ref())],
+            SecretValue::Bearer(t) | SecretValue::OAuth2(t) => {
+                vec![("access_token", Some(&t.access_token)), ("refresh_token", t.refresh_token.as_ref())]
+            }
+            SecretValue::Basic(x) => vec![("password", Some(&x.password))],
+            SecretValue::Database(Database::Postgres(p)) => vec![("password", p.password.as_ref())],
+            SecretValue::Database(Database::Sqlite { .. }) => vec![],
+            SecretValue::HmacKey(h) => vec![("key", Some(&h.key))],
+            SecretValue::Custom(_) => vec![],
+        };
+        let mut out: Vec<(String, &[u8])> =
+            fields.into_iter().filter_map(|(name, s)| s.map(|s| (name.to_string(), b(s)))).collect();
+        if let SecretValue::Custom(c) = self {
+            // Paths in document order; the leaves are in the same order.
+            let mut paths = Vec::new();
+            if let Ok(v) = serde_json::from_str::<Value>(c.json.expose_secret()) {
+                let v = ScrubbedJson(v);
+                leaf_paths(&v.0, String::new(), &mut paths);
+            }
+            for (i, leaf) in c.leaves.iter().enumerate() {
+                let name = paths.get(i).cloned().unwrap_or_else(|| "(a string in the object)".into());
+                out.push((name, b(leaf)));
+            }
+        }
+        out
+    }
+
     /// The `api_key` value, if this is one.
     pub fn as_api_key(&self) -> Option<&ApiKey> {
         if let SecretValue::ApiKey(v) = self { Some(v) } else { None }
@@ -636,6 +698,19 @@ fn collect_leaves(v: &Value, out: &mut Vec<SecretString>) {
         Value::String(s) if !s.is_empty() => out.push(SecretString::from(s.as_str())),
         Value::Array(a) => a.iter().for_each(|v| collect_leaves(v, out)),
         Value::Object(m) => m.values().for_each(|v| collect_leaves(v, out)),
+        _ => {}
+    }
+}
+
+/// The JSON paths of the strings [`collect_leaves`] collects, in the same order.
+fn leaf_paths(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if !s.is_empty() => out.push(at),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| leaf_paths(v, format!("{at}[{i}]"), out)),
+        Value::Object(m) => m.iter().for_each(|(k, v)| {
+            let at = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            leaf_paths(v, at, out)
+        }),
         _ => {}
     }
 }

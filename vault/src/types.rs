@@ -173,8 +173,60 @@ string_enum! {
         Pin = "pin",
         /// A backup copy of the vault was written.
         Backup = "backup",
+        /// A skill tried to send, return or log a secret, and its invocation
+        /// was ended (recorded by the runtime with [`crate::Vault::record_tripwire`]).
+        Tripwire = "tripwire",
+        /// A grant was suspended automatically after repeated tripwires.
+        Suspend = "suspend",
+        /// A response was blocked, or a foreign token was found in it (recorded
+        /// by the runtime; `detail` holds `channel`, `view` and `rule`).
+        Leak = "leak",
+        /// A suspended grant was re-enabled (by granting it again).
+        Resume = "resume",
     }
     what = "audit action"
+}
+
+string_enum! {
+    /// How much of an HTTP response a skill gets back for requests made with a
+    /// credential. Ordered from narrowest to widest: `status` < `headers` < `full`.
+    pub enum ResponseMode {
+        /// Only the status code.
+        Status = "status",
+        /// The status code and the headers.
+        Headers = "headers",
+        /// Status, headers and body.
+        Full = "full",
+    }
+    what = "response mode"
+}
+
+impl ResponseMode {
+    /// The narrower of the two modes (`status` < `headers` < `full`): a grant
+    /// can narrow what a manifest asks for, never widen it.
+    pub fn narrowest(self, other: ResponseMode) -> ResponseMode {
+        self.min(other)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ResponseMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+string_enum! {
+    /// Whether a grant can be used now (computed when it is read).
+    pub enum GrantStatus {
+        /// Usable (subject to the credential's own status and the digest pin).
+        Active = "active",
+        /// Suspended after repeated tripwires; `skillbox grant` re-enables it.
+        Suspended = "suspended",
+        /// Past its expiry.
+        Expired = "expired",
+    }
+    what = "grant status"
 }
 
 /// The identity of a credential: (owner, environment, name).
@@ -336,6 +388,9 @@ pub struct NewGrant {
     pub any_digest: bool,
     /// Operator override of the hosts the credential may be sent to.
     pub hosts: Option<Vec<String>>,
+    /// Narrow what the skill gets back from requests made with this credential
+    /// (`None`: as the manifest says).
+    pub response: Option<ResponseMode>,
 }
 
 impl NewGrant {
@@ -351,6 +406,7 @@ impl NewGrant {
             skill_digest: None,
             any_digest: false,
             hosts: None,
+            response: None,
         }
     }
 }
@@ -390,6 +446,46 @@ pub struct GrantInfo {
     pub any_digest: bool,
     /// Host override.
     pub hosts: Option<Vec<String>>,
+    /// `active`, `suspended` or `expired`, as of when the grant was read.
+    pub status: GrantStatus,
+    /// When the grant was suspended (`None`: not suspended).
+    #[serde(with = "rfc3339::opt")]
+    pub suspended_at: Option<SystemTime>,
+    /// Why it was suspended.
+    pub suspended_reason: Option<String>,
+    /// Response narrowing (`None`: as the manifest says).
+    pub response: Option<ResponseMode>,
+}
+
+impl GrantInfo {
+    /// The `skillbox grant` command that makes this grant again, with its
+    /// environment, owner, alias, access, hosts, digest choice and response
+    /// mode (not its expiry or reason): what re-enables it when suspended.
+    pub fn grant_command(&self) -> String {
+        let mut c = format!("skillbox grant {} {}", self.skill, self.credential_name);
+        if self.environment != Environment::Dev {
+            c += &format!(" --env {}", self.environment);
+        }
+        if self.owner != DEFAULT_OWNER {
+            c += &format!(" --owner {}", self.owner);
+        }
+        if self.alias != self.credential_name {
+            c += &format!(" --as {}", self.alias);
+        }
+        if self.access != AccessLevel::Use {
+            c += &format!(" --access {}", self.access);
+        }
+        if let Some(hosts) = &self.hosts {
+            c += &format!(" --hosts {}", hosts.join(","));
+        }
+        if self.any_digest {
+            c += " --any-digest";
+        }
+        if let Some(m) = self.response {
+            c += &format!(" --response {m}");
+        }
+        c
+    }
 }
 
 /// Filters for [`crate::Vault::grants`].
@@ -401,6 +497,18 @@ pub struct GrantFilter {
     pub environment: Option<Environment>,
     /// Only this owner.
     pub owner: Option<String>,
+    /// Only grants with this status.
+    pub status: Option<GrantStatus>,
+}
+
+/// What [`crate::Vault::record_tripwire`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TripwireOutcome {
+    /// Tripwires by this skill and component within the window, this one included.
+    pub count: u32,
+    /// The grants this tripwire suspended (empty below the threshold, and when
+    /// they were suspended already).
+    pub suspended: Vec<GrantInfo>,
 }
 
 /// A request by the runtime for a credential on behalf of a skill.
@@ -438,7 +546,8 @@ pub struct Resolved {
 /// An event to append to the audit log. Never put a secret value in any field.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
-    /// Action (`use` or `denied` for [`crate::Vault::record`]).
+    /// Action (`use`, `denied`, `leak` or `tripwire` for [`crate::Vault::record`];
+    /// `tripwire` for [`crate::Vault::record_tripwire`]).
     pub action: AuditAction,
     /// The user.
     pub actor: String,

@@ -609,6 +609,386 @@ fn audit_write_failure_fails_closed() {
     assert!(v.audit_verify().unwrap().is_ok());
 }
 
+// ---------------------------------------------------------------- tripwires and suspension
+
+const OTHER_DIGEST: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A tripwire as the runtime reports it: component `digest` of `skill` tried to
+/// return the credential `cred` in its output.
+fn tripwire(skill: &str, digest: &str, cred: CredentialRef) -> AuditEvent {
+    let mut ev = AuditEvent::new(AuditAction::Tripwire, "tester");
+    ev.skill = Some(skill.into());
+    ev.credential = Some(cred);
+    ev.detail = serde_json::json!({ "digest": digest, "channel": "output", "view": "raw", "rule": "exact" });
+    ev.success = false;
+    ev.error = Some("the skill tried to return a secret; the invocation was ended".into());
+    ev
+}
+
+fn pinned_grant(skill: &str, cred: CredentialRef, digest: &str) -> NewGrant {
+    let mut g = NewGrant::new(skill, cred);
+    g.skill_digest = Some(digest.into());
+    g
+}
+
+fn audit_count(v: &Vault, action: AuditAction) -> usize {
+    v.audit_list(&AuditQuery { action: Some(action), ..Default::default() }).unwrap().len()
+}
+
+#[test]
+fn tripwires_suspend_the_skills_grants_at_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-tripwire");
+    let prod = cref("db").env(Environment::Production).owner("acme");
+    v.add(
+        &NewCredential::new(prod.clone(), CredentialKind::ApiKey, "db"),
+        &SecretValue::from_single(CredentialKind::ApiKey, "key-db-tripwire").unwrap(),
+        "t",
+    )
+    .unwrap();
+    add_bearer(&v, "pinned-elsewhere", "tok-elsewhere");
+    add_bearer(&v, "unpinned", "tok-unpinned");
+    // The component that misbehaves can use: gh (pinned to it), db in another
+    // environment and owner (any digest), unpinned (pinned on first use).
+    v.grant(&pinned_grant("triage", cref("gh"), DIGEST), "admin").unwrap();
+    let mut any = NewGrant::new("triage", prod.clone());
+    any.any_digest = true;
+    v.grant(&any, "admin").unwrap();
+    v.grant(&NewGrant::new("triage", cref("unpinned")), "admin").unwrap();
+    // It cannot use these: another component's pin, another skill.
+    v.grant(&pinned_grant("triage", cref("pinned-elsewhere"), OTHER_DIGEST), "admin").unwrap();
+    v.grant(&pinned_grant("other", cref("gh"), DIGEST), "admin").unwrap();
+
+    let out = v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 3, DAY).unwrap();
+    assert_eq!((out.count, out.suspended.len()), (1, 0));
+    let out = v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 3, DAY).unwrap();
+    assert_eq!((out.count, out.suspended.len()), (2, 0));
+    // Another component of the same skill, and another skill with the same
+    // digest, count on their own.
+    let out = v.record_tripwire(&tripwire("triage", OTHER_DIGEST, cref("gh")), 3, DAY).unwrap();
+    assert_eq!((out.count, out.suspended.len()), (1, 0));
+    let out = v.record_tripwire(&tripwire("other", DIGEST, cref("gh")), 3, DAY).unwrap();
+    assert_eq!((out.count, out.suspended.len()), (1, 0));
+    // A tripwire appended without the threshold check still counts.
+    v.record(&tripwire("triage", DIGEST, cref("gh"))).unwrap();
+    assert!(v.grants(&GrantFilter::default()).unwrap().iter().all(|g| g.status == GrantStatus::Active));
+
+    let out = v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 3, DAY).unwrap();
+    assert_eq!(out.count, 4);
+    let mut names: Vec<&str> = out.suspended.iter().map(|g| g.credential_name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["db", "gh", "unpinned"]);
+    for g in &out.suspended {
+        assert_eq!(g.status, GrantStatus::Suspended);
+        assert!(g.suspended_at.is_some());
+        assert_eq!(g.suspended_reason.as_deref(), Some("4 tripwires within 24h by component 111111111111"));
+    }
+    let suspended = v.grants(&GrantFilter { status: Some(GrantStatus::Suspended), ..Default::default() }).unwrap();
+    assert_eq!(suspended.len(), 3);
+    assert!(suspended.iter().all(|g| g.skill == "triage"));
+    let active = v.grants(&GrantFilter { status: Some(GrantStatus::Active), ..Default::default() }).unwrap();
+    let mut active: Vec<(&str, &str)> = active.iter().map(|g| (g.skill.as_str(), g.alias.as_str())).collect();
+    active.sort();
+    assert_eq!(active, [("other", "gh"), ("triage", "pinned-elsewhere")]);
+
+    // One `suspend` row per grant, about that grant's credential; a later
+    // tripwire does not suspend (or audit) them again.
+    let rows = v.audit_list(&AuditQuery { action: Some(AuditAction::Suspend), ..Default::default() }).unwrap();
+    assert_eq!(rows.len(), 3);
+    let db_row = rows.iter().find(|r| r.credential_name.as_deref() == Some("db")).unwrap();
+    assert_eq!(db_row.environment, Some(Environment::Production));
+    assert_eq!(db_row.owner.as_deref(), Some("acme"));
+    assert!(db_row.credential_id.is_some());
+    assert_eq!(db_row.detail["digest"], DIGEST);
+    let out = v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 3, DAY).unwrap();
+    assert_eq!((out.count, out.suspended.len()), (5, 0));
+    assert_eq!(audit_count(&v, AuditAction::Suspend), 3);
+    assert_eq!(audit_count(&v, AuditAction::Tripwire), 7);
+    let trip = v.audit_list(&AuditQuery { action: Some(AuditAction::Tripwire), limit: Some(1), ..Default::default() });
+    let trip = &trip.unwrap()[0];
+    assert_eq!((trip.credential_name.as_deref(), trip.success), (Some("gh"), false));
+    assert!(trip.credential_id.is_some());
+    assert_eq!(trip.detail["channel"], "output");
+    assert!(v.audit_verify().unwrap().is_ok());
+
+    // Malformed events are refused and write nothing.
+    let before = v.audit_verify().unwrap().rows;
+    let mut wrong = tripwire("triage", DIGEST, cref("gh"));
+    wrong.action = AuditAction::Use;
+    assert!(matches!(v.record_tripwire(&wrong, 3, DAY), Err(Error::InvalidInput { .. })));
+    let mut no_digest = tripwire("triage", DIGEST, cref("gh"));
+    no_digest.detail = serde_json::json!({ "channel": "log" });
+    let e = v.record_tripwire(&no_digest, 3, DAY).unwrap_err();
+    assert!(matches!(e, Error::InvalidInput { .. }) && e.to_string().contains("digest"), "{e}");
+    let mut no_skill = tripwire("triage", DIGEST, cref("gh"));
+    no_skill.skill = None;
+    assert!(matches!(v.record_tripwire(&no_skill, 3, DAY), Err(Error::InvalidInput { .. })));
+    assert!(matches!(v.record_tripwire(&tripwire("t", "abc", cref("gh")), 3, DAY), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 0, DAY),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(v.audit_verify().unwrap().rows, before);
+}
+
+#[test]
+fn tripwires_outside_the_window_do_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-window");
+    v.grant(&pinned_grant("triage", cref("gh"), DIGEST), "admin").unwrap();
+    let window = Duration::from_millis(400);
+    assert_eq!(v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 2, window).unwrap().count, 1);
+    std::thread::sleep(Duration::from_millis(600));
+    // Other rows in between do not stop the scan early.
+    add_bearer(&v, "noise", "tok-noise");
+    let out = v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 2, window).unwrap();
+    assert_eq!((out.count, out.suspended.len()), (1, 0), "the first tripwire is outside the window");
+    let out = v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 2, window).unwrap();
+    assert_eq!((out.count, out.suspended.len()), (2, 1));
+    assert_eq!(
+        out.suspended[0].suspended_reason.as_deref(),
+        Some("2 tripwires within 400ms by component 111111111111")
+    );
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_suspended_grant_is_refused_and_audited_and_granting_again_re_enables_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-suspended");
+    let prod = cref("gh").env(Environment::Production);
+    add_bearer_in(&v, prod.clone(), "tok-gh-prod-suspended");
+    v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    let mut aliased = NewGrant::new("triage", prod.clone());
+    aliased.alias = Some("github".into());
+    v.grant(&aliased, "admin").unwrap();
+    v.resolve(&access("triage", "gh")).unwrap();
+
+    let out = v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 1, DAY).unwrap();
+    assert_eq!(out.suspended.len(), 2);
+
+    let e = v.resolve(&access("triage", "gh")).unwrap_err();
+    assert!(matches!(e, Error::Suspended { .. }) && e.is_denied(), "{e}");
+    let m = e.to_string();
+    assert!(m.contains("1 tripwire within 24h by component 111111111111"), "{m}");
+    assert!(m.contains("`skillbox grant triage gh`"), "{m}");
+    let mut a = access("triage", "github");
+    a.environment = Environment::Production;
+    let m = v.resolve(&a).unwrap_err().to_string();
+    assert!(m.contains("`skillbox grant triage gh --env production --as github`"), "{m}");
+    // The command keeps the grant's options, so re-enabling does not widen it.
+    let mut narrow = NewGrant::new("narrow", prod.clone());
+    narrow.hosts = Some(vec!["api.github.com".into(), "uploads.github.com".into()]);
+    narrow.response = Some(ResponseMode::Headers);
+    narrow.any_digest = true;
+    narrow.access = AccessLevel::Read;
+    v.grant(&narrow, "admin").unwrap();
+    v.record_tripwire(&tripwire("narrow", DIGEST, prod.clone()), 1, DAY).unwrap();
+    let mut b = access("narrow", "gh");
+    b.environment = Environment::Production;
+    let e = v.resolve(&b).unwrap_err();
+    let want = "skillbox grant narrow gh --env production --access read --hosts api.github.com,uploads.github.com \
+                --any-digest --response headers";
+    assert!(matches!(&e, Error::Suspended { command, .. } if command == want), "{e}");
+    assert!(!m.contains("tok-gh"), "{m}");
+    let denied = v.audit_list(&AuditQuery { action: Some(AuditAction::Denied), ..Default::default() }).unwrap();
+    assert_eq!(denied.len(), 3);
+    assert!(denied.iter().all(|r| !r.success && r.error.as_deref().unwrap().contains("suspended")));
+    assert!(denied.iter().all(|r| r.credential_id.is_some()));
+
+    // Granting again re-enables it: a `grant` row, then a `resume` row.
+    let g = v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    assert_eq!((g.status, g.suspended_at, g.suspended_reason.as_deref()), (GrantStatus::Active, None, None));
+    let last = v.audit_list(&AuditQuery { limit: Some(2), ..Default::default() }).unwrap();
+    assert_eq!((last[0].action, last[1].action), (AuditAction::Grant, AuditAction::Resume));
+    assert_eq!(last[1].detail["grant_id"], g.id.as_str());
+    assert!(last[1].detail["suspended_reason"].as_str().unwrap().contains("tripwire"));
+    assert_eq!(token_of(&v.resolve(&access("triage", "gh")).unwrap().value), "tok-gh-suspended");
+    // The other grant stays suspended; granting an active grant writes no `resume`.
+    assert!(matches!(v.resolve(&a), Err(Error::Suspended { .. })));
+    v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    assert_eq!(audit_count(&v, AuditAction::Resume), 1);
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+fn add_bearer_in(v: &Vault, r: CredentialRef, token: &str) -> CredentialInfo {
+    let value = SecretValue::from_single(CredentialKind::Bearer, token).unwrap();
+    v.add(&NewCredential::new(r, CredentialKind::Bearer, "github"), &value, "tester").unwrap()
+}
+
+#[test]
+fn record_takes_leak_and_tripwire_events_but_not_the_vaults_own_state_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    let mut ev = AuditEvent::new(AuditAction::Leak, "alice");
+    ev.skill = Some("triage".into());
+    ev.detail = serde_json::json!({ "channel": "http.response", "view": "base64", "rule": "foreign-token" });
+    ev.success = false;
+    v.record(&ev).unwrap();
+    let leak = &v.audit_list(&AuditQuery { action: Some(AuditAction::Leak), ..Default::default() }).unwrap()[0];
+    assert_eq!(leak.detail["view"], "base64");
+    for action in [AuditAction::Suspend, AuditAction::Resume] {
+        let e = v.record(&AuditEvent::new(action, "alice")).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+    }
+    for (a, s) in [
+        (AuditAction::Tripwire, "tripwire"),
+        (AuditAction::Suspend, "suspend"),
+        (AuditAction::Leak, "leak"),
+        (AuditAction::Resume, "resume"),
+    ] {
+        assert_eq!((a.as_str(), s.parse::<AuditAction>().unwrap()), (s, a));
+    }
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn response_mode_parses_orders_and_round_trips_through_a_grant() {
+    for (m, s) in [(ResponseMode::Full, "full"), (ResponseMode::Headers, "headers"), (ResponseMode::Status, "status")] {
+        assert_eq!((m.as_str(), m.to_string(), s.parse::<ResponseMode>().unwrap()), (s, s.to_string(), m));
+        assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{s}\""));
+        assert_eq!(serde_json::from_str::<ResponseMode>(&format!("\"{s}\"")).unwrap(), m);
+    }
+    let e = "body".parse::<ResponseMode>().unwrap_err().to_string();
+    assert!(e.contains("full, headers") || e.contains("status, headers, full"), "{e}");
+    assert!(serde_json::from_str::<ResponseMode>("\"FULL\"").is_err());
+    use ResponseMode::*;
+    assert_eq!(Full.narrowest(Headers), Headers);
+    assert_eq!(Headers.narrowest(Full), Headers);
+    assert_eq!(Status.narrowest(Full), Status);
+    assert_eq!(Headers.narrowest(Status), Status);
+    assert_eq!(Full.narrowest(Full), Full);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-response");
+    let mut g = NewGrant::new("triage", cref("gh"));
+    g.response = Some(ResponseMode::Status);
+    let info = v.grant(&g, "admin").unwrap();
+    assert_eq!(info.response, Some(Status));
+    assert_eq!(info.grant_command(), "skillbox grant triage gh --response status");
+    let r = v.resolve(&access("triage", "gh")).unwrap();
+    assert_eq!(r.grant.unwrap().response, Some(Status));
+    let listed = v.grants(&GrantFilter::default()).unwrap();
+    let json = serde_json::to_value(&listed).unwrap();
+    assert_eq!(json[0]["response"], "status");
+    assert_eq!(json[0]["status"], "active");
+    assert_eq!(json[0]["suspended_at"], serde_json::Value::Null);
+    let granted = v.audit_list(&AuditQuery { action: Some(AuditAction::Grant), ..Default::default() }).unwrap();
+    assert_eq!(granted[0].detail["response"], "status");
+    // Re-granting without it widens back to the manifest's.
+    assert_eq!(v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap().response, None);
+    // An expired grant lists as expired.
+    let mut late = NewGrant::new("late", cref("gh"));
+    late.expires_at = Some(SystemTime::now() - Duration::from_secs(1));
+    assert_eq!(v.grant(&late, "admin").unwrap().status, GrantStatus::Expired);
+    let expired = v.grants(&GrantFilter { status: Some(GrantStatus::Expired), ..Default::default() }).unwrap();
+    assert_eq!(expired.len(), 1);
+}
+
+#[test]
+fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-migrate");
+    v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    v.resolve(&access("triage", "gh")).unwrap();
+    drop(v);
+    // Turn it back into a version-1 file.
+    let c = raw(&db);
+    c.execute_batch(
+        "ALTER TABLE grants DROP COLUMN response; ALTER TABLE grants DROP COLUMN suspended_reason; \
+         ALTER TABLE grants DROP COLUMN suspended_at; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let columns = |c: &Connection| -> Vec<String> {
+        let mut s = c.prepare("SELECT name FROM pragma_table_info('grants')").unwrap();
+        s.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    };
+    assert!(!columns(&c).contains(&"suspended_at".to_string()));
+    let version = |c: &Connection| -> i64 { c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap() };
+    drop(c);
+
+    // A wrong key changes nothing.
+    assert!(matches!(Vault::open(&db, &key(KEY_B)), Err(Error::WrongMasterKey { .. })));
+    assert_eq!(version(&raw(&db)), 1);
+
+    let v = Vault::open(&db, &key(KEY_A)).unwrap();
+    let c = raw(&db);
+    assert_eq!(version(&c), 2);
+    for col in ["suspended_at", "suspended_reason", "response"] {
+        assert!(columns(&c).contains(&col.to_string()), "{col} was not added");
+    }
+    let g = &v.grants(&GrantFilter::default()).unwrap()[0];
+    assert_eq!((g.status, g.response, g.skill_digest.as_deref()), (GrantStatus::Active, None, Some(DIGEST)));
+    assert_eq!(token_of(&v.resolve(&access("triage", "gh")).unwrap().value), "tok-gh-migrate");
+    let mut g = NewGrant::new("triage", cref("gh"));
+    g.response = Some(ResponseMode::Headers);
+    v.grant(&g, "admin").unwrap();
+    v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 1, DAY).unwrap();
+    assert!(matches!(v.resolve(&access("triage", "gh")), Err(Error::Suspended { .. })));
+    assert!(v.audit_verify().unwrap().is_ok());
+    drop(v);
+    // Opening again is a no-op.
+    let v = Vault::open(&db, &key(KEY_A)).unwrap();
+    assert_eq!(version(&raw(&db)), 2);
+    assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].status, GrantStatus::Suspended);
+}
+
+#[test]
+fn short_secrets_are_named_by_field_and_never_echoed() {
+    assert_eq!(MIN_SECRET_LEN, 8);
+    let short = "q7Z";
+    let cases: &[(CredentialKind, String, &str)] = &[
+        (CredentialKind::Bearer, format!(r#"{{"access_token":"{short}"}}"#), "access_token"),
+        (
+            CredentialKind::Bearer,
+            format!(r#"{{"access_token":"long-enough","refresh_token":"{short}"}}"#),
+            "refresh_token",
+        ),
+        (CredentialKind::OAuth2, format!(r#"{{"access_token":"{short}"}}"#), "access_token"),
+        (CredentialKind::ApiKey, format!(r#"{{"key":"{short}"}}"#), "key"),
+        (CredentialKind::ApiKey, format!(r#"{{"key":"long-enough","secret":"{short}"}}"#), "secret"),
+        (CredentialKind::Basic, format!(r#"{{"username":"al","password":"{short}"}}"#), "password"),
+        (CredentialKind::HmacKey, format!(r#"{{"key":"{short}"}}"#), "key"),
+        (
+            CredentialKind::Database,
+            format!(r#"{{"driver":"postgres","host":"h","database":"d","user":"u","password":"{short}"}}"#),
+            "password",
+        ),
+        (
+            CredentialKind::Custom,
+            format!(r#"{{"a":"long-enough","b":{{"list":["long-enough","{short}"]}}}}"#),
+            "b.list[1]",
+        ),
+    ];
+    for (kind, json, field) in cases {
+        let value = SecretValue::from_json(*kind, json).unwrap();
+        let e = value.check_secret_length().unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::InvalidValue { .. }), "{m}");
+        assert!(m.contains(&format!("field '{field}'")), "{m} should name {field}");
+        assert!(m.contains("--allow-short-secret") && m.contains("false alarms"), "{m}");
+        assert!(!m.contains(short), "{m} echoes the value");
+    }
+    let fine: &[(CredentialKind, &str)] = &[
+        (CredentialKind::Bearer, r#"{"access_token":"12345678"}"#),
+        (CredentialKind::Basic, r#"{"username":"al","password":"long-enough"}"#),
+        (CredentialKind::Database, r#"{"driver":"postgres","host":"h","database":"d","user":"u"}"#),
+        (CredentialKind::Database, r#"{"driver":"sqlite","path":"a.db"}"#),
+        (CredentialKind::Custom, r#"{"n":3,"token":"long-enough","empty":""}"#),
+    ];
+    for (kind, json) in fine {
+        SecretValue::from_json(*kind, json).unwrap().check_secret_length().unwrap();
+    }
+    let single = SecretValue::from_single(CredentialKind::Bearer, short).unwrap();
+    assert!(single.check_secret_length().is_err());
+}
+
 // ---------------------------------------------------------------- audit chain
 
 fn audited_vault(dir: &Path) -> (Vault, PathBuf) {

@@ -33,8 +33,18 @@ pub fn refuse_argv_secrets(v: &ValueOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads and parses a value of `kind` the way the flags say.
+/// Reads and parses a value of `kind` the way the flags say, and refuses a
+/// secret field shorter than [`skillbox_vault::MIN_SECRET_LEN`] bytes unless
+/// `--allow-short-secret` was given.
 pub fn read_value(kind: CredentialKind, name: &str, v: &ValueOpts) -> anyhow::Result<SecretValue> {
+    let value = read_unchecked(kind, name, v)?;
+    if !v.allow_short_secret {
+        value.check_secret_length().map_err(vault_err)?;
+    }
+    Ok(value)
+}
+
+fn read_unchecked(kind: CredentialKind, name: &str, v: &ValueOpts) -> anyhow::Result<SecretValue> {
     let text: Zeroizing<String> = if v.value_stdin {
         let mut s = Zeroizing::new(String::with_capacity(8192));
         std::io::stdin().read_to_string(&mut s).context("reading the value from stdin")?;

@@ -16,8 +16,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
 use skillbox_vault::{
-    AccessLevel, AuditAction, AuditQuery, CredentialKind, CredentialRef, Environment, GrantFilter, InitOptions,
-    ListFilter, MasterKeySource, NewCredential, NewGrant, Status, Vault,
+    AccessLevel, AuditAction, AuditQuery, CredentialKind, CredentialRef, Environment, GrantFilter, GrantStatus,
+    InitOptions, ListFilter, MasterKeySource, NewCredential, NewGrant, ResponseMode, Status, Vault,
 };
 
 use crate::GlobalOpts;
@@ -101,6 +101,10 @@ pub struct ValueOpts {
     /// Read the value from FILE (a JSON object, or the raw secret for single-secret types).
     #[arg(long, value_name = "FILE")]
     pub value_file: Option<PathBuf>,
+    /// Store a secret shorter than 8 bytes anyway. The leak scanner cannot search free text for
+    /// a secret that short without false alarms, so it will be matched only as a whole value.
+    #[arg(long)]
+    pub allow_short_secret: bool,
     // Secrets on the command line are refused: these exist only to explain why.
     #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
     pub value: Option<Option<String>>,
@@ -246,6 +250,10 @@ pub struct GrantArgs {
     /// Do not pin the skill's component digest.
     #[arg(long)]
     pub any_digest: bool,
+    /// Hand the skill only the status code (`status`), or status and headers (`headers`), of
+    /// responses to requests made with this credential; narrows the manifest's `response`.
+    #[arg(long, value_name = "full|headers|status")]
+    pub response: Option<String>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -275,6 +283,9 @@ pub struct GrantsArgs {
     /// Only grants to this skill.
     #[arg(long)]
     pub skill: Option<String>,
+    /// Only grants with this status: active, suspended, expired.
+    #[arg(long)]
+    pub status: Option<String>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -291,7 +302,8 @@ pub struct AuditFilter {
     /// Skill.
     #[arg(long)]
     pub skill: Option<String>,
-    /// Action: create, read, use, rotate, revoke, delete, grant, ungrant, key-rotate, denied, pin, backup.
+    /// Action: create, read, use, rotate, revoke, delete, grant, ungrant, key-rotate, denied, pin, backup,
+    /// tripwire, suspend, leak, resume.
     #[arg(long)]
     pub action: Option<String>,
     /// From: an RFC 3339 time or a duration ago like 24h.
@@ -387,8 +399,10 @@ pub fn run(cmd: VaultCommands, global: &GlobalOpts) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         VaultCommands::Grants(a) => {
+            let status = a.status.map(|s| s.parse::<GrantStatus>()).transpose().map_err(usage)?;
             let vault = open_vault_with(global, a.key.key_file.as_deref())?;
-            let grants = vault.grants(&GrantFilter { skill: a.skill, ..Default::default() }).map_err(vault_err)?;
+            let grants =
+                vault.grants(&GrantFilter { skill: a.skill, status, ..Default::default() }).map_err(vault_err)?;
             if a.json {
                 print::json(&grants)
             } else {
@@ -674,8 +688,31 @@ fn grant(a: GrantArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     g.skill_digest = if a.any_digest { None } else { digest };
     g.any_digest = a.any_digest;
     g.hosts = a.hosts;
+    g.response = a.response.map(|m| m.parse::<ResponseMode>()).transpose().map_err(usage)?;
     let vault = open_vault_with(global, a.key.key_file.as_deref())?;
+    // Granting again re-enables a suspended grant: say so.
+    let alias = g.alias.as_deref().unwrap_or(&g.credential.name);
+    let was_suspended = vault
+        .grants(&GrantFilter {
+            skill: Some(g.skill.clone()),
+            environment: Some(g.credential.environment),
+            owner: Some(g.credential.owner.clone()),
+            status: Some(GrantStatus::Suspended),
+        })
+        .map_err(vault_err)?
+        .into_iter()
+        .find(|x| x.alias == alias);
     let info = vault.grant(&g, &actor()).map_err(vault_err)?;
+    if let Some(old) = &was_suspended {
+        eprintln!(
+            "re-enabled the suspended grant of '{}' to skill '{}' as '{}' in {} (it was suspended: {})",
+            old.credential_name,
+            old.skill,
+            old.alias,
+            old.environment,
+            old.suspended_reason.as_deref().unwrap_or("no reason recorded")
+        );
+    }
     if a.json {
         print::json(&info);
     } else {
@@ -684,8 +721,12 @@ fn grant(a: GrantArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             (Some(d), _) => format!("pinned to component sha256 {}", &d[..16]),
             (None, _) => "digest pinned on first use".to_string(),
         };
+        let response = match info.response {
+            Some(m) => format!("; responses narrowed to {m}"),
+            None => String::new(),
+        };
         eprintln!(
-            "granted '{}' ({}) to skill '{}' as '{}' in {} ({}; {pin})",
+            "granted '{}' ({}) to skill '{}' as '{}' in {} ({}; {pin}{response})",
             info.credential_name, info.access, info.skill, info.alias, info.environment, info.owner
         );
     }

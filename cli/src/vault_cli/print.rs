@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use skillbox_vault::{AuditEntry, AuditSummary, CredentialDetail, CredentialInfo, GrantInfo};
+use skillbox_vault::{AuditEntry, AuditSummary, CredentialDetail, CredentialInfo, GrantInfo, GrantStatus};
 
 /// Prints `value` as JSON when `json` is set, else with `human`.
 pub fn json_or<T: serde::Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> ExitCode {
@@ -91,12 +91,17 @@ pub fn cred_show(d: &CredentialDetail) {
         println!("grants:");
         for g in &d.grants {
             println!(
-                "  {} as '{}' ({}), by {}, expires {}",
+                "  {} as '{}' ({}, {}), by {}, expires {}{}",
                 g.skill,
                 g.alias,
                 g.access,
+                g.status,
                 g.granted_by,
-                opt_t(g.expires_at)
+                opt_t(g.expires_at),
+                match (&g.suspended_reason, g.status) {
+                    (Some(r), GrantStatus::Suspended) => format!(": {r}; re-enable with `{}`", g.grant_command()),
+                    _ => String::new(),
+                }
             );
         }
     }
@@ -108,8 +113,8 @@ pub fn grants(list: &[GrantInfo]) {
         return;
     }
     println!(
-        "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<20} {:<14} HOSTS",
-        "SKILL", "AS", "CREDENTIAL", "ENV", "OWNER", "ACCESS", "EXPIRES", "DIGEST"
+        "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<9} {:<20} {:<14} {:<8} HOSTS",
+        "SKILL", "AS", "CREDENTIAL", "ENV", "OWNER", "ACCESS", "STATUS", "EXPIRES", "DIGEST", "RESPONSE"
     );
     for g in list {
         let digest = match (&g.skill_digest, g.any_digest) {
@@ -118,17 +123,35 @@ pub fn grants(list: &[GrantInfo]) {
             (None, _) => "first use".to_string(),
         };
         println!(
-            "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<20} {:<14} {}",
+            "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<9} {:<20} {:<14} {:<8} {}",
             g.skill,
             g.alias,
             g.credential_name,
             g.environment,
             g.owner,
             g.access,
+            g.status,
             opt_t(g.expires_at),
             digest,
+            g.response.map(|m| m.as_str()).unwrap_or("-"),
             g.hosts.as_ref().map(|h| h.join(",")).unwrap_or_else(|| "(manifest)".into())
         );
+    }
+    // Why each suspended grant is off, and how to turn it back on.
+    let suspended: Vec<&GrantInfo> = list.iter().filter(|g| g.status == GrantStatus::Suspended).collect();
+    if !suspended.is_empty() {
+        println!();
+        for g in suspended {
+            println!(
+                "suspended {}: {} as '{}' in {}: {}; re-enable with `{}`",
+                opt_t(g.suspended_at),
+                g.skill,
+                g.alias,
+                g.environment,
+                g.suspended_reason.as_deref().unwrap_or("no reason recorded"),
+                g.grant_command()
+            );
+        }
     }
 }
 
