@@ -41,7 +41,7 @@ fn http(c: &mut Criterion) {
         vec![HostPattern::parse(&server.host()).unwrap()],
     )
     .unwrap();
-    let redactor = Redactor::new([TOKEN]);
+    let redactor = skillbox_egress::Scanner::secrets(Redactor::new([TOKEN]));
     let policy = Policy::default();
     let direct = reqwest::Client::builder().no_proxy().build().unwrap();
 
@@ -54,7 +54,7 @@ fn http(c: &mut Criterion) {
         });
     });
     let open_policy = Policy { network_allow: vec![HostPattern::parse(&server.host()).unwrap()] };
-    let empty = Redactor::empty();
+    let empty = skillbox_egress::Scanner::default();
     group.bench_function("egress-unauth", |b| {
         b.to_async(&tokio).iter(|| async {
             let request = Request {

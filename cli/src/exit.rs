@@ -65,7 +65,7 @@ pub fn runtime_code(error: &skillbox_runtime::Error) -> u8 {
     use skillbox_runtime::Error as E;
     match error {
         e if e.is_limit() => LIMIT_EXCEEDED,
-        E::Denied { .. } => DENIED,
+        E::Denied { .. } | E::Tripwire { .. } => DENIED,
         E::Trap { .. } | E::SkillFailed { .. } | E::InvalidOutput { .. } => SKILL_FAILED,
         _ => USAGE,
     }

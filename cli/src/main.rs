@@ -39,6 +39,9 @@ pub struct GlobalOpts {
     /// Compile components afresh instead of using the cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// The runtime config file [default: $XDG_CONFIG_HOME/skillbox/skillbox.toml, if present].
+    #[arg(long, env = "SKILLBOX_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

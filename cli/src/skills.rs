@@ -57,7 +57,7 @@ pub struct BuildArgs {
 pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let input = read_input(&args)?;
     let manifest = Manifest::load(&args.skill)?;
-    let mut config = runtime_config(global);
+    let mut config = runtime_config(global)?;
     config.egress.allow_http_loopback = args.allow_http_loopback;
     let runtime = match credential_vault(&manifest, global)? {
         Some(vault) => Runtime::with_vault(config, Arc::new(vault), approver())?,
@@ -170,17 +170,20 @@ fn read_input(args: &RunArgs) -> anyhow::Result<String> {
 }
 
 pub fn runtime(global: &GlobalOpts) -> anyhow::Result<Runtime> {
-    Ok(Runtime::new(runtime_config(global))?)
+    Ok(Runtime::new(runtime_config(global)?)?)
 }
 
-fn runtime_config(global: &GlobalOpts) -> RuntimeConfig {
+fn runtime_config(global: &GlobalOpts) -> anyhow::Result<RuntimeConfig> {
     let mut config = RuntimeConfig::default();
+    if let Some(file) = global.config.clone().or_else(RuntimeConfig::default_file) {
+        config = config.apply_file(&file)?;
+    }
     if global.no_cache {
         config.cache_dir = None;
     } else if let Some(dir) = &global.cache_dir {
         config.cache_dir = Some(dir.clone());
     }
-    config
+    Ok(config)
 }
 
 /// The vault, opened only for skills that declare credentials (so running

@@ -16,7 +16,11 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 use zeroize::Zeroizing;
 
-use crate::{EgressError, HostPattern, Redactor};
+use std::sync::Arc;
+
+use skillbox_scan::SecretMatcher;
+
+use crate::{EgressError, HostPattern};
 
 /// How a credential is applied to an HTTP request.
 #[derive(Debug)]
@@ -50,6 +54,19 @@ pub enum Auth {
     },
 }
 
+/// What of a response to a credentialed request the guest receives (`response = ...` in a
+/// manifest, narrowed by `skillbox grant --response`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ResponseScope {
+    /// Only the status code.
+    Status,
+    /// The status code and the headers (minus any that matched a secret).
+    Headers,
+    /// Everything, scanned.
+    #[default]
+    Full,
+}
+
 /// A credential to inject, and the hosts it may be sent to.
 ///
 /// Built once per opened credential and reused for every request: building
@@ -57,6 +74,8 @@ pub enum Auth {
 /// which costs tens of microseconds.
 #[derive(Debug)]
 pub struct Injection {
+    /// What of a response the guest gets back.
+    response: ResponseScope,
     /// Where it may go: the manifest's `hosts` for this credential, or the operator's
     /// `skillbox grant --hosts` override. Empty means nowhere.
     hosts: Vec<HostPattern>,
@@ -68,7 +87,24 @@ impl Injection {
     /// Validates `auth` (a header value must be valid; a query parameter needs a name) and
     /// prepares it for sending to `hosts`.
     pub fn new(auth: Auth, hosts: Vec<HostPattern>) -> Result<Injection, EgressError> {
-        Ok(Injection { applied: Applied::new(&auth)?, hosts })
+        Ok(Injection { applied: Applied::new(&auth)?, hosts, response: ResponseScope::Full })
+    }
+
+    /// Hands the guest only part of every response to a request made with this credential.
+    pub fn with_response(mut self, response: ResponseScope) -> Injection {
+        self.response = response;
+        self
+    }
+
+    /// What of a response the guest gets back.
+    pub fn response(&self) -> ResponseScope {
+        self.response
+    }
+
+    /// Everything this credential puts on the wire, as a matcher (for scans outside the
+    /// pipeline, such as the skill's output).
+    pub fn material(&self) -> &Arc<SecretMatcher> {
+        &self.applied.material
     }
 
     /// The hosts this credential may be sent to.
@@ -88,7 +124,7 @@ pub(crate) struct Applied {
     /// Query parameter name and value, for the query style.
     query: Option<(String, Zeroizing<String>)>,
     /// Every string this credential puts on the wire, for response redaction.
-    pub(crate) material: Redactor,
+    pub(crate) material: Arc<SecretMatcher>,
 }
 
 impl fmt::Debug for Applied {
@@ -111,11 +147,7 @@ impl Applied {
             Auth::Bearer(token) => {
                 let token = token.expose_secret();
                 let header = Zeroizing::new(format!("Bearer {token}"));
-                Ok(Self {
-                    header: Some((AUTHORIZATION, sensitive(&header)?)),
-                    query: None,
-                    material: Redactor::new([token]),
-                })
+                Ok(Self { header: Some((AUTHORIZATION, sensitive(&header)?)), query: None, material: matcher([token]) })
             }
             Auth::Basic { username, password } => {
                 let (user, pass) = (username.expose_secret(), password.expose_secret());
@@ -126,7 +158,7 @@ impl Applied {
                 Ok(Self {
                     header: Some((AUTHORIZATION, sensitive(&header)?)),
                     query: None,
-                    material: Redactor::new([user, pass, pair.as_str(), token.as_str()]),
+                    material: matcher([user, pass, pair.as_str(), token.as_str()]),
                 })
             }
             Auth::Header { name, prefix, value } => {
@@ -137,11 +169,7 @@ impl Applied {
                 }
                 let value = value.expose_secret();
                 let full = Zeroizing::new(format!("{prefix}{value}"));
-                Ok(Self {
-                    header: Some((header_name, sensitive(&full)?)),
-                    query: None,
-                    material: Redactor::new([value]),
-                })
+                Ok(Self { header: Some((header_name, sensitive(&full)?)), query: None, material: matcher([value]) })
             }
             Auth::Query { param, value } => {
                 if param.is_empty() {
@@ -151,7 +179,7 @@ impl Applied {
                 Ok(Self {
                     header: None,
                     query: Some((param.clone(), Zeroizing::new(value.to_owned()))),
-                    material: Redactor::new([value]),
+                    material: matcher([value]),
                 })
             }
         }
@@ -219,4 +247,9 @@ mod tests {
         let err = Applied::new(&Auth::Bearer(SecretString::from("a\r\nX-Evil: 1".to_owned()))).unwrap_err();
         assert!(!err.to_string().contains("X-Evil"));
     }
+}
+
+/// The matcher for the strings one credential puts on the wire.
+fn matcher<const N: usize>(strings: [&str; N]) -> Arc<SecretMatcher> {
+    Arc::new(SecretMatcher::new("the injected credential", strings))
 }

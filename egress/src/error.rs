@@ -13,6 +13,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestPart {
+    /// The method.
+    Method,
     /// The URL, including its query string.
     Url,
     /// A header name or value; holds the header's name (or `"(name)"` when the name itself
@@ -28,6 +30,7 @@ pub enum RequestPart {
 impl fmt::Display for RequestPart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RequestPart::Method => f.write_str("method"),
             RequestPart::Url => f.write_str("url"),
             RequestPart::Header(name) => write!(f, "header {name}"),
             RequestPart::Body => f.write_str("body"),
@@ -137,6 +140,47 @@ pub enum EgressError {
     SecretInRequest {
         /// Where it was found.
         part: RequestPart,
+    },
+    /// A guest-written part of a request to an allowed host held a secret in some view: the
+    /// skill tried to send a secret itself. The host ends the invocation.
+    #[error(
+        "tripwire: the request's {part} contains the secret of credential `{credential}` (found in the {view} view); \
+         skills may not send secrets themselves, so the invocation was ended"
+    )]
+    Tripwire {
+        /// Where it was found.
+        part: RequestPart,
+        /// The credential whose secret it was (its name, never its value).
+        credential: String,
+        /// The view it was found in (`raw`, `base64>gzip`, ...).
+        view: String,
+    },
+    /// A response held a secret in a form that cannot be cut out (an encoding, a compressed
+    /// blob): nothing of it is returned.
+    #[error(
+        "the response contained the secret of credential `{credential}` in a form that cannot be redacted (the {view} \
+         view), so it was withheld; if the service echoes credentials, declare `response = \"status\"` for it"
+    )]
+    ResponseBlocked {
+        /// The credential whose secret it was.
+        credential: String,
+        /// The view it was found in.
+        view: String,
+    },
+    /// A response held a foreign token and the policy for them is `block`.
+    #[error(
+        "the response contained a token matching rule `{rule}`, and foreign tokens are blocked for this skill \
+         (`[scan] foreign = \"block\"`), so it was withheld"
+    )]
+    ForeignTokenBlocked {
+        /// The rule that matched.
+        rule: String,
+    },
+    /// A response could not be examined within the scanner's limits (a decompression bomb).
+    #[error("the response was withheld: {reason}")]
+    Unscannable {
+        /// The scanner's explanation.
+        reason: String,
     },
     /// The request body exceeds the configured limit.
     #[error("request body is {size} bytes, over the {limit}-byte limit")]

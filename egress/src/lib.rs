@@ -8,14 +8,20 @@
 //!    runtime allows it);
 //! 2. allowlist: a credentialed request must target one of that credential's hosts, an
 //!    unauthenticated one the manifest's `[network] allow`;
-//! 3. leak check: no guest-written part may contain a secret value, raw or encoded;
+//! 3. tripwire: no guest-written part may contain a secret value in any decoded view (checked
+//!    only after the destination, so the check cannot be used as an oracle by sending guesses
+//!    to a host that is refused anyway);
 //! 4. address check: private, link-local, metadata and other special-purpose addresses are
 //!    refused, on the address actually connected to (DNS rebinding cannot swap it);
 //! 5. inject the credential on the wire copy of the request;
 //! 6. send, following redirects manually: a credential never follows a redirect to another
 //!    origin, and each hop is checked again;
-//! 7. read the response body up to a size cap;
-//! 8. redact every secret value, raw or encoded, from response headers and body.
+//! 7. read the response body up to a size cap; the host owns content negotiation (it sets
+//!    `Accept-Encoding` itself and decodes gzip, deflate, br and zstd under the same cap);
+//! 8. scan: raw occurrences of a secret are cut out of headers and body; one that survives in a
+//!    decoded view (JSON or HTML escapes, percent, base64, hex, compressed, UTF-16) blocks the
+//!    response; foreign tokens are handled by the scanner's policy; a response-blind credential
+//!    hands back only the status (and headers).
 //!
 //! The design and its limits are written up in `docs/egress.md`.
 //!
@@ -30,7 +36,7 @@
 //!     Auth::Bearer(SecretString::from(token.to_owned())),
 //!     vec![HostPattern::parse("api.github.com")?],
 //! )?;
-//! let scanner = Redactor::new([token]);
+//! let scanner = Scanner::secrets(Redactor::new([token]));
 //! let request = Request {
 //!     method: "GET".into(),
 //!     url: "https://api.github.com/repos/o/r/issues".into(),
@@ -48,12 +54,13 @@ mod auth;
 mod error;
 mod host;
 mod pipeline;
-mod redact;
 
-pub use auth::{Auth, Injection};
+pub use auth::{Auth, Injection, ResponseScope};
 pub use error::{EgressError, RequestPart};
 pub use host::HostPattern;
 pub use ipnet::IpNet;
 pub use pipeline::{Egress, EgressConfig, Exchange, Policy, Request, Response};
-pub use redact::{MIN_ENCODED_LEN, REDACTED, Redactor};
 pub use secrecy::SecretString;
+pub use skillbox_scan::{
+    ForeignAction, Hit, MIN_ENCODED_LEN, MIN_SECRET_LEN, REDACTED, Redactor, Scanner, SecretMatcher, ViewLimits,
+};

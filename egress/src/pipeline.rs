@@ -1,10 +1,11 @@
 //! The policy pipeline every outbound request from a skill goes through.
 //!
-//! [`Egress::send`] runs, in order: validate ([`prepare`], [`check_scheme`]), allowlist
-//! ([`check_allowlist`]), leak check ([`check_no_secrets`]), address check ([`check_literal`]
-//! here, [`FilteringResolver`] for names), injection ([`Applied::apply`]), transmission with
-//! manual redirects ([`Egress::transmit`], [`next_hop`]), a capped body read ([`read_capped`])
-//! and redaction ([`redact_response`]). The request and response types are plain data so that
+//! [`Egress::send`] runs, in order: the destination ([`parse_url`], [`check_scheme`],
+//! [`check_allowlist`]), the tripwire ([`tripwire`]: only now, so a refused destination answers
+//! the same whatever the request holds), validation ([`prepare`]), address check
+//! ([`check_literal`] here, [`FilteringResolver`] for names), injection ([`Applied::apply`]),
+//! transmission with manual redirects ([`Egress::transmit`], [`next_hop`]), a capped body read
+//! ([`read_capped`]) and the response scan ([`scan_response`]). The request and response types are plain data so that
 //! both the WIT `http.send` host function and, later, standard `wasi:http` requests feed the same
 //! pipeline.
 
@@ -20,8 +21,10 @@ use url::{Host, Url};
 
 use crate::address::{AddressRules, FilteringResolver, check_ip, find_refusal};
 use crate::auth::Applied;
+use crate::auth::ResponseScope;
 use crate::host::display_host;
-use crate::{EgressError, HostPattern, Injection, Redactor, RequestPart};
+use crate::{EgressError, HostPattern, Injection, Redactor, RequestPart, Scanner};
+use skillbox_scan::{Blocked, Cleared};
 
 /// Runtime-wide settings for outbound HTTP. Set by the operator, never by a skill.
 #[derive(Debug, Clone)]
@@ -101,6 +104,11 @@ pub struct Exchange {
     pub redirects: u32,
     /// Whether the credential went out on at least one hop.
     pub credential_sent: bool,
+    /// Ids of the foreign-token rules that matched the response (handled by the scanner's
+    /// policy: redacted, or left under `warn`).
+    pub foreign: Vec<String>,
+    /// True when raw occurrences of a secret were cut out of the response.
+    pub redacted: bool,
     /// Wall time of the whole exchange.
     pub elapsed: Duration,
 }
@@ -158,26 +166,31 @@ impl Egress {
     /// Sends `request` through the whole pipeline.
     ///
     /// `injection` is the credential the guest passed as `auth`, if any; `scanner` holds every
-    /// secret value the invocation may touch. Errors never contain a secret value.
+    /// secret value the invocation may touch and the foreign-token policy.
+    ///
+    /// Errors never contain a secret value the guest did not write itself: refusals made before
+    /// the tripwire (a malformed URL, a refused destination) echo the guest's own text
+    /// unredacted, because redacting it would tell the guest that a guess was right; every later
+    /// error passes through the redactor, since it may hold server-supplied text.
     pub async fn send(
         &self,
         policy: &Policy,
         request: Request,
         injection: Option<&Injection>,
-        scanner: &Redactor,
+        scanner: &Scanner,
     ) -> Result<Exchange, EgressError> {
         let started = Instant::now();
-        let material = injection.map(|i| &i.applied().material);
-        let redact = |text: &str| -> String {
-            let once = scanner.redact_str(text);
-            match material {
-                Some(m) => m.redact_str(&once).into_owned(),
-                None => once.into_owned(),
-            }
+        let secrets = match injection {
+            Some(i) => scanner.secrets.with(i.applied().material.clone()),
+            None => scanner.secrets.clone(),
         };
+        let redact = |text: &str| -> String { secrets.redact_str(text).into_owned() };
+
+        // 1-3: destination first, then the tripwire; nothing here has contacted a server.
+        let prepared = self.admit(policy, request, injection, scanner, &secrets)?;
         let outcome = tokio::time::timeout(
             self.config.timeout,
-            self.run(policy, request, injection.map(|i| (i, i.applied())), scanner, started),
+            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, &secrets, started),
         )
         .await
         .unwrap_or(Err(EgressError::Timeout { after: self.config.timeout }));
@@ -188,32 +201,40 @@ impl Egress {
                 Ok(exchange)
             }
             Err(error) => {
+                let error = error.map_text(redact);
                 tracing::debug!(%error, "egress refused or failed");
-                Err(error.map_text(redact))
+                Err(error)
             }
         }
     }
 
-    async fn run(
+    /// Steps 1-3: where the request goes, then whether it carries a secret.
+    fn admit(
         &self,
         policy: &Policy,
         request: Request,
+        injection: Option<&Injection>,
+        scanner: &Scanner,
+        secrets: &Redactor,
+    ) -> Result<Prepared, EgressError> {
+        let url = parse_url(&request.url)?;
+        check_scheme(&url, &self.config)?;
+        check_allowlist(&url, policy, injection)?;
+        tripwire(&request, &url, scanner, secrets)?;
+        prepare(request, url, &self.config)
+    }
+
+    async fn exchange(
+        &self,
+        policy: &Policy,
+        mut prepared: Prepared,
         credential: Option<(&Injection, &Applied)>,
-        scanner: &Redactor,
+        scanner: &Scanner,
+        secrets: &Redactor,
         started: Instant,
     ) -> Result<Exchange, EgressError> {
-        let material = credential.map(|(_, applied)| &applied.material);
-        let secret =
-            |bytes: &[u8]| scanner.contains_secret(bytes) || material.is_some_and(|m| m.contains_secret(bytes));
-
-        // 1. Parse and validate.
-        let mut prepared = prepare(request, &self.config, &secret)?;
-        check_scheme(&prepared.url, &self.config)?;
-        // 2. Allowlist.
-        check_allowlist(&prepared.url, policy, credential.map(|(i, _)| i))?;
-        // 3. Leak check of every guest-written part.
-        check_no_secrets(&prepared, &secret)?;
-
+        let secret = |bytes: &[u8]| secrets.contains_secret(bytes);
+        let scope = credential.map_or(ResponseScope::Full, |(i, _)| i.response());
         let credential_origin = prepared.url.origin();
         let mut credential = credential;
         let mut credential_sent = false;
@@ -221,13 +242,14 @@ impl Egress {
         loop {
             // 4. Address check for IP literals (names: the resolver).
             check_literal(&prepared.url, &self.rules)?;
-            // 5. Inject, on the wire copy only.
+            // 5. Inject, on the wire copy only. The host owns content negotiation: it decodes
+            //    what it asks for, so the guest never sees a compressed body it could hide a
+            //    reflected secret in.
             let mut wire_url = prepared.url.clone();
             let mut wire_headers = prepared.headers.clone();
+            wire_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(ACCEPT_ENCODING));
             if let Some((_, applied)) = credential {
                 applied.apply(&mut wire_url, &mut wire_headers);
-                // A compressed echo could not be redacted; ask for the identity encoding.
-                wire_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
                 credential_sent = true;
             }
             // 6. Send this hop.
@@ -261,17 +283,22 @@ impl Egress {
                 continue;
             }
 
-            // 7. Read the body with a cap.
+            // 7. Read the body with a cap (a response-blind credential's body is never read).
             let headers = response.headers().clone();
-            let body = read_capped(response, self.config.max_response_body).await?;
-            // 8. Redact.
-            let response = redact_response(status, &headers, body, scanner, material);
+            let body = match scope {
+                ResponseScope::Full => read_capped(response, self.config.max_response_body).await?,
+                ResponseScope::Headers | ResponseScope::Status => Vec::new(),
+            };
+            // 8. Scan.
+            let scanned = scan_response(status, &headers, body, scope, scanner, secrets)?;
             return Ok(Exchange {
-                response,
+                response: scanned.response,
                 final_url: prepared.url.to_string(),
                 host: display_host(&prepared.url),
                 redirects,
                 credential_sent,
+                foreign: scanned.foreign,
+                redacted: scanned.redacted,
                 elapsed: started.elapsed(),
             });
         }
@@ -306,6 +333,9 @@ impl Egress {
     }
 }
 
+/// What the host asks servers for; it decodes each of these itself.
+const ACCEPT_ENCODING: &str = "gzip, deflate, br, zstd";
+
 /// Headers the HTTP client manages itself; a guest (or a credential) may not set them.
 pub(crate) fn is_managed_header(name: &HeaderName) -> bool {
     matches!(
@@ -325,8 +355,46 @@ pub(crate) fn is_managed_header(name: &HeaderName) -> bool {
     )
 }
 
-/// Step 1: parse the URL, method, headers; check the body size.
-fn prepare(request: Request, config: &EgressConfig, secret: &dyn Fn(&[u8]) -> bool) -> Result<Prepared, EgressError> {
+/// Step 1: the URL, parsed. A parse error echoes the guest's own text, unredacted (see
+/// [`Egress::send`]).
+fn parse_url(text: &str) -> Result<Url, EgressError> {
+    let bad = |reason: String| EgressError::BadRequest { reason };
+    let mut url = Url::parse(text).map_err(|e| bad(format!("`{text}` is not an absolute URL ({e})")))?;
+    if url.host().is_none() {
+        return Err(bad(format!("`{text}` has no host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("the URL contains a user name or password; pass a credential as `auth` instead".into()));
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+/// Step 3, the tripwire: no guest-written part may hold a secret in any decoded view. Runs only
+/// once the destination is known to be allowed, so it answers nothing about requests that are
+/// refused anyway. A hit ends the invocation (the host turns it into a trap).
+fn tripwire(request: &Request, url: &Url, scanner: &Scanner, secrets: &Redactor) -> Result<(), EgressError> {
+    let check = |part: RequestPart, bytes: &[u8]| -> Result<(), EgressError> {
+        let scan = Scanner { secrets: secrets.clone(), ..scanner.clone() };
+        match scan.outbound(bytes) {
+            Ok(None) => Ok(()),
+            Ok(Some(hit)) => Err(EgressError::Tripwire { part, credential: hit.label.to_string(), view: hit.view }),
+            Err(_) => Err(EgressError::Tripwire { part, credential: String::new(), view: "unscannable".into() }),
+        }
+    };
+    check(RequestPart::Method, request.method.as_bytes())?;
+    check(RequestPart::Url, request.url.as_bytes())?;
+    // The parsed URL is percent-encoded differently from what the guest wrote; check it too.
+    check(RequestPart::Url, url.as_str().as_bytes())?;
+    for (name, value) in &request.headers {
+        check(RequestPart::Header("(name)".into()), name.as_bytes())?;
+        check(RequestPart::Header(name.to_ascii_lowercase()), value.as_bytes())?;
+    }
+    check(RequestPart::Body, &request.body)
+}
+
+/// Step 4: method and headers validated, body size checked.
+fn prepare(request: Request, url: Url, config: &EgressConfig) -> Result<Prepared, EgressError> {
     let bad = |reason: String| EgressError::BadRequest { reason };
     if request.body.len() > config.max_request_body {
         return Err(EgressError::RequestTooLarge { size: request.body.len(), limit: config.max_request_body });
@@ -337,19 +405,6 @@ fn prepare(request: Request, config: &EgressConfig, secret: &dyn Fn(&[u8]) -> bo
         // TRACE makes the server echo the request, credential included; CONNECT opens a tunnel.
         return Err(bad(format!("method {method} is not allowed")));
     }
-    // A secret in the raw URL text must not be echoed by a parse error message below.
-    if secret(request.url.as_bytes()) {
-        return Err(EgressError::SecretInRequest { part: RequestPart::Url });
-    }
-    let mut url =
-        Url::parse(&request.url).map_err(|e| bad(format!("`{}` is not an absolute URL ({e})", request.url)))?;
-    if url.host().is_none() {
-        return Err(bad(format!("`{}` has no host", request.url)));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("the URL contains a user name or password; pass a credential as `auth` instead".into()));
-    }
-    url.set_fragment(None);
     let mut headers = HeaderMap::new();
     for (name, value) in &request.headers {
         let header_name =
@@ -357,8 +412,9 @@ fn prepare(request: Request, config: &EgressConfig, secret: &dyn Fn(&[u8]) -> bo
         if is_managed_header(&header_name) {
             return Err(bad(format!("header `{header_name}` is set by the host; remove it")));
         }
-        if secret(value.as_bytes()) {
-            return Err(EgressError::SecretInRequest { part: RequestPart::Header(header_name.to_string()) });
+        if header_name == header::ACCEPT_ENCODING {
+            // The host negotiates content encoding itself (and decodes what it asked for).
+            continue;
         }
         let header_value = HeaderValue::from_str(value)
             .map_err(|_| bad(format!("the value of header `{header_name}` contains control characters")))?;
@@ -393,26 +449,6 @@ fn check_allowlist(url: &Url, policy: &Policy, injection: Option<&Injection>) ->
         }
         _ => Ok(()),
     }
-}
-
-/// Step 3: no guest-written part may contain a secret, raw or encoded.
-fn check_no_secrets(prepared: &Prepared, secret: &dyn Fn(&[u8]) -> bool) -> Result<(), EgressError> {
-    // The parsed URL is percent-encoded differently from what the guest wrote; check it too.
-    if secret(prepared.url.as_str().as_bytes()) {
-        return Err(EgressError::SecretInRequest { part: RequestPart::Url });
-    }
-    for (name, value) in &prepared.headers {
-        if secret(name.as_str().as_bytes()) {
-            return Err(EgressError::SecretInRequest { part: RequestPart::Header("(name)".into()) });
-        }
-        if secret(value.as_bytes()) {
-            return Err(EgressError::SecretInRequest { part: RequestPart::Header(name.to_string()) });
-        }
-    }
-    if secret(&prepared.body) {
-        return Err(EgressError::SecretInRequest { part: RequestPart::Body });
-    }
-    Ok(())
 }
 
 /// Step 4 for IP-literal hosts, which reqwest connects to without asking the resolver.
@@ -491,32 +527,68 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Ve
     }
 }
 
-/// Step 8: redact header values and the body with the scanner and the injected material.
-/// A header whose *name* contains a secret is dropped (a redacted name would not be a token).
-fn redact_response(
+/// A scanned response and what the scan found.
+struct Scanned {
+    response: Response,
+    foreign: Vec<String>,
+    redacted: bool,
+}
+
+/// Step 8: raw occurrences of a secret are cut out of header values and the body; one that
+/// survives in a decoded view blocks the whole response (it cannot be cut out); foreign tokens
+/// follow the scanner's policy. Under [`ResponseScope::Headers`] a header that matches anything
+/// is dropped instead, and under [`ResponseScope::Status`] no header is handed back at all.
+fn scan_response(
     status: StatusCode,
     headers: &HeaderMap,
     body: Vec<u8>,
-    scanner: &Redactor,
-    material: Option<&Redactor>,
-) -> Response {
-    let clean = |bytes: &[u8]| -> Vec<u8> {
-        let once = scanner.redact(bytes);
-        match material {
-            Some(m) => m.redact(&once).into_owned(),
-            None => once.into_owned(),
-        }
+    scope: ResponseScope,
+    scanner: &Scanner,
+    secrets: &Redactor,
+) -> Result<Scanned, EgressError> {
+    let scan = Scanner { secrets: secrets.clone(), ..scanner.clone() };
+    let mut foreign = Vec::new();
+    let mut redacted = false;
+    let mut clear = |bytes: &[u8], foreign: &mut Vec<String>| -> Result<Vec<u8>, EgressError> {
+        let Cleared { bytes: out, foreign: found } = scan.inbound(bytes).map_err(blocked)?;
+        redacted |= matches!(out, std::borrow::Cow::Owned(_)) && found.is_empty();
+        foreign.extend(found.iter().map(|r| r.to_string()));
+        Ok(out.into_owned())
     };
     let mut out = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name_bytes = name.as_str().as_bytes();
-        if scanner.contains_secret(name_bytes) || material.is_some_and(|m| m.contains_secret(name_bytes)) {
-            tracing::warn!("dropped a response header whose name contains a secret");
-            continue;
+    if scope != ResponseScope::Status {
+        for (name, value) in headers {
+            let name_bytes = name.as_str().as_bytes();
+            if secrets.contains_secret(name_bytes) {
+                tracing::warn!("dropped a response header whose name contains a secret");
+                continue;
+            }
+            match scope {
+                ResponseScope::Headers => {
+                    // Response-blind: a header that matches anything is dropped, never patched.
+                    let clean = matches!(scan.inbound(value.as_bytes()), Ok(Cleared { bytes: std::borrow::Cow::Borrowed(_), ref foreign }) if foreign.is_empty());
+                    if clean {
+                        out.push((name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+                    }
+                }
+                _ => {
+                    let value = clear(value.as_bytes(), &mut foreign)?;
+                    out.push((name.to_string(), String::from_utf8_lossy(&value).into_owned()));
+                }
+            }
         }
-        out.push((name.to_string(), String::from_utf8_lossy(&clean(value.as_bytes())).into_owned()));
     }
-    Response { status: status.as_u16(), headers: out, body: clean(&body) }
+    let body = if body.is_empty() { body } else { clear(&body, &mut foreign)? };
+    Ok(Scanned { response: Response { status: status.as_u16(), headers: out, body }, foreign, redacted })
+}
+
+/// A scan refusal as the pipeline's error.
+fn blocked(reason: Blocked) -> EgressError {
+    match reason {
+        Blocked::Secret(hit) => EgressError::ResponseBlocked { credential: hit.label.to_string(), view: hit.view },
+        Blocked::Foreign(rule) => EgressError::ForeignTokenBlocked { rule: rule.to_string() },
+        Blocked::Unscannable(e) => EgressError::Unscannable { reason: e.to_string() },
+    }
 }
 
 fn patterns(list: &[HostPattern]) -> Vec<String> {

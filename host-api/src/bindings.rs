@@ -7,8 +7,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "skill",
     imports: {
-        // Logging cannot fail and cannot trap.
-        "skillbox:skill/log.log": async,
+        // Logging cannot fail, but it traps when the message trips the wire.
+        "skillbox:skill/log.log": async | trappable,
         // Everything else may trap (a stale or forged handle) and reports
         // guest-visible failures through `HostError`.
         default: async | trappable,

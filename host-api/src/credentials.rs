@@ -6,12 +6,12 @@
 //! allow it now. The handle the guest gets is an index into the store's
 //! resource table; the secret stays in [`OpenCredential`] on the host side.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
-use skillbox_egress::{Auth, HostPattern, Injection};
-use skillbox_vault::{Access, CredentialKind, CredentialRef, NewGrant, Resolved, SecretValue, Vault};
+use skillbox_egress::{Auth, HostPattern, Injection, ResponseScope};
+use skillbox_vault::{Access, CredentialKind, CredentialRef, NewGrant, Resolved, ResponseMode, SecretValue, Vault};
 use wasmtime::component::Resource;
 
 use crate::approval::{Approval, ApprovalRequest};
@@ -19,13 +19,18 @@ use crate::bindings::skillbox::skill::credentials::{self, Kind};
 use crate::bindings::skillbox::skill::types::Error as WitError;
 use crate::error::HostError;
 use crate::policy::{CredentialDecl, HttpAuth};
-use crate::{SkillCtx, SkillCtxView};
+use crate::{HostServices, SkillCtx, SkillCtxView};
 
 /// A credential opened by one invocation: metadata for the guest, the
 /// secret for the host. Lives in the store's resource table and dies with it.
 #[derive(Debug)]
 pub struct OpenCredential {
     declared: CredentialDecl,
+    /// The vault's id and version of the value behind the handle (keys the matcher cache).
+    id: String,
+    version: u32,
+    /// What of a response the guest gets: the manifest's `response`, narrowed by the grant.
+    response: ResponseScope,
     credential: CredentialRef,
     service: String,
     scopes: Vec<String>,
@@ -34,8 +39,9 @@ pub struct OpenCredential {
     pub(crate) value: SecretValue,
     /// The hosts it may go to: the grant's override, else the manifest's.
     hosts: Vec<HostPattern>,
-    /// The prepared HTTP injection, built on first use and reused by later requests.
-    injection: OnceLock<Injection>,
+    /// The prepared HTTP injection, built on first use (or taken from the runtime's cache of
+    /// them) and reused by later requests.
+    injection: OnceLock<Arc<Injection>>,
 }
 
 impl OpenCredential {
@@ -51,11 +57,23 @@ impl OpenCredential {
 
     /// How `http.send` applies this credential, with the hosts it may go to;
     /// prepared once per handle.
-    pub(crate) fn injection(&self) -> Result<&Injection, HostError> {
+    pub(crate) fn injection(&self, services: &HostServices) -> Result<&Injection, HostError> {
         if let Some(injection) = self.injection.get() {
             return Ok(injection);
         }
-        let injection = self.prepare_injection()?;
+        // Building one validates the credential and its matcher (tens of microseconds), so it
+        // is shared by every invocation that opens the same value with the same policy.
+        let hosts: Vec<String> = self.hosts.iter().map(ToString::to_string).collect();
+        let key = format!(
+            "{}\0{}\0{}\0{:?}\0{:?}\0{}",
+            self.id,
+            self.version,
+            self.declared.name,
+            self.declared.http,
+            self.response,
+            hosts.join(",")
+        );
+        let injection = services.injection(key, || self.prepare_injection().map(Arc::new))?;
         Ok(self.injection.get_or_init(|| injection))
     }
 
@@ -66,9 +84,11 @@ impl OpenCredential {
                 self.declared.name
             ))
         })?;
-        Injection::new(self.auth(style)?, self.hosts.clone()).map_err(|e| {
-            HostError::invalid(format!("credential `{}` cannot be sent over HTTP: {e}", self.declared.name))
-        })
+        Injection::new(self.auth(style)?, self.hosts.clone())
+            .map(|injection| injection.with_response(self.response))
+            .map_err(|e| {
+                HostError::invalid(format!("credential `{}` cannot be sent over HTTP: {e}", self.declared.name))
+            })
     }
 
     fn auth(&self, style: &HttpAuth) -> Result<Auth, HostError> {
@@ -108,7 +128,7 @@ impl credentials::Host for SkillCtxView<'_> {
     async fn open(&mut self, name: String) -> Result<Resource<OpenCredential>, HostError> {
         match self.ctx.open_credential(&name).await {
             Ok(open) => {
-                self.ctx.remember_secrets(open.value.secret_fields());
+                self.ctx.remember_secrets(&open.id, open.version, open.name(), open.value.secret_fields());
                 Ok(self.table.push(open)?)
             }
             Err(error) => {
@@ -258,6 +278,12 @@ impl SkillCtx {
                 .map_err(|e| HostError::invalid(format!("the grant's --hosts override is not valid: {e}")))?,
             None => declared.hosts.clone(),
         };
+        let narrowed = grant.as_ref().and_then(|g| g.response).map(|mode| match mode {
+            ResponseMode::Status => ResponseScope::Status,
+            ResponseMode::Headers => ResponseScope::Headers,
+            _ => ResponseScope::Full,
+        });
+        let response = narrowed.map_or(declared.response, |n| n.min(declared.response));
         let credential_ref = CredentialRef {
             owner: credential.owner.clone(),
             environment: credential.environment,
@@ -266,6 +292,9 @@ impl SkillCtx {
         tracing::debug!(skill = %self.invocation.skill, credential = %declared.name, "opened credential");
         Ok(OpenCredential {
             declared,
+            id: credential.id.clone(),
+            version: credential.version,
+            response,
             credential: credential_ref,
             service: credential.service,
             scopes: credential.scopes,

@@ -9,6 +9,47 @@ use skillbox_egress::EgressError;
 
 use crate::bindings::skillbox::skill::types::Error as WitError;
 
+/// A tripwire: the guest tried to pass a secret out of the sandbox. The invocation ends (a
+/// trap the guest cannot catch) and nothing it produced is handed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tripped {
+    /// Where: `http.send`, `log`, `sql.query`, `signing.hmac`, `output`, `stdout`, ...
+    pub channel: String,
+    /// The credential whose secret it was (by name); `None` when it could not be told.
+    pub credential: Option<String>,
+    /// The view it was found in.
+    pub view: String,
+    /// Grants suspended because of this tripwire (their names).
+    pub suspended: Vec<String>,
+}
+
+impl std::fmt::Display for Tripped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credential = self.credential.as_deref().map_or(String::new(), |c| format!(" of credential `{c}`"));
+        write!(
+            f,
+            "tripwire: the skill tried to pass the secret{credential} out through {} (found in the {} view); the invocation was ended and recorded in the audit log",
+            self.channel, self.view
+        )?;
+        if !self.suspended.is_empty() {
+            write!(
+                f,
+                "; after repeated tripwires its grants ({}) are suspended: inspect the skill, then re-enable with `skillbox grant`",
+                self.suspended.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Tripped {}
+
+impl From<Tripped> for HostError {
+    fn from(t: Tripped) -> Self {
+        HostError::Trap(wasmtime::Error::new(t))
+    }
+}
+
 /// A host-call failure: either for the guest to handle, or a trap.
 #[derive(Debug)]
 pub enum HostError {
@@ -101,7 +142,7 @@ impl From<skillbox_vault::Error> for HostError {
             V::NotGranted { .. } | V::GrantNotFound { .. } | V::NotFound { .. } => WitError::NotGranted(message),
             V::GrantExpired { .. } | V::Expired { .. } => WitError::Expired(message),
             V::Revoked { .. } => WitError::Revoked(message),
-            V::DigestMismatch { .. } => WitError::Denied(message),
+            V::DigestMismatch { .. } | V::Suspended { .. } => WitError::Denied(message),
             _ => WitError::Upstream(format!("credential vault: {message}")),
         })
     }
@@ -116,7 +157,10 @@ impl From<EgressError> for HostError {
             | EgressError::CredentialHostNotAllowed { .. }
             | EgressError::AddressNotAllowed { .. }
             | EgressError::RedirectNotAllowed { .. } => WitError::HostNotAllowed(message),
-            EgressError::SecretInRequest { .. } => WitError::LeakBlocked(message),
+            EgressError::SecretInRequest { .. }
+            | EgressError::ResponseBlocked { .. }
+            | EgressError::ForeignTokenBlocked { .. } => WitError::LeakBlocked(message),
+            EgressError::Unscannable { .. } => WitError::Limit(message),
             EgressError::TooManyRedirects { .. }
             | EgressError::RequestTooLarge { .. }
             | EgressError::ResponseTooLarge { .. }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use skillbox_egress::{Exchange, Request};
+use skillbox_egress::{EgressError, Exchange, Request};
 use skillbox_vault::AuditAction;
 use wasmtime::component::Resource;
 
@@ -28,20 +28,36 @@ impl http::Host for SkillCtxView<'_> {
             Some(handle) => Some(table.get(handle)?),
             None => None,
         };
-        let injection = credential.map(OpenCredential::injection).transpose()?;
+        let injection = credential.map(|c| c.injection(&self.ctx.services)).transpose()?;
         let method = request.method.clone();
         let request =
             Request { method: request.method, url: request.url, headers: request.headers, body: request.body };
         let started = Instant::now();
         let ctx = &mut *self.ctx;
-        let result = ctx
-            .services
-            .egress
-            .send(&ctx.invocation.policy.network, request, injection, &ctx.redactor)
-            .await
-            .map_err(HostError::from);
-
+        let result = ctx.services.egress.send(&ctx.invocation.policy.network, request, injection, &ctx.scanner).await;
         let name = credential.map(OpenCredential::name);
+        let result = match result {
+            Err(EgressError::Tripwire { part, credential: hit, view }) => {
+                let channel = format!("http.send {part}");
+                return Err(ctx.trip(&channel, &hit, &view).into());
+            }
+            Err(EgressError::ResponseBlocked { ref credential, ref view }) => {
+                ctx.record_leak("http.response", name.or(Some(credential.as_str())), view, None, "block");
+                Err(HostError::from(result.err().expect("matched an error")))
+            }
+            Err(EgressError::ForeignTokenBlocked { ref rule }) => {
+                ctx.record_leak("http.response", name, "raw", Some(rule), "block");
+                Err(HostError::from(result.err().expect("matched an error")))
+            }
+            Ok(exchange) => {
+                for rule in &exchange.foreign {
+                    ctx.record_leak("http.response", name, "raw", Some(rule), ctx.scanner.foreign.as_str());
+                }
+                Ok(exchange)
+            }
+            Err(other) => Err(HostError::from(other)),
+        };
+
         if let Err(error) = &result
             && error.is_denial()
         {

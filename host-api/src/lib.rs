@@ -47,37 +47,122 @@ mod policy;
 mod signing;
 mod sql;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use skillbox_egress::{Egress, EgressConfig, EgressError, Redactor};
+use skillbox_egress::{Egress, EgressConfig, EgressError, ForeignAction, Scanner, SecretMatcher, ViewLimits};
+use skillbox_scan::rules::RuleSet;
 use skillbox_vault::{AuditAction, AuditEvent, CredentialRef, Environment, Vault};
 use wasmtime::component::{HasData, Linker, ResourceTable};
-use zeroize::Zeroizing;
 
 pub use approval::{Approval, ApprovalRequest, Approver, DenyAll};
 pub use bindings::skillbox::skill::log::Level as LogLevel;
 pub use bindings::skillbox::skill::types::SkillError;
 pub use bindings::{Skill, SkillPre};
 pub use credentials::OpenCredential;
-pub use error::HostError;
+pub use error::{HostError, Tripped};
 pub use policy::{CredentialDecl, HttpAuth, SkillPolicy};
 
 /// Longest log message a guest may write; longer ones are truncated.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;
 
+/// How the host scans what crosses the sandbox boundary: the operator's settings.
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    /// Foreign-token rules (the built-in set plus the operator's).
+    pub rules: RuleSet,
+    /// What to do with a foreign token unless a skill's manifest says otherwise.
+    pub foreign: ForeignAction,
+    /// How far decoded views go.
+    pub limits: ViewLimits,
+    /// Tripwires by one skill build within `tripwire_window` that suspend its grants.
+    pub tripwire_threshold: u32,
+    /// The window tripwires are counted in.
+    pub tripwire_window: Duration,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            rules: RuleSet::builtin(),
+            foreign: ForeignAction::Redact,
+            limits: ViewLimits::default(),
+            tripwire_threshold: 3,
+            tripwire_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Matchers are built once per credential version and shared by every invocation that opens it.
+type MatcherCache = Mutex<HashMap<(String, u32, String), Arc<SecretMatcher>>>;
+
 /// Long-lived services shared by every invocation: the vault, the approver,
-/// the HTTP client. Built once per runtime.
+/// the HTTP client, the scanner settings. Built once per runtime.
 #[derive(Debug)]
 pub struct HostServices {
     vault: Option<Arc<Vault>>,
     approver: Arc<dyn Approver>,
     egress: Egress,
+    scan: ScanConfig,
+    matchers: MatcherCache,
+    injections: Mutex<HashMap<String, Arc<skillbox_egress::Injection>>>,
 }
 
 impl HostServices {
     /// Services with no vault: skills that open credentials are refused.
     pub fn new(egress: EgressConfig) -> Result<HostServices, EgressError> {
-        Ok(HostServices { vault: None, approver: Arc::new(DenyAll), egress: Egress::new(egress)? })
+        Ok(HostServices {
+            vault: None,
+            approver: Arc::new(DenyAll),
+            egress: Egress::new(egress)?,
+            scan: ScanConfig::default(),
+            matchers: Mutex::default(),
+            injections: Mutex::default(),
+        })
+    }
+
+    /// Replaces the scanner settings.
+    pub fn with_scan(mut self, scan: ScanConfig) -> HostServices {
+        self.scan = scan;
+        self
+    }
+
+    /// The scanner settings.
+    pub fn scan(&self) -> &ScanConfig {
+        &self.scan
+    }
+
+    /// The prepared injection under `key` (credential version and policy), built on first use.
+    fn injection<E>(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<Arc<skillbox_egress::Injection>, E>,
+    ) -> Result<Arc<skillbox_egress::Injection>, E> {
+        if let Some(found) = self.injections.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(found.clone());
+        }
+        let built = build()?;
+        let mut cache = self.injections.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        Ok(cache.entry(key).or_insert(built).clone())
+    }
+
+    /// The matcher for one credential version's secret fields, built on first use.
+    fn matcher(&self, key: (String, u32, String), fields: &[&[u8]]) -> Arc<SecretMatcher> {
+        let mut cache = self.matchers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cache.get(&key) {
+            return m.clone();
+        }
+        // Bounded: old versions are dropped wholesale rather than tracked.
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        let matcher = Arc::new(SecretMatcher::new(&key.2, fields));
+        cache.insert(key, matcher.clone());
+        matcher
     }
 
     /// Adds the credential vault and the approver asked about ungranted credentials.
@@ -108,6 +193,8 @@ pub struct Invocation {
     pub environment: Environment,
     /// Why it runs (audited).
     pub purpose: String,
+    /// What to do with foreign tokens (the manifest's `[scan] foreign`, else the operator's).
+    pub foreign: Option<ForeignAction>,
 }
 
 impl Invocation {
@@ -120,6 +207,7 @@ impl Invocation {
             user: skillbox_vault::DEFAULT_OWNER.into(),
             environment: Environment::Dev,
             purpose: String::new(),
+            foreign: None,
         }
     }
 }
@@ -133,25 +221,25 @@ impl Invocation {
 pub struct SkillCtx {
     invocation: Invocation,
     services: Arc<HostServices>,
-    /// Every secret byte string released to this invocation's host side;
-    /// the redactor is rebuilt from it when it grows.
-    secrets: Vec<Zeroizing<Vec<u8>>>,
-    redactor: Redactor,
+    /// The secrets released to this invocation's host side, and the foreign-token policy.
+    scanner: Scanner,
     denials: Vec<String>,
+    /// Set when the invocation tripped the wire; the runtime reports it instead of the trap.
+    tripped: Option<Tripped>,
     sql: sql::Connections,
 }
 
 impl SkillCtx {
     /// Creates the host state for one invocation.
     pub fn new(invocation: Invocation, services: Arc<HostServices>) -> Self {
-        SkillCtx {
-            invocation,
-            services,
-            secrets: Vec::new(),
-            redactor: Redactor::empty(),
-            denials: Vec::new(),
-            sql: sql::Connections::default(),
-        }
+        let scan = services.scan();
+        let scanner = Scanner {
+            secrets: Default::default(),
+            rules: scan.rules.clone(),
+            foreign: invocation.foreign.unwrap_or(scan.foreign),
+            limits: scan.limits,
+        };
+        SkillCtx { invocation, services, scanner, denials: Vec::new(), tripped: None, sql: sql::Connections::default() }
     }
 
     /// The name of the skill this state belongs to, as its manifest gives it.
@@ -159,10 +247,14 @@ impl SkillCtx {
         &self.invocation.skill
     }
 
-    /// Redacts every secret this invocation touched from guest-produced text
-    /// (its output, logs, stdio) before it goes anywhere.
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
+    /// The secrets this invocation touched (to redact text for operators and callers).
+    pub fn redactor(&self) -> &skillbox_egress::Redactor {
+        &self.scanner.secrets
+    }
+
+    /// The invocation's scanner: its secrets and the foreign-token policy.
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
     }
 
     /// Access decisions that went against the skill during this invocation.
@@ -170,22 +262,101 @@ impl SkillCtx {
         &self.denials
     }
 
-    /// Adds a credential's secret fields to what is redacted from now on.
-    fn remember_secrets(&mut self, fields: Vec<&[u8]>) {
-        let before = self.secrets.len();
-        for field in fields {
-            if !field.is_empty() && !self.secrets.iter().any(|s| s.as_slice() == field) {
-                self.secrets.push(Zeroizing::new(field.to_vec()));
-            }
-        }
-        if self.secrets.len() != before {
-            self.redactor = Redactor::new(self.secrets.iter().map(|s| s.as_slice()));
+    /// The tripwire this invocation hit, if any.
+    pub fn tripped(&self) -> Option<&Tripped> {
+        self.tripped.as_ref()
+    }
+
+    /// Adds a credential's secret fields (credential `id`, `version`, declared as `label`) to
+    /// what is searched for from now on.
+    fn remember_secrets(&mut self, id: &str, version: u32, label: &str, fields: Vec<&[u8]>) {
+        let matcher = self.services.matcher((id.to_owned(), version, label.to_owned()), &fields);
+        self.scanner.secrets.push(matcher);
+    }
+
+    /// Checks text the guest sends out of the sandbox through `channel` (a log line, SQL, an
+    /// HMAC message, its result): a secret in any view trips the wire.
+    pub fn check_outbound(&mut self, channel: &str, bytes: &[u8]) -> Result<(), Tripped> {
+        match self.scanner.outbound(bytes) {
+            Ok(None) => Ok(()),
+            Ok(Some(hit)) => Err(self.trip(channel, &hit.label, &hit.view)),
+            Err(_) => Err(self.trip(channel, "", "unscannable")),
         }
     }
 
+    /// Records a tripwire: an audit row (which may suspend the skill's grants) and the state
+    /// the runtime reports. The caller ends the invocation.
+    pub(crate) fn trip(&mut self, channel: &str, credential: &str, view: &str) -> Tripped {
+        if let Some(existing) = &self.tripped {
+            return existing.clone();
+        }
+        let inv = &self.invocation;
+        let credential = (!credential.is_empty()).then(|| credential.to_owned());
+        tracing::error!(skill = %inv.skill, channel, credential, view, "tripwire: the skill tried to pass on a secret");
+        let mut event = self.audit_event(AuditAction::Tripwire, credential.as_deref(), channel);
+        event.success = false;
+        event.detail["channel"] = channel.into();
+        event.detail["view"] = view.into();
+        event.detail["digest"] = inv.digest.to_string().into();
+        let mut suspended = Vec::new();
+        if let Some(vault) = &self.services.vault {
+            let scan = &self.services.scan;
+            match vault.record_tripwire(&event, scan.tripwire_threshold, scan.tripwire_window) {
+                Ok(outcome) => {
+                    suspended = outcome.suspended.iter().map(|g| g.alias.clone()).collect();
+                    if !suspended.is_empty() {
+                        tracing::error!(skill = %inv.skill, count = outcome.count, "grants suspended after repeated tripwires");
+                    }
+                }
+                Err(e) => tracing::error!(skill = %inv.skill, "could not record the tripwire: {e}"),
+            }
+        }
+        let tripped = Tripped { channel: channel.to_owned(), credential, view: view.to_owned(), suspended };
+        self.denials.push(tripped.to_string());
+        self.tripped = Some(tripped.clone());
+        tripped
+    }
+
+    /// Applies the foreign-token policy to text the guest hands out through `channel`,
+    /// auditing every hit; `Err` names the rule when the policy blocks it.
+    pub fn clean_foreign<'a>(&mut self, channel: &str, text: &'a str) -> Result<std::borrow::Cow<'a, str>, String> {
+        use std::borrow::Cow;
+        match self.scanner.foreign(Cow::Borrowed(text.as_bytes())) {
+            Ok(cleared) => {
+                for rule in &cleared.foreign {
+                    self.record_leak(channel, None, "raw", Some(rule), self.scanner.foreign.as_str());
+                }
+                Ok(match cleared.bytes {
+                    Cow::Borrowed(_) => Cow::Borrowed(text),
+                    Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+                })
+            }
+            Err(skillbox_scan::Blocked::Foreign(rule)) => {
+                self.record_leak(channel, None, "raw", Some(&rule), "block");
+                Err(rule.to_string())
+            }
+            Err(_) => Err("unscannable".into()),
+        }
+    }
+
+    /// Audits a secret or foreign token found in `channel` (no value, ever).
+    fn record_leak(&self, channel: &str, credential: Option<&str>, view: &str, rule: Option<&str>, action: &str) {
+        let mut event = self.audit_event(AuditAction::Leak, credential, channel);
+        event.detail["channel"] = channel.into();
+        event.detail["view"] = view.into();
+        event.detail["action"] = action.into();
+        if let Some(rule) = rule {
+            event.detail["rule"] = rule.into();
+        }
+        tracing::warn!(skill = %self.invocation.skill, channel, view, rule, action, "secret found in skill traffic");
+        self.audit(event);
+    }
+
     /// Notes a denial (for the runtime's exit status) and audits it when a vault is present.
+    /// The message is redacted here: refusals made before the tripwire echo the guest's own
+    /// text to the guest unredacted, but operators and callers must never see a secret.
     fn record_denial(&mut self, credential: Option<&str>, operation: &str, error: &HostError) {
-        let message = error.message();
+        let message = self.scanner.secrets.redact_str(&error.message()).into_owned();
         tracing::warn!(skill = %self.invocation.skill, operation, credential, "denied: {message}");
         self.denials.push(message.clone());
         let mut event = self.audit_event(AuditAction::Denied, credential, operation);

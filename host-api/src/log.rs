@@ -9,11 +9,15 @@ use crate::error::HostError;
 use crate::{MAX_LOG_MESSAGE, SkillCtxView};
 
 impl log::Host for SkillCtxView<'_> {
-    async fn log(&mut self, level: log::Level, message: String) {
-        let skill = self.ctx.skill_name();
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         let message = truncate_at_char_boundary(&message, MAX_LOG_MESSAGE);
-        // A skill cannot read secrets, but scan anyway: logs outlive the run.
-        let message = self.ctx.redactor().redact_str(message);
+        // A skill cannot read secrets; one that logs a secret got it somehow and is stopped.
+        self.ctx.check_outbound("log", message.as_bytes()).map_err(wasmtime::Error::new)?;
+        let message = match self.ctx.clean_foreign("log", message) {
+            Ok(message) => message,
+            Err(rule) => format!("[log line withheld: it contained a token matching rule `{rule}`]").into(),
+        };
+        let skill = self.ctx.skill_name();
         match level {
             log::Level::Trace => tracing::trace!(target: "skill", skill, "{message}"),
             log::Level::Debug => tracing::debug!(target: "skill", skill, "{message}"),
@@ -21,6 +25,7 @@ impl log::Host for SkillCtxView<'_> {
             log::Level::Warn => tracing::warn!(target: "skill", skill, "{message}"),
             log::Level::Error => tracing::error!(target: "skill", skill, "{message}"),
         }
+        Ok(())
     }
 }
 

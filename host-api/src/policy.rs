@@ -6,7 +6,7 @@
 //! whether SQL may write. Everything not listed is denied.
 
 use serde::{Deserialize, Serialize};
-use skillbox_egress::{HostPattern, Policy};
+use skillbox_egress::{HostPattern, Policy, ResponseScope};
 use skillbox_vault::CredentialKind;
 
 /// Everything a skill's manifest allows it, checked on every host call.
@@ -40,6 +40,8 @@ pub struct CredentialDecl {
     pub hosts: Vec<HostPattern>,
     /// Why the skill needs it, shown to operators and approvers.
     pub purpose: String,
+    /// What of a response to a request made with it the skill receives (`response = ...`).
+    pub response: ResponseScope,
 }
 
 /// How a credential is applied to an HTTP request (`http = ...` in a manifest).

@@ -30,6 +30,8 @@ impl signing::Host for SkillCtxView<'_> {
                 message.len()
             ))));
         }
+        // The tripwire: the MAC goes wherever the skill sends it, so the message is outbound.
+        self.ctx.check_outbound("signing.hmac", &message)?;
         let open = self.table.get(&key)?;
         let SecretValue::HmacKey(secret) = &open.value else {
             return Err(HostError::wrong_kind(format!(

@@ -151,8 +151,17 @@ impl SkillCtxView<'_> {
         let label = self.ctx.redactor().redact_str(&database_label(&database)).into_owned();
         let write = self.ctx.invocation.policy.sql_write;
 
+        // The tripwire: SQL text and parameters go to a server; no secret may be in them.
+        self.ctx.check_outbound(op.name(), statement.as_bytes())?;
+        for param in &params {
+            match param {
+                Value::Text(text) => self.ctx.check_outbound(op.name(), text.as_bytes())?,
+                Value::Blob(bytes) => self.ctx.check_outbound(op.name(), bytes)?,
+                _ => {}
+            }
+        }
         let started = Instant::now();
-        let result = match check(op, write, &statement, &params, self.ctx.redactor()) {
+        let result = match check(op, write, &statement) {
             Ok(()) => {
                 let key = key(&vault_ref);
                 let work = self.ctx.sql.run(&key, &database, write, op, &statement, params);
@@ -194,14 +203,8 @@ impl SkillCtxView<'_> {
     }
 }
 
-/// Refusals that need no database: writes under a read-only manifest, sizes, leaks.
-fn check(
-    op: Op,
-    write: bool,
-    statement: &str,
-    params: &[Value],
-    redactor: &skillbox_egress::Redactor,
-) -> Result<(), HostError> {
+/// Refusals that need no database: writes under a read-only manifest, sizes.
+fn check(op: Op, write: bool, statement: &str) -> Result<(), HostError> {
     if op == Op::Execute && !write {
         return Err(HostError::denied(
             "sql.execute is refused: this skill's manifest does not allow SQL writes; add `[sql]\\nwrite = true` to its skill.toml if it must change data",
@@ -211,17 +214,6 @@ fn check(
         return Err(limit(format!(
             "the statement is {} bytes, over the {MAX_STATEMENT_BYTES}-byte limit",
             statement.len()
-        )));
-    }
-    let leaked = redactor.contains_secret(statement.as_bytes())
-        || params.iter().any(|p| match p {
-            Value::Text(s) => redactor.contains_secret(s.as_bytes()),
-            Value::Blob(b) => redactor.contains_secret(b),
-            _ => false,
-        });
-    if leaked {
-        return Err(HostError::Guest(WitError::LeakBlocked(
-            "the statement or a parameter contains a credential's secret value; it was not sent".into(),
         )));
     }
     Ok(())

@@ -57,6 +57,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The runtime config file (`skillbox.toml`) could not be read or is not valid.
+    #[error("invalid config file {}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key and the fix.
+        message: String,
+    },
+
     /// The invocation context is not valid (for example an unknown environment).
     #[error("invalid invocation: {0}")]
     InvalidContext(String),
@@ -70,6 +79,16 @@ pub enum Error {
         reason: String,
         /// What the skill itself reported, if it returned an error.
         skill_error: Option<String>,
+    },
+
+    /// The skill tried to pass a secret out of the sandbox (in a request, SQL, a log line, its
+    /// stdio or its result). The invocation was ended and nothing it produced is returned.
+    #[error("skill `{skill}` was stopped: {tripped}")]
+    Tripwire {
+        /// The skill's name.
+        skill: String,
+        /// Where, which credential, which view; and any grants suspended as a result.
+        tripped: skillbox_host_api::Tripped,
     },
 
     /// The caller's input is not JSON text.

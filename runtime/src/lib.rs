@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+pub mod config;
 mod engine;
 mod error;
 mod inspect;
@@ -44,7 +45,7 @@ pub use inspect::{ComponentInfo, Item};
 pub use manifest::{Limits, Manifest};
 pub use skill::{InvocationContext, Output, Skill};
 pub use skillbox_egress as egress;
-pub use skillbox_host_api::{Approval, ApprovalRequest, Approver, DenyAll};
+pub use skillbox_host_api::{Approval, ApprovalRequest, Approver, DenyAll, ScanConfig, Tripped};
 pub use skillbox_vault as vault;
 
 use store::StoreState;
@@ -60,6 +61,8 @@ pub struct RuntimeConfig {
     pub max_stdio_bytes: usize,
     /// Outbound HTTP settings (loopback http for tests, private ranges, limits).
     pub egress: EgressConfig,
+    /// The leak scanner: foreign-token rules and policy, view limits, tripwire threshold.
+    pub scan: ScanConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -69,6 +72,7 @@ impl Default for RuntimeConfig {
             max_concurrent: 256,
             max_stdio_bytes: 64 * 1024,
             egress: EgressConfig::default(),
+            scan: ScanConfig::default(),
         }
     }
 }
@@ -154,7 +158,9 @@ impl Runtime {
 }
 
 fn host_services(config: &RuntimeConfig) -> Result<HostServices> {
-    HostServices::new(config.egress.clone()).map_err(|e| Error::Engine(format!("setting up outbound HTTP: {e}")))
+    Ok(HostServices::new(config.egress.clone())
+        .map_err(|e| Error::Engine(format!("setting up outbound HTTP: {e}")))?
+        .with_scan(config.scan.clone()))
 }
 
 fn build_linker(engine: &Engine) -> Result<Linker<StoreState>> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use skillbox_egress::{HostPattern, Policy};
+use skillbox_egress::{ForeignAction, HostPattern, Policy, ResponseScope};
 use skillbox_host_api::{CredentialDecl, HttpAuth, SkillPolicy};
 use skillbox_vault::CredentialKind;
 
@@ -51,6 +51,9 @@ pub struct Manifest {
     /// The `[sql]` table.
     #[serde(default)]
     pub sql: SqlSection,
+    /// The `[scan]` table: what to do with foreign tokens in this skill's traffic.
+    #[serde(default)]
+    pub scan: ScanSection,
     /// Where the manifest was read from; relative paths resolve against its directory.
     #[serde(skip)]
     pub path: PathBuf,
@@ -121,6 +124,21 @@ pub struct CredentialEntry {
     /// Why the skill needs it; shown to operators when they grant or approve.
     #[serde(default)]
     pub purpose: String,
+    /// What of a response to a request made with it the skill gets: `full` (default),
+    /// `headers` or `status`. For write-only uses (post a message, create a charge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+}
+
+/// The `[scan]` table.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSection {
+    /// What to do with a foreign token (a known token format that is not one of the skill's
+    /// credentials) in responses, logs, stdio and the result: `redact` (the operator's
+    /// default unless set), `block` or `warn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign: Option<String>,
 }
 
 /// The `[network]` table.
@@ -142,6 +160,11 @@ pub struct SqlSection {
 }
 
 impl Manifest {
+    /// The manifest's foreign-token action, if it sets one (checked at parse time).
+    pub fn foreign_action(&self) -> Option<ForeignAction> {
+        self.scan.foreign.as_deref().and_then(|f| f.parse().ok())
+    }
+
     /// Reads the manifest at `path`, which is a `skill.toml` or a directory holding one.
     pub fn load(path: impl AsRef<Path>) -> Result<Manifest> {
         let path = manifest_path(path.as_ref());
@@ -173,6 +196,9 @@ impl Manifest {
             credentials.push(decl);
         }
         let allow = parse_hosts(&self.network.allow, "network.allow")?;
+        if let Some(foreign) = &self.scan.foreign {
+            foreign.parse::<ForeignAction>().map_err(|e| format!("[scan] foreign: {e}"))?;
+        }
         Ok(SkillPolicy { credentials, network: Policy { network_allow: allow }, sql_write: self.sql.write })
     }
 
@@ -233,7 +259,17 @@ impl CredentialEntry {
             ));
         }
         let hosts = parse_hosts(&self.hosts, &format!("[[credentials]] {name}: hosts"))?;
-        Ok(CredentialDecl { name: name.clone(), kind, http, hosts, purpose: self.purpose.clone() })
+        let response = match self.response.as_deref() {
+            None | Some("full") => ResponseScope::Full,
+            Some("headers") => ResponseScope::Headers,
+            Some("status") => ResponseScope::Status,
+            Some(other) => {
+                return Err(format!(
+                    "[[credentials]] {name}: response {other:?} is not known; use \"full\", \"headers\" or \"status\""
+                ));
+            }
+        };
+        Ok(CredentialDecl { name: name.clone(), kind, http, hosts, purpose: self.purpose.clone(), response })
     }
 }
 

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
-use skillbox_egress::Redactor;
 use skillbox_host_api::{Invocation, SkillCtx, SkillError, SkillPolicy, SkillPre};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -145,15 +144,41 @@ impl Skill {
             Err(_elapsed) => Err(wasmtime::Error::new(DeadlineExceeded)),
         };
         let fuel_consumed = limits.fuel.unwrap_or(u64::MAX) - store.get_fuel().unwrap_or(0);
-        let (stdout, stderr) = self.drain_stdio(&store);
-        let elapsed = started.elapsed();
-
-        let host = store.data().skill_ctx();
-        let returned = result.map_err(|e| self.classify_failure(e, store.data().limiter.hit, &stderr))?;
-        let json = match returned {
-            Ok(json) => host.redactor().redact_str(&json).into_owned(),
-            Err(e) => return Err(self.skill_failure(to_failure(e, host.redactor()), host.denials())),
+        let tripwire = |host: &SkillCtx| {
+            host.tripped().map(|t| Error::Tripwire { skill: self.name().to_owned(), tripped: t.clone() })
         };
+        // A tripwire during the run ends it; nothing the guest produced is handed on.
+        if let Some(error) = tripwire(store.data().skill_ctx()) {
+            return Err(error);
+        }
+        let (stdout, stderr) = self.drain_stdio(&mut store);
+        let elapsed = started.elapsed();
+        if let Some(error) = tripwire(store.data().skill_ctx()) {
+            return Err(error);
+        }
+
+        let memory_hit = store.data().limiter.hit;
+        let host = store.data_mut().skill_ctx_mut();
+        let returned = result.map_err(|e| self.classify_failure(e, memory_hit, &stderr))?;
+        let json = match returned {
+            Ok(json) => json,
+            Err(e) => {
+                let failure = self.check_failure(host, e);
+                return Err(tripwire(host).unwrap_or_else(|| self.skill_failure(failure, host.denials())));
+            }
+        };
+        // The result leaves the sandbox: a secret in it, in any view, trips the wire.
+        let json = match host.check_outbound("output", json.as_bytes()) {
+            Ok(()) => host.redactor().redact_str(&json).into_owned(),
+            Err(tripped) => return Err(Error::Tripwire { skill: self.name().to_owned(), tripped }),
+        };
+        let json = host.clean_foreign("output", &json).map_err(|rule| Error::SkillFailed {
+            skill: self.name().to_owned(),
+            error: SkillFailure::Failed(format!(
+                "the result was withheld: it contained a token matching rule `{rule}`, and foreign tokens are blocked for this skill"
+            )),
+        })?;
+        let json = json.into_owned();
         serde_json::from_str::<IgnoredAny>(&json)
             .map_err(|e| Error::InvalidOutput { skill: self.name().into(), reason: e.to_string() })?;
         Ok(Output { json, stdout, stderr, fuel_consumed, elapsed })
@@ -174,7 +199,28 @@ impl Skill {
             user: context.user.clone(),
             environment,
             purpose: context.purpose.clone(),
+            foreign: self.inner.manifest.foreign_action(),
         })
+    }
+
+    /// The skill's own error, checked like its result (a secret in it trips the wire, so
+    /// `tripped` is set) and scrubbed.
+    fn check_failure(&self, host: &mut SkillCtx, error: SkillError) -> SkillFailure {
+        let message = match &error {
+            SkillError::InvalidInput(m) | SkillError::Failed(m) => m.clone(),
+        };
+        let _ = host.check_outbound("error", message.as_bytes());
+        let scrub = |m: String| {
+            let m = host.redactor().redact_str(&m).into_owned();
+            host.scanner().foreign(std::borrow::Cow::Borrowed(m.as_bytes())).map_or_else(
+                |_| "[withheld: it contained a foreign token]".to_owned(),
+                |c| String::from_utf8_lossy(&c.bytes).into_owned(),
+            )
+        };
+        match error {
+            SkillError::InvalidInput(m) => SkillFailure::InvalidInput(scrub(m)),
+            SkillError::Failed(m) => SkillFailure::Failed(scrub(m)),
+        }
     }
 
     /// A `run` error, reported as a denial when access was refused during the run:
@@ -207,14 +253,26 @@ impl Skill {
         Ok(store)
     }
 
-    /// Takes the guest's captured stdio, redacted, and forwards it to `tracing`.
-    fn drain_stdio(&self, store: &Store<StoreState>) -> (Vec<u8>, Vec<u8>) {
-        let state = store.data();
-        let redactor = state.skill_ctx().redactor();
+    /// Takes the guest's captured stdio, checked like its result (a secret trips the wire),
+    /// scrubbed, and forwards it to `tracing`.
+    fn drain_stdio(&self, store: &mut Store<StoreState>) -> (Vec<u8>, Vec<u8>) {
+        let state = store.data_mut();
         let (stdout, out_dropped) = state.stdout.take();
         let (stderr, err_dropped) = state.stderr.take();
-        let stdout = redactor.redact(&stdout).into_owned();
-        let stderr = redactor.redact(&stderr).into_owned();
+        let host = state.skill_ctx_mut();
+        let mut clean = |channel: &str, bytes: Vec<u8>| -> Vec<u8> {
+            if bytes.is_empty() || host.check_outbound(channel, &bytes).is_err() {
+                return Vec::new();
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let text = host.redactor().redact_str(&text).into_owned();
+            match host.clean_foreign(channel, &text) {
+                Ok(text) => text.into_owned().into_bytes(),
+                Err(_) => Vec::new(),
+            }
+        };
+        let stdout = clean("stdout", stdout);
+        let stderr = clean("stderr", stderr);
         let skill = &*self.inner.name;
         for line in String::from_utf8_lossy(&stdout).lines() {
             tracing::info!(target: "skill::stdout", skill, "{line}");
@@ -265,16 +323,6 @@ impl std::fmt::Display for DeadlineExceeded {
 }
 
 impl std::error::Error for DeadlineExceeded {}
-
-/// The skill's own error, scrubbed like its output: its message reaches
-/// the caller, logs and terminals.
-fn to_failure(error: SkillError, redactor: &Redactor) -> SkillFailure {
-    let scrub = |m: String| redactor.redact_str(&m).into_owned();
-    match error {
-        SkillError::InvalidInput(m) => SkillFailure::InvalidInput(scrub(m)),
-        SkillError::Failed(m) => SkillFailure::Failed(scrub(m)),
-    }
-}
 
 /// The last few lines the guest wrote to stderr (a Rust panic message lands there).
 fn stderr_tail(stderr: &[u8]) -> Option<String> {

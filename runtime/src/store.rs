@@ -53,6 +53,11 @@ impl StoreState {
     pub(crate) fn skill_ctx(&self) -> &SkillCtx {
         &self.skill
     }
+
+    /// The host state, mutably (for the checks on the way out).
+    pub(crate) fn skill_ctx_mut(&mut self) -> &mut SkillCtx {
+        &mut self.skill
+    }
 }
 
 impl WasiView for StoreState {

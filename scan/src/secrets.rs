@@ -1,39 +1,52 @@
-//! The leak scanner: finds secret values, and their common encodings, in bytes.
+//! Secret matchers: one per credential, searched raw and in every view.
 //!
-//! One [`Redactor`] is built per invocation from every secret value that invocation may touch.
-//! The pipeline uses it twice: before sending, to refuse a request whose guest-written parts
-//! contain a secret (the guest must never be able to smuggle a secret it obtained somehow), and
-//! after receiving, to replace every occurrence in the response with `[REDACTED]` (an echo
-//! server must not hand an injected token back to the guest).
+//! A [`SecretMatcher`] is built once per credential version and shared: it holds one
+//! Aho-Corasick automaton over everything that betrays the secret in text:
 //!
-//! Each secret is matched raw and, when it is at least [`MIN_ENCODED_LEN`] bytes long, in the
-//! encodings a server is likely to reflect it in: base64 (standard and URL-safe alphabets, padded
-//! and unpadded, plus the alignment-independent "core" described on [`push_base64_cores`]), hex,
-//! and percent-encoding (RFC 3986 unreserved-only, `application/x-www-form-urlencoded`,
-//! JavaScript's `encodeURIComponent`, everything but alphanumerics, and every-byte `%XX`).
-//! All patterns go into one Aho-Corasick automaton, searched leftmost-longest and
-//! ASCII-case-insensitively (so hex and `%2f`/`%2F` match in any case; the price is that text
-//! equal to a secret up to ASCII case is redacted too, which errs on the safe side).
+//! - the value itself and its reverse;
+//! - every fragment of [`FRAGMENT_LEN`] bytes of the value and of its reverse, so a secret handed
+//!   back in overlapping pieces is still found (the whole value when it is shorter);
+//! - the encodings a server is likely to reflect it in, so they can be cut out in place: base64
+//!   (standard and URL-safe, padded and unpadded, plus the alignment-independent "cores" of
+//!   [`push_base64_cores`]), hex, and the common percent-encodings.
+//!
+//! Searches are ASCII-case-insensitive (so hex and `%2f`/`%2F` match in any case; text equal to a
+//! secret up to ASCII case is treated as the secret, which errs on the safe side).
+//!
+//! Secrets shorter than [`MIN_SECRET_LEN`] cannot be searched for in free text without false
+//! alarms: they are matched only as whole values (between non-alphanumeric bytes), only for
+//! redaction, and never reported as a hit (so they never block or trip the wire on their own).
+//!
+//! A [`Redactor`] is the set of matchers one invocation has opened; the decoded views
+//! ([`crate::views`]) run over it.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use zeroize::Zeroizing;
 
+use crate::ScanError;
+use crate::views::{self, ViewLimits};
+
 /// What a match is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Secrets shorter than this many bytes are matched raw only, never in encoded form.
-///
-/// The encoded forms of a very short secret (and especially the base64 cores, which drop up to
-/// two characters at each end) are short enough to occur by chance in ordinary text, which
-/// would redact innocent responses and refuse innocent requests. Real tokens, keys and
-/// passwords are far longer; the raw value is always matched whatever its length.
-pub const MIN_ENCODED_LEN: usize = 8;
+/// Secrets shorter than this many bytes are matched only as whole values, never encoded or in
+/// fragments, and never trip the wire: their encodings are short enough to occur by chance.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Former name of [`MIN_SECRET_LEN`].
+pub const MIN_ENCODED_LEN: usize = MIN_SECRET_LEN;
+
+/// Length of the fragments searched for: any run of this many bytes of a secret (or of its
+/// reverse) counts as the secret. Shorter pieces are not searched for (see the threat model).
+pub const FRAGMENT_LEN: usize = 12;
 
 /// RFC 3986 section 2.3: only `ALPHA / DIGIT / "-" / "." / "_" / "~"` stay unencoded.
 const RFC3986_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -50,49 +63,87 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b')')
     .remove(b'*');
 
-/// Finds and replaces secret values and their encodings.
+/// How a hit relates to the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HitKind {
+    /// The whole value.
+    Whole,
+    /// The whole value, reversed.
+    Reverse,
+    /// A fragment of [`FRAGMENT_LEN`] bytes of the value or of its reverse.
+    Fragment,
+    /// A known encoding of the value (base64, hex, percent).
+    Encoded,
+}
+
+impl HitKind {
+    /// Lowercase name, for audit rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HitKind::Whole => "whole",
+            HitKind::Reverse => "reverse",
+            HitKind::Fragment => "fragment",
+            HitKind::Encoded => "encoded",
+        }
+    }
+}
+
+/// Where a secret was found: which credential (by label, never the value), in which view
+/// (`raw`, or a chain such as `base64>gzip`), and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The label of the matcher that hit (a credential's name).
+    pub label: Arc<str>,
+    /// The view the secret was found in: `raw`, or decoders joined by `>`.
+    pub view: String,
+    /// Whole value, reverse, fragment or encoding.
+    pub kind: HitKind,
+}
+
+/// Finds one credential's secret values in bytes. Build once per credential version; share
+/// with [`Arc`].
 ///
-/// Cheap to search (one automaton pass), built once per invocation. It keeps no copy of the
-/// secrets in their own buffers: the intermediate pattern buffers are zeroized as soon as the
-/// automaton is built. Limitation: the automaton's transition tables necessarily encode the
-/// patterns and are owned by `aho-corasick`, which does not zeroize them on drop; they live as
-/// long as the `Redactor`.
-pub struct Redactor {
-    /// `None` when there is nothing to find (no secrets, or only empty ones).
-    automaton: Option<AhoCorasick>,
-    /// Number of non-empty secrets the automaton was built from (for `Debug` and tests).
+/// It keeps no copy of the secrets in buffers of its own: the pattern buffers are zeroized as
+/// soon as the automaton is built. Limitation: the automaton's transition tables necessarily
+/// encode the patterns and are owned by `aho-corasick`, which does not zeroize them on drop.
+pub struct SecretMatcher {
+    label: Arc<str>,
+    /// Patterns of secrets of at least [`MIN_SECRET_LEN`] bytes.
+    long: Option<AhoCorasick>,
+    /// What each pattern of `long` is.
+    kinds: Vec<HitKind>,
+    /// Whole values of secrets shorter than [`MIN_SECRET_LEN`] bytes.
+    short: Option<AhoCorasick>,
+    /// Longest pattern, for the overlap of chunked scans.
+    max_pattern: usize,
     secrets: usize,
 }
 
-impl fmt::Debug for Redactor {
+impl fmt::Debug for SecretMatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print patterns: they are the secrets.
-        f.debug_struct("Redactor")
+        f.debug_struct("SecretMatcher")
+            .field("label", &self.label)
             .field("secrets", &self.secrets)
-            .field("patterns", &self.automaton.as_ref().map_or(0, |a| a.patterns_len()))
+            .field("patterns", &self.kinds.len())
             .finish()
     }
 }
 
-impl Default for Redactor {
-    fn default() -> Self {
-        Self::empty()
-    }
-}
-
-impl Redactor {
-    /// Builds a redactor for the given secret values. Empty values are ignored.
+impl SecretMatcher {
+    /// Builds a matcher for `secrets` (one credential's secret fields), reported as `label`.
+    /// Empty values are ignored.
     ///
     /// # Panics
     /// Only if the automaton cannot be built at all, which `aho-corasick` reports only when the
-    /// patterns exceed its internal ID space (on the order of 2^31 states: gigabytes of
-    /// secrets).
-    pub fn new<I, S>(secrets: I) -> Self
+    /// patterns exceed its internal ID space (gigabytes of secrets).
+    pub fn new<I, S>(label: &str, secrets: I) -> SecretMatcher
     where
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let mut patterns: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        let mut long: Vec<(Zeroizing<Vec<u8>>, HitKind)> = Vec::new();
+        let mut short: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut count = 0;
         for secret in secrets {
             let secret = secret.as_ref();
@@ -100,61 +151,193 @@ impl Redactor {
                 continue;
             }
             count += 1;
-            push_variants(secret, &mut patterns);
+            if secret.len() < MIN_SECRET_LEN {
+                short.push(Zeroizing::new(secret.to_vec()));
+            } else {
+                push_variants(secret, &mut long);
+            }
         }
-        patterns.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
-        patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        if patterns.is_empty() {
-            return Self::empty();
+        // Keep the most specific kind per distinct pattern (Whole before Fragment).
+        long.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()).then(a.1.cmp(&b.1)));
+        long.dedup_by(|a, b| a.0.as_slice() == b.0.as_slice());
+        short.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        short.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        let max_pattern = long.iter().map(|p| p.0.len()).chain(short.iter().map(|p| p.len())).max().unwrap_or(0);
+        let kinds = long.iter().map(|p| p.1).collect();
+        SecretMatcher {
+            label: label.into(),
+            long: automaton(long.iter().map(|p| p.0.as_slice())),
+            kinds,
+            short: automaton(short.iter().map(|p| p.as_slice())),
+            max_pattern,
+            secrets: count,
         }
-        let build = |kind: Option<AhoCorasickKind>| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .ascii_case_insensitive(true)
-                .kind(kind)
-                .build(patterns.iter().map(|p| p.as_slice()))
-        };
-        // A redactor is built per invocation and per credentialed request, so build
-        // cost matters as much as search speed: the automatic choice picks a DFA for
-        // small pattern sets, which costs hundreds of microseconds to build (more with
-        // ASCII case folding). The contiguous NFA builds in a few and searches these
-        // short texts about as fast; the non-contiguous NFA only fails on ID overflow.
-        let automaton = build(Some(AhoCorasickKind::ContiguousNFA))
+        // `long` and `short` drop here and every buffer is zeroized.
+    }
+
+    /// The label hits are reported with.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// True when the matcher was built from no (non-empty) secret.
+    pub fn is_empty(&self) -> bool {
+        self.long.is_none() && self.short.is_none()
+    }
+
+    /// The first reportable occurrence (whole, reverse, fragment or encoding of a secret of at
+    /// least [`MIN_SECRET_LEN`] bytes) in `haystack`.
+    pub fn find(&self, haystack: &[u8]) -> Option<HitKind> {
+        let m = self.long.as_ref()?.find(haystack)?;
+        Some(self.kinds[m.pattern().as_usize()])
+    }
+
+    /// Appends the byte ranges of every occurrence in `haystack` (short whole values
+    /// included) to `out`, unsorted.
+    fn ranges(&self, haystack: &[u8], out: &mut Vec<Range<usize>>) {
+        if let Some(long) = &self.long {
+            out.extend(long.find_iter(haystack).map(|m| m.range()));
+        }
+        if let Some(short) = &self.short {
+            // Only where the value stands alone: no ASCII alphanumeric byte on either side.
+            let word = |i: Option<&u8>| i.is_some_and(u8::is_ascii_alphanumeric);
+            let mut at = 0;
+            while let Some(m) = short.find(Input::new(haystack).range(at..)) {
+                at = m.start() + 1;
+                let before = m.start().checked_sub(1).and_then(|i| haystack.get(i));
+                if !word(before) && !word(haystack.get(m.end())) {
+                    out.push(m.range());
+                    at = m.end();
+                }
+            }
+        }
+    }
+}
+
+/// Builds the automaton for a pattern set; `None` when it is empty.
+fn automaton<'a>(patterns: impl Iterator<Item = &'a [u8]> + Clone) -> Option<AhoCorasick> {
+    if patterns.clone().next().is_none() {
+        return None;
+    }
+    let build = |kind: Option<AhoCorasickKind>| {
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
+            .kind(kind)
+            .build(patterns.clone())
+    };
+    // The automatic choice picks a DFA for small pattern sets, which costs hundreds of
+    // microseconds to build (more with ASCII case folding). The contiguous NFA builds in a few
+    // and searches these texts about as fast; the non-contiguous NFA only fails on ID overflow.
+    Some(
+        build(Some(AhoCorasickKind::ContiguousNFA))
             .or_else(|_| build(Some(AhoCorasickKind::NoncontiguousNFA)))
-            .expect("aho-corasick cannot build an automaton for this many secrets");
-        // `patterns` drops here and every buffer is zeroized.
-        Self { automaton: Some(automaton), secrets: count }
+            .expect("aho-corasick cannot build an automaton for this many secrets"),
+    )
+}
+
+/// The secrets one invocation may touch: a set of shared matchers, searched raw (for redaction
+/// in place) and in decoded views (for blocking and the tripwire).
+#[derive(Clone, Default)]
+pub struct Redactor {
+    matchers: Vec<Arc<SecretMatcher>>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor").field("matchers", &self.matchers).finish()
+    }
+}
+
+impl Redactor {
+    /// A redactor over one unlabelled matcher built from `secrets`. Empty values are ignored.
+    pub fn new<I, S>(secrets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<[u8]>,
+    {
+        Self::empty().with(Arc::new(SecretMatcher::new("", secrets)))
     }
 
     /// A redactor that finds nothing (for invocations that touch no secret).
     pub fn empty() -> Self {
-        Self { automaton: None, secrets: 0 }
+        Self { matchers: Vec::new() }
+    }
+
+    /// This set plus `matcher` (cheap: matchers are shared).
+    pub fn with(&self, matcher: Arc<SecretMatcher>) -> Self {
+        let mut matchers = self.matchers.clone();
+        if !matcher.is_empty() && !matchers.iter().any(|m| Arc::ptr_eq(m, &matcher)) {
+            matchers.push(matcher);
+        }
+        Self { matchers }
+    }
+
+    /// Adds `matcher` to this set.
+    pub fn push(&mut self, matcher: Arc<SecretMatcher>) {
+        if !matcher.is_empty() && !self.matchers.iter().any(|m| Arc::ptr_eq(m, &matcher)) {
+            self.matchers.push(matcher);
+        }
     }
 
     /// True when no secret was given, so nothing will ever be found.
     pub fn is_empty(&self) -> bool {
-        self.automaton.is_none()
+        self.matchers.is_empty()
     }
 
-    /// Whether `haystack` contains any secret, raw or encoded.
+    /// Longest pattern of any matcher: the overlap a chunked scan must keep.
+    pub fn max_pattern_len(&self) -> usize {
+        self.matchers.iter().map(|m| m.max_pattern).max().unwrap_or(0)
+    }
+
+    /// The first reportable hit in `haystack` as it is (the raw view).
+    pub fn find(&self, haystack: &[u8]) -> Option<Hit> {
+        self.find_in_view(haystack, "raw")
+    }
+
+    pub(crate) fn find_in_view(&self, haystack: &[u8], view: &str) -> Option<Hit> {
+        self.matchers
+            .iter()
+            .find_map(|m| m.find(haystack).map(|kind| Hit { label: m.label.clone(), view: view.to_owned(), kind }))
+    }
+
+    /// The first reportable hit in `haystack` raw or in any decoded view (JSON and HTML
+    /// unescaped, percent-decoded, base64 and hex runs decoded, compressed blobs inflated,
+    /// UTF-16 read), nested up to the limits.
+    ///
+    /// An error means the input could not be fully examined within `limits` (a decompression
+    /// bomb, say); callers must treat it as a hit (fail closed).
+    pub fn scan(&self, haystack: &[u8], limits: &ViewLimits) -> Result<Option<Hit>, ScanError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        if let Some(hit) = self.find(haystack) {
+            return Ok(Some(hit));
+        }
+        views::search(haystack, limits, &|bytes, view| self.find_in_view(bytes, view))
+    }
+
+    /// Whether `haystack` contains any secret in the raw view (short whole values included).
     pub fn contains_secret(&self, haystack: &[u8]) -> bool {
-        self.automaton.as_ref().is_some_and(|a| a.is_match(haystack))
+        self.find(haystack).is_some() || !self.ranges(haystack).is_empty()
     }
 
-    /// `haystack` with every secret occurrence replaced by [`REDACTED`]; borrowed when clean.
+    /// The merged, sorted byte ranges of every raw-view occurrence in `haystack`.
+    pub fn ranges(&self, haystack: &[u8]) -> Vec<Range<usize>> {
+        let mut ranges = Vec::new();
+        for matcher in &self.matchers {
+            matcher.ranges(haystack, &mut ranges);
+        }
+        merge(ranges)
+    }
+
+    /// `haystack` with every raw-view occurrence replaced by [`REDACTED`]; borrowed when clean.
     pub fn redact<'a>(&self, haystack: &'a [u8]) -> Cow<'a, [u8]> {
-        let Some(automaton) = &self.automaton else {
-            return Cow::Borrowed(haystack);
-        };
-        if !automaton.is_match(haystack) {
+        let ranges = self.ranges(haystack);
+        if ranges.is_empty() {
             return Cow::Borrowed(haystack);
         }
-        let mut out = Vec::with_capacity(haystack.len());
-        automaton.replace_all_with_bytes(haystack, &mut out, |_, _, dst| {
-            dst.extend_from_slice(REDACTED.as_bytes());
-            true
-        });
-        Cow::Owned(out)
+        Cow::Owned(replace(haystack, &ranges))
     }
 
     /// [`Redactor::redact`] for text. A secret given as arbitrary bytes could match inside a
@@ -170,12 +353,53 @@ impl Redactor {
     }
 }
 
-/// Appends every pattern for one non-empty secret.
-fn push_variants(secret: &[u8], out: &mut Vec<Zeroizing<Vec<u8>>>) {
-    out.push(Zeroizing::new(secret.to_vec()));
-    if secret.len() < MIN_ENCODED_LEN {
-        return;
+/// Sorts ranges and merges the ones that overlap or touch.
+fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.sort_by_key(|r| (r.start, r.end));
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
     }
+    merged
+}
+
+/// `haystack` with each of the sorted, disjoint `ranges` replaced by [`REDACTED`].
+pub(crate) fn replace(haystack: &[u8], ranges: &[Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut copied = 0;
+    for r in ranges {
+        out.extend_from_slice(&haystack[copied..r.start]);
+        out.extend_from_slice(REDACTED.as_bytes());
+        copied = r.end;
+    }
+    out.extend_from_slice(&haystack[copied..]);
+    out
+}
+
+/// Appends every pattern for one secret of at least [`MIN_SECRET_LEN`] bytes: the value, its
+/// reverse, their fragments and the value's encodings.
+fn push_variants(secret: &[u8], out: &mut Vec<(Zeroizing<Vec<u8>>, HitKind)>) {
+    out.push((Zeroizing::new(secret.to_vec()), HitKind::Whole));
+    let mut reverse = Zeroizing::new(secret.to_vec());
+    reverse.reverse();
+    if secret.len() > FRAGMENT_LEN {
+        for source in [secret, reverse.as_slice()] {
+            for window in source.windows(FRAGMENT_LEN) {
+                out.push((Zeroizing::new(window.to_vec()), HitKind::Fragment));
+            }
+        }
+    }
+    out.push((reverse, HitKind::Reverse));
+    let mut encodings = Vec::new();
+    push_encodings(secret, &mut encodings);
+    out.extend(encodings.into_iter().map(|e| (e, HitKind::Encoded)));
+}
+
+/// Appends the encodings of `secret` a server is likely to reflect it in.
+fn push_encodings(secret: &[u8], out: &mut Vec<Zeroizing<Vec<u8>>>) {
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         let mut text = Zeroizing::new(String::new());
         engine.encode_string(secret, &mut text);
@@ -311,7 +535,9 @@ mod tests {
     #[test]
     fn short_secrets_match_raw_only() {
         let r = Redactor::new(["abc"]);
-        assert!(r.contains_secret(b"xxabcxx"));
+        assert!(r.contains_secret(b"xx abc xx"));
+        assert!(!r.contains_secret(b"xxabcxx"), "a short secret is matched only as a whole value");
+        assert_eq!(r.find(b"xx abc xx"), None, "a short secret is never reported as a hit");
         assert!(!r.contains_secret(STANDARD.encode("abc").as_bytes()));
         assert!(!r.contains_secret(b"616263"));
     }

@@ -504,13 +504,22 @@ mod attack {
     }
 
     #[tokio::test]
-    async fn a_secret_written_by_the_guest_is_not_sent() {
-        let (_vault, skill, server) = granted().await;
-        // A guest that somehow learned the token (it cannot, but suppose) may not send it.
+    async fn a_secret_written_by_the_guest_trips_the_wire() {
+        let (vault, skill, server) = granted().await;
+        // A guest that somehow learned the token (it cannot, but suppose) may not send it: the
+        // invocation ends, nothing goes out, and the tripwire is audited.
         let url = format!("{}/x?t={TOKEN}", server.base_url());
-        let results = probe(&skill, json!([{ "send": { "url": url }, "auth": "github" }])).await;
-        assert_eq!(case(&results[0]), "leak-blocked");
+        let input = json!({ "steps": [{ "send": { "url": url }, "auth": "github" }] }).to_string();
+        let error = skill.invoke(&input).await.unwrap_err();
+        let skillbox_runtime::Error::Tripwire { tripped, .. } = &error else { panic!("expected a tripwire: {error}") };
+        assert_eq!(tripped.credential.as_deref(), Some("github"));
+        assert!(!format!("{error} {error:?}").contains(TOKEN));
         assert!(server.received().is_empty());
+        let rows =
+            vault.vault.audit_list(&AuditQuery { action: Some(AuditAction::Tripwire), ..Default::default() }).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].detail["digest"].as_str(), Some(skill.digest()));
+        assert!(!serde_json::to_string(&rows).unwrap().contains(TOKEN));
     }
 
     #[tokio::test]

@@ -428,15 +428,18 @@ async fn postgres_audit_errors_and_output_never_hold_the_password() {
     let ok = query(&admin, "SELECT 1 AS one", json!([])).await;
     let bad = query(&admin, "SELEC 1", json!([])).await;
     let missing = query(&admin, &format!("SELECT * FROM {}", unique("missing")), json!([])).await;
-    // The guest cannot know the password; if it somehow sends it, nothing goes out.
-    let leak = query(&admin, &format!("SELECT '{PASSWORD}'"), json!([])).await;
+    // The guest cannot know the password; if it somehow sends it, nothing goes out and the
+    // invocation ends (a tripwire, not an error it could catch and retry).
+    let input = json!({ "statement": format!("SELECT '{PASSWORD}'"), "params": [], "mode": "query" });
+    let tripped = admin.invoke(&input.to_string()).await.unwrap_err();
+    assert!(matches!(tripped, skillbox_runtime::Error::Tripwire { .. }), "{tripped}");
+    assert_no_password(&format!("{tripped} {tripped:?}"));
 
     assert_eq!(ok, json!({ "columns": ["one"], "rows": [[1]] }));
     let message = expect_error(&bad, "invalid");
     assert!(message.contains("syntax"), "{message}");
     expect_error(&missing, "invalid");
-    expect_error(&leak, "leak-blocked");
-    for report in [&ok, &bad, &missing, &leak] {
+    for report in [&ok, &bad, &missing] {
         assert_no_password(&report.to_string());
     }
 
@@ -448,6 +451,7 @@ async fn postgres_audit_errors_and_output_never_hold_the_password() {
     assert!(used.detail["database"].as_str().unwrap().starts_with("postgres://"), "{:?}", used.detail);
     assert_eq!(used.detail["rows"], 1);
     assert!(rows.iter().any(|r| r.action == AuditAction::Use && !r.success));
+    assert!(rows.iter().any(|r| r.action == AuditAction::Tripwire && r.detail["channel"] == "sql.query"));
     assert_no_password(&serde_json::to_string(&rows).unwrap());
 }
 
