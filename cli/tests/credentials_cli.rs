@@ -165,3 +165,70 @@ fn a_skill_without_credentials_needs_no_vault_or_key() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Runs `cred-probe` with `steps` through the CLI (off the async runtime).
+async fn run_probe(cli: &Cli, steps: serde_json::Value) -> Output {
+    let vault = cli.vault();
+    let cache = cli.dir.path().join("cache");
+    tokio::task::spawn_blocking(move || {
+        let input = json!({ "steps": steps }).to_string();
+        Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .arg("run")
+            .arg(skillbox_tests::CRED_PROBE)
+            .args(["--allow-http-loopback", "--input", &input])
+            .env("SKILLBOX_VAULT", vault)
+            .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
+            .env("SKILLBOX_CACHE_DIR", cache)
+            .env_remove("RUST_LOG")
+            .env_remove("SKILLBOX_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripwire_exits_4_and_three_suspend_the_grant_until_granted_again() {
+    let server = github_server().await;
+    let cli = Cli::new();
+    cli.ok(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"], Some(TOKEN));
+    cli.ok(&["grant", "cred-probe", "github", "--hosts", &server.host()], None);
+    // A skill that somehow holds the token and tries to send it (reversed, to make it harder).
+    let reversed: String = TOKEN.chars().rev().collect();
+    let leak = json!([{ "send": { "url": format!("{}/x?q={reversed}", server.base_url()) }, "auth": "github" }]);
+    for attempt in 1..=3 {
+        let out = run_probe(&cli, leak.clone()).await;
+        assert_eq!(out.status.code(), Some(4), "attempt {attempt}: {}", stderr(&out));
+        assert!(stderr(&out).contains("tripwire"), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "nothing the skill produced is printed");
+        assert!(!stderr(&out).contains(TOKEN) && !stderr(&out).contains(&reversed));
+        if attempt == 3 {
+            assert!(stderr(&out).contains("suspended"), "{}", stderr(&out));
+        }
+    }
+    assert!(server.received().is_empty(), "no request carrying the secret went out");
+
+    let grants = cli.ok(&["grants", "--json"], None);
+    let grants: serde_json::Value = serde_json::from_str(&grants).unwrap();
+    assert_eq!(grants[0]["status"], "suspended", "{grants}");
+    // The fourth run, even an innocent one, finds the grant suspended.
+    let open = json!([{ "send": { "url": format!("{}/ok", server.base_url()) }, "auth": "github" }]);
+    let out = run_probe(&cli, open.clone()).await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("suspended") || stderr(&out).contains("suspended"), "{report} {}", stderr(&out));
+
+    let audit = cli.ok(&["audit", "list", "--json"], None);
+    let rows: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let count = |action: &str| rows.as_array().unwrap().iter().filter(|r| r["action"] == action).count();
+    assert_eq!(count("tripwire"), 3, "{audit}");
+    assert_eq!(count("suspend"), 1, "{audit}");
+    assert!(!audit.contains(TOKEN) && !audit.contains(&reversed));
+
+    cli.ok(&["grant", "cred-probe", "github", "--hosts", &server.host()], None);
+    let out = run_probe(&cli, open).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200"), "{}", String::from_utf8_lossy(&out.stdout));
+    cli.ok(&["audit", "verify"], None);
+}
