@@ -100,10 +100,14 @@ fn skill(c: &mut Criterion) {
     let without = json!({ "steps": [{ "send": { "url": url } }] }).to_string();
 
     let open_only = json!({ "steps": [{ "open": "github" }] }).to_string();
+    let open_then_unauth = json!({ "steps": [{ "open": "github" }, { "send": { "url": url } }] }).to_string();
     let nothing = json!({ "steps": [] }).to_string();
     let mut group = c.benchmark_group("skill");
     group.bench_function("open-only", |b| {
         b.to_async(&tokio).iter(|| async { probe.invoke(&open_only).await.unwrap() });
+    });
+    group.bench_function("open+send-unauthenticated", |b| {
+        b.to_async(&tokio).iter(|| async { probe.invoke(&open_then_unauth).await.unwrap() });
     });
     group.bench_function("nothing", |b| {
         b.to_async(&tokio).iter(|| async { probe.invoke(&nothing).await.unwrap() });

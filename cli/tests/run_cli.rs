@@ -165,3 +165,66 @@ fn build_without_a_build_section_explains() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("[build]"), "{}", stderr(&out));
 }
+
+/// A high-entropy base62 string made afresh for each run (no token is committed).
+fn random_base62(len: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let state = std::collections::hash_map::RandomState::new();
+    (0..len)
+        .map(|i| {
+            let mut h = state.build_hasher();
+            h.write_usize(i);
+            ALNUM[(h.finish() % 62) as usize] as char
+        })
+        .collect()
+}
+
+fn run_hello_with(cache: &Path, name: &str, config: Option<&Path>) -> Output {
+    let input = serde_json::json!({ "name": name }).to_string();
+    let mut cmd = skillbox(cache);
+    cmd.args(["run", skillbox_tests::HELLO, "--input", &input]).env_remove("SKILLBOX_CONFIG");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_foreign_token_in_output_and_logs_is_redacted_by_default() {
+    let cache = tempfile::tempdir().unwrap();
+    let token = format!("ghp_{}", random_base62(36));
+    let out = run_hello_with(cache.path(), &token, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Hello, [REDACTED:github-pat]!"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains(&token) && !stderr(&out).contains(&token), "{}", stderr(&out));
+}
+
+#[test]
+fn the_config_file_sets_the_foreign_token_policy_and_adds_rules() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = cache.path().join("skillbox.toml");
+
+    std::fs::write(&config, "[scan]\nforeign = \"block\"\n").unwrap();
+    let token = format!("ghp_{}", random_base62(36));
+    let out = run_hello_with(cache.path(), &token, Some(&config));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("github-pat"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(&token) && !stderr(&out).contains(&token));
+
+    std::fs::write(
+        &config,
+        "[[scan.rule]]\nid = \"acme-key\"\ndescription = \"ACME key\"\nkeywords = [\"acme_\"]\n\
+         regex = \"acme_[A-Za-z0-9]{32}\"\nmin_entropy = 3.0\n",
+    )
+    .unwrap();
+    let key = format!("acme_{}", random_base62(32));
+    let out = run_hello_with(cache.path(), &key, Some(&config));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("[REDACTED:acme-key]"), "{}", stdout(&out));
+
+    std::fs::write(&config, "[scan]\nforeing = \"block\"\n").unwrap();
+    let out = run_hello_with(cache.path(), "Ada", Some(&config));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skillbox.toml") && stderr(&out).contains("foreing"), "{}", stderr(&out));
+}
