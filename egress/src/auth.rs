@@ -87,7 +87,12 @@ impl Injection {
     /// Validates `auth` (a header value must be valid; a query parameter needs a name) and
     /// prepares it for sending to `hosts`.
     pub fn new(auth: Auth, hosts: Vec<HostPattern>) -> Result<Injection, EgressError> {
-        Ok(Injection { applied: Applied::new(&auth)?, hosts, response: ResponseScope::Full })
+        Self::named("the injected credential", auth, hosts)
+    }
+
+    /// [`Injection::new`] for the credential a skill knows as `name`, which scan hits report.
+    pub fn named(name: &str, auth: Auth, hosts: Vec<HostPattern>) -> Result<Injection, EgressError> {
+        Ok(Injection { applied: Applied::new(name, &auth)?, hosts, response: ResponseScope::Full })
     }
 
     /// Hands the guest only part of every response to a request made with this credential.
@@ -135,7 +140,7 @@ impl fmt::Debug for Applied {
 
 impl Applied {
     /// Validates the credential and prepares what it adds to a request.
-    pub(crate) fn new(auth: &Auth) -> Result<Self, EgressError> {
+    pub(crate) fn new(label: &str, auth: &Auth) -> Result<Self, EgressError> {
         let invalid = |reason: &str| EgressError::InvalidCredential { reason: reason.to_owned() };
         let sensitive = |value: &str| {
             let mut value = HeaderValue::from_str(value)
@@ -147,7 +152,11 @@ impl Applied {
             Auth::Bearer(token) => {
                 let token = token.expose_secret();
                 let header = Zeroizing::new(format!("Bearer {token}"));
-                Ok(Self { header: Some((AUTHORIZATION, sensitive(&header)?)), query: None, material: matcher([token]) })
+                Ok(Self {
+                    header: Some((AUTHORIZATION, sensitive(&header)?)),
+                    query: None,
+                    material: matcher(label, [token]),
+                })
             }
             Auth::Basic { username, password } => {
                 let (user, pass) = (username.expose_secret(), password.expose_secret());
@@ -158,7 +167,7 @@ impl Applied {
                 Ok(Self {
                     header: Some((AUTHORIZATION, sensitive(&header)?)),
                     query: None,
-                    material: matcher([user, pass, pair.as_str(), token.as_str()]),
+                    material: matcher(label, [user, pass, pair.as_str(), token.as_str()]),
                 })
             }
             Auth::Header { name, prefix, value } => {
@@ -169,7 +178,11 @@ impl Applied {
                 }
                 let value = value.expose_secret();
                 let full = Zeroizing::new(format!("{prefix}{value}"));
-                Ok(Self { header: Some((header_name, sensitive(&full)?)), query: None, material: matcher([value]) })
+                Ok(Self {
+                    header: Some((header_name, sensitive(&full)?)),
+                    query: None,
+                    material: matcher(label, [value]),
+                })
             }
             Auth::Query { param, value } => {
                 if param.is_empty() {
@@ -179,7 +192,7 @@ impl Applied {
                 Ok(Self {
                     header: None,
                     query: Some((param.clone(), Zeroizing::new(value.to_owned()))),
-                    material: matcher([value]),
+                    material: matcher(label, [value]),
                 })
             }
         }
@@ -220,10 +233,10 @@ mod tests {
 
     #[test]
     fn query_param_is_replaced_and_other_pairs_kept_verbatim() {
-        let applied = Applied::new(&Auth::Query {
-            param: "api_key".into(),
-            value: SecretString::from("s3cret-value".to_owned()),
-        })
+        let applied = Applied::new(
+            "test",
+            &Auth::Query { param: "api_key".into(), value: SecretString::from("s3cret-value".to_owned()) },
+        )
         .unwrap();
         let mut url = Url::parse("https://x.test/p?a=b%20c&api_key=guest&api%5Fkey=guest2&z").unwrap();
         applied.apply(&mut url, &mut HeaderMap::new());
@@ -232,7 +245,7 @@ mod tests {
 
     #[test]
     fn bearer_replaces_guest_authorization_and_is_sensitive() {
-        let applied = Applied::new(&Auth::Bearer(SecretString::from("tok-123456".to_owned()))).unwrap();
+        let applied = Applied::new("test", &Auth::Bearer(SecretString::from("tok-123456".to_owned()))).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer guest"));
         applied.apply(&mut Url::parse("https://x.test/").unwrap(), &mut headers);
@@ -244,12 +257,12 @@ mod tests {
 
     #[test]
     fn values_with_line_breaks_are_refused_without_echo() {
-        let err = Applied::new(&Auth::Bearer(SecretString::from("a\r\nX-Evil: 1".to_owned()))).unwrap_err();
+        let err = Applied::new("test", &Auth::Bearer(SecretString::from("a\r\nX-Evil: 1".to_owned()))).unwrap_err();
         assert!(!err.to_string().contains("X-Evil"));
     }
 }
 
 /// The matcher for the strings one credential puts on the wire.
-fn matcher<const N: usize>(strings: [&str; N]) -> Arc<SecretMatcher> {
-    Arc::new(SecretMatcher::new("the injected credential", strings))
+fn matcher<const N: usize>(label: &str, strings: [&str; N]) -> Arc<SecretMatcher> {
+    Arc::new(SecretMatcher::new(label, strings))
 }

@@ -51,6 +51,7 @@
 
 mod address;
 mod auth;
+mod decode;
 mod error;
 mod host;
 mod pipeline;

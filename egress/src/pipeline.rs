@@ -22,6 +22,7 @@ use url::{Host, Url};
 use crate::address::{AddressRules, FilteringResolver, check_ip, find_refusal};
 use crate::auth::Applied;
 use crate::auth::ResponseScope;
+use crate::decode;
 use crate::host::display_host;
 use crate::{EgressError, HostPattern, Injection, Redactor, RequestPart, Scanner};
 use skillbox_scan::{Blocked, Cleared};
@@ -129,6 +130,9 @@ impl fmt::Debug for Egress {
 /// A validated request moving through the pipeline.
 #[derive(Debug)]
 struct Prepared {
+    /// The credentials whose short secret the guest wrote into the request itself (see
+    /// [`Redactor::without_short`]).
+    wrote_short: Vec<usize>,
     method: Method,
     /// The URL the guest asked for (no credential, no fragment).
     url: Url,
@@ -221,7 +225,10 @@ impl Egress {
         check_scheme(&url, &self.config)?;
         check_allowlist(&url, policy, injection)?;
         tripwire(&request, &url, scanner, secrets)?;
-        prepare(request, url, &self.config)
+        let wrote_short = short_secrets_written(&request, secrets, scanner);
+        let mut prepared = prepare(request, url, &self.config)?;
+        prepared.wrote_short = wrote_short;
+        Ok(prepared)
     }
 
     async fn exchange(
@@ -247,7 +254,7 @@ impl Egress {
             //    reflected secret in.
             let mut wire_url = prepared.url.clone();
             let mut wire_headers = prepared.headers.clone();
-            wire_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(ACCEPT_ENCODING));
+            wire_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(decode::ACCEPT_ENCODING));
             if let Some((_, applied)) = credential {
                 applied.apply(&mut wire_url, &mut wire_headers);
                 credential_sent = true;
@@ -284,12 +291,27 @@ impl Egress {
             }
 
             // 7. Read the body with a cap (a response-blind credential's body is never read).
-            let headers = response.headers().clone();
+            let mut headers = response.headers().clone();
             let body = match scope {
-                ResponseScope::Full => read_capped(response, self.config.max_response_body).await?,
-                ResponseScope::Headers | ResponseScope::Status => Vec::new(),
+                ResponseScope::Full => {
+                    let raw = read_capped(response, self.config.max_response_body).await?;
+                    decode::decode_body(&mut headers, raw, self.config.max_response_body)?
+                }
+                ResponseScope::Headers | ResponseScope::Status => {
+                    headers.remove(header::CONTENT_ENCODING);
+                    Vec::new()
+                }
             };
             // 8. Scan.
+            // A short secret the guest wrote itself is not redacted from the answer: the echo
+            // of a right guess must look like the echo of a wrong one.
+            let unredacted;
+            let secrets = if prepared.wrote_short.is_empty() {
+                secrets
+            } else {
+                unredacted = secrets.without_short(&prepared.wrote_short);
+                &unredacted
+            };
             let scanned = scan_response(status, &headers, body, scope, scanner, secrets)?;
             return Ok(Exchange {
                 response: scanned.response,
@@ -332,9 +354,6 @@ impl Egress {
         EgressError::Upstream(error_text(&error.without_url()))
     }
 }
-
-/// What the host asks servers for; it decodes each of these itself.
-const ACCEPT_ENCODING: &str = "gzip, deflate, br, zstd";
 
 /// Headers the HTTP client manages itself; a guest (or a credential) may not set them.
 pub(crate) fn is_managed_header(name: &HeaderName) -> bool {
@@ -393,6 +412,19 @@ fn tripwire(request: &Request, url: &Url, scanner: &Scanner, secrets: &Redactor)
     check(RequestPart::Body, &request.body)
 }
 
+/// The credentials whose secret shorter than the floor a guest-written part holds, raw or
+/// decoded.
+fn short_secrets_written(request: &Request, secrets: &Redactor, scanner: &Scanner) -> Vec<usize> {
+    let parts = std::iter::once(request.method.as_bytes())
+        .chain(std::iter::once(request.url.as_bytes()))
+        .chain(request.headers.iter().flat_map(|(n, v)| [n.as_bytes(), v.as_bytes()]))
+        .chain(std::iter::once(request.body.as_slice()));
+    let mut written: Vec<usize> = parts.flat_map(|part| secrets.short_written(part, &scanner.limits)).collect();
+    written.sort_unstable();
+    written.dedup();
+    written
+}
+
 /// Step 4: method and headers validated, body size checked.
 fn prepare(request: Request, url: Url, config: &EgressConfig) -> Result<Prepared, EgressError> {
     let bad = |reason: String| EgressError::BadRequest { reason };
@@ -420,7 +452,7 @@ fn prepare(request: Request, url: Url, config: &EgressConfig) -> Result<Prepared
             .map_err(|_| bad(format!("the value of header `{header_name}` contains control characters")))?;
         headers.append(header_name, header_value);
     }
-    Ok(Prepared { method, url, headers, body: Bytes::from(request.body) })
+    Ok(Prepared { wrote_short: Vec::new(), method, url, headers, body: Bytes::from(request.body) })
 }
 
 /// Step 1 (and every redirect): `https` anywhere; `http` only to loopback when allowed.

@@ -84,7 +84,7 @@ impl OpenCredential {
                 self.declared.name
             ))
         })?;
-        Injection::new(self.auth(style)?, self.hosts.clone())
+        Injection::named(&self.declared.name, self.auth(style)?, self.hosts.clone())
             .map(|injection| injection.with_response(self.response))
             .map_err(|e| {
                 HostError::invalid(format!("credential `{}` cannot be sent over HTTP: {e}", self.declared.name))

@@ -169,7 +169,7 @@ impl Skill {
         };
         // The result leaves the sandbox: a secret in it, in any view, trips the wire.
         let json = match host.check_outbound("output", json.as_bytes()) {
-            Ok(()) => host.redactor().redact_str(&json).into_owned(),
+            Ok(()) => host.redactor().without_any_short().redact_str(&json).into_owned(),
             Err(tripped) => return Err(Error::Tripwire { skill: self.name().to_owned(), tripped }),
         };
         let json = host.clean_foreign("output", &json).map_err(|rule| Error::SkillFailed {
@@ -211,7 +211,7 @@ impl Skill {
         };
         let _ = host.check_outbound("error", message.as_bytes());
         let scrub = |m: String| {
-            let m = host.redactor().redact_str(&m).into_owned();
+            let m = host.redactor().without_any_short().redact_str(&m).into_owned();
             host.scanner().foreign(std::borrow::Cow::Borrowed(m.as_bytes())).map_or_else(
                 |_| "[withheld: it contained a foreign token]".to_owned(),
                 |c| String::from_utf8_lossy(&c.bytes).into_owned(),
@@ -265,7 +265,7 @@ impl Skill {
                 return Vec::new();
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            let text = host.redactor().redact_str(&text).into_owned();
+            let text = host.redactor().without_any_short().redact_str(&text).into_owned();
             match host.clean_foreign(channel, &text) {
                 Ok(text) => text.into_owned().into_bytes(),
                 Err(_) => Vec::new(),

@@ -24,7 +24,7 @@
 //! // Every character JSON-escaped: found in the `json` view, so the caller must block.
 //! let escaped: String = token.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
 //! let hit = scanner.scan(escaped.as_bytes(), &ViewLimits::default()).unwrap().unwrap();
-//! assert_eq!((hit.view.as_str(), hit.kind), ("json", HitKind::Whole));
+//! assert_eq!((hit.view.as_str(), hit.kind), ("json", HitKind::Fragment));
 //! // Reversed: found raw.
 //! let reversed: String = token.chars().rev().collect();
 //! assert_eq!(scanner.find(reversed.as_bytes()).unwrap().kind, HitKind::Reverse);
@@ -32,6 +32,7 @@
 
 #![deny(missing_docs)]
 
+mod fragments;
 pub mod policy;
 pub mod rules;
 mod secrets;

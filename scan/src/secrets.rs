@@ -32,6 +32,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use zeroize::Zeroizing;
 
 use crate::ScanError;
+use crate::fragments::{Entry, FragmentTable, hash_window};
 use crate::views::{self, ViewLimits};
 
 /// What a match is replaced with.
@@ -103,15 +104,23 @@ pub struct Hit {
 /// Finds one credential's secret values in bytes. Build once per credential version; share
 /// with [`Arc`].
 ///
-/// It keeps no copy of the secrets in buffers of its own: the pattern buffers are zeroized as
-/// soon as the automaton is built. Limitation: the automaton's transition tables necessarily
-/// encode the patterns and are owned by `aho-corasick`, which does not zeroize them on drop.
+/// Fragments (and so whole values and reverses of secrets of at least [`FRAGMENT_LEN`] bytes)
+/// are found by the rolling hash of [`crate::fragments`]; shorter secrets' whole values and
+/// every secret's encodings by Aho-Corasick automata. It keeps no copy of the secrets in
+/// buffers of its own: pattern buffers are zeroized once the automata are built. Limitation:
+/// the automata's transition tables necessarily encode the patterns and are owned by
+/// `aho-corasick`, which does not zeroize them on drop.
 pub struct SecretMatcher {
     label: Arc<str>,
-    /// Patterns of secrets of at least [`MIN_SECRET_LEN`] bytes.
-    long: Option<AhoCorasick>,
-    /// What each pattern of `long` is.
-    kinds: Vec<HitKind>,
+    /// Every window of every secret of at least [`FRAGMENT_LEN`] bytes, and of its reverse.
+    windows: FragmentTable,
+    /// Whole value and reverse of secrets of [`MIN_SECRET_LEN`]..[`FRAGMENT_LEN`] bytes
+    /// (ASCII case-insensitive).
+    exact: Option<AhoCorasick>,
+    exact_kinds: Vec<HitKind>,
+    /// Encodings of every secret of at least [`MIN_SECRET_LEN`] bytes (case-sensitive: base64
+    /// is; hex and percent-encodings are listed in both cases).
+    encoded: Option<AhoCorasick>,
     /// Whole values of secrets shorter than [`MIN_SECRET_LEN`] bytes.
     short: Option<AhoCorasick>,
     /// Longest pattern, for the overlap of chunked scans.
@@ -122,11 +131,7 @@ pub struct SecretMatcher {
 impl fmt::Debug for SecretMatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print patterns: they are the secrets.
-        f.debug_struct("SecretMatcher")
-            .field("label", &self.label)
-            .field("secrets", &self.secrets)
-            .field("patterns", &self.kinds.len())
-            .finish()
+        f.debug_struct("SecretMatcher").field("label", &self.label).field("secrets", &self.secrets).finish()
     }
 }
 
@@ -135,44 +140,64 @@ impl SecretMatcher {
     /// Empty values are ignored.
     ///
     /// # Panics
-    /// Only if the automaton cannot be built at all, which `aho-corasick` reports only when the
+    /// Only if an automaton cannot be built at all, which `aho-corasick` reports only when the
     /// patterns exceed its internal ID space (gigabytes of secrets).
     pub fn new<I, S>(label: &str, secrets: I) -> SecretMatcher
     where
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let mut long: Vec<(Zeroizing<Vec<u8>>, HitKind)> = Vec::new();
+        let mut windows = Vec::new();
+        let mut exact: Vec<(Zeroizing<Vec<u8>>, HitKind)> = Vec::new();
+        let mut encoded: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut short: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut count = 0;
+        let mut max_pattern = 0;
         for secret in secrets {
             let secret = secret.as_ref();
             if secret.is_empty() {
                 continue;
             }
             count += 1;
+            max_pattern = max_pattern.max(secret.len());
             if secret.len() < MIN_SECRET_LEN {
                 short.push(Zeroizing::new(secret.to_vec()));
-            } else {
-                push_variants(secret, &mut long);
+                continue;
             }
+            let mut reverse = Zeroizing::new(secret.to_vec());
+            reverse.reverse();
+            if secret.len() >= FRAGMENT_LEN {
+                for (source, kind) in [(secret, HitKind::Fragment), (reverse.as_slice(), HitKind::Reverse)] {
+                    windows.extend(source.windows(FRAGMENT_LEN).map(|w| Entry {
+                        hash: hash_window(w),
+                        owner: 0,
+                        kind,
+                    }));
+                }
+            } else {
+                exact.push((Zeroizing::new(secret.to_vec()), HitKind::Whole));
+                exact.push((reverse, HitKind::Reverse));
+            }
+            push_encodings(secret, &mut encoded);
         }
-        // Keep the most specific kind per distinct pattern (Whole before Fragment).
-        long.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()).then(a.1.cmp(&b.1)));
-        long.dedup_by(|a, b| a.0.as_slice() == b.0.as_slice());
-        short.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
-        short.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        let max_pattern = long.iter().map(|p| p.0.len()).chain(short.iter().map(|p| p.len())).max().unwrap_or(0);
-        let kinds = long.iter().map(|p| p.1).collect();
+        exact.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()).then(a.1.cmp(&b.1)));
+        exact.dedup_by(|a, b| a.0.as_slice() == b.0.as_slice());
+        for list in [&mut encoded, &mut short] {
+            list.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+            list.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        }
+        max_pattern = max_pattern.max(encoded.iter().map(|p| p.len()).max().unwrap_or(0));
         SecretMatcher {
             label: label.into(),
-            long: automaton(long.iter().map(|p| p.0.as_slice())),
-            kinds,
-            short: automaton(short.iter().map(|p| p.as_slice())),
+            windows: FragmentTable::new(windows),
+            exact: automaton(exact.iter().map(|p| p.0.as_slice()), true),
+            exact_kinds: exact.iter().map(|p| p.1).collect(),
+            encoded: automaton(encoded.iter().map(|p| p.as_slice()), false),
+            short: automaton(short.iter().map(|p| p.as_slice()), true),
             max_pattern,
             secrets: count,
         }
-        // `long` and `short` drop here and every buffer is zeroized.
+        // The pattern lists drop here and every buffer is zeroized.
     }
 
     /// The label hits are reported with.
@@ -182,22 +207,34 @@ impl SecretMatcher {
 
     /// True when the matcher was built from no (non-empty) secret.
     pub fn is_empty(&self) -> bool {
-        self.long.is_none() && self.short.is_none()
+        self.secrets == 0
     }
 
-    /// The first reportable occurrence (whole, reverse, fragment or encoding of a secret of at
-    /// least [`MIN_SECRET_LEN`] bytes) in `haystack`.
+    /// The first reportable occurrence (fragment, reverse, whole value or encoding of a secret
+    /// of at least [`MIN_SECRET_LEN`] bytes) in `haystack`.
     pub fn find(&self, haystack: &[u8]) -> Option<HitKind> {
-        let m = self.long.as_ref()?.find(haystack)?;
-        Some(self.kinds[m.pattern().as_usize()])
+        self.windows.first(haystack).map(|e| e.kind).or_else(|| self.find_exact(haystack, true))
     }
 
-    /// Appends the byte ranges of every occurrence in `haystack` (short whole values
-    /// included) to `out`, unsorted.
-    fn ranges(&self, haystack: &[u8], out: &mut Vec<Range<usize>>) {
-        if let Some(long) = &self.long {
-            out.extend(long.find_iter(haystack).map(|m| m.range()));
+    /// Hits of the automata (not the fragment windows); the encodings only when asked.
+    fn find_exact(&self, haystack: &[u8], encodings: bool) -> Option<HitKind> {
+        if let Some(m) = self.exact.as_ref().and_then(|a| a.find(haystack)) {
+            return Some(self.exact_kinds[m.pattern().as_usize()]);
         }
+        let encoded = self.encoded.as_ref().filter(|_| encodings)?;
+        encoded.find(haystack).map(|_| HitKind::Encoded)
+    }
+
+    /// Appends the byte ranges of every automaton occurrence in `haystack` (not the fragment
+    /// windows, not short secrets) to `out`, unsorted.
+    fn ranges(&self, haystack: &[u8], out: &mut Vec<Range<usize>>) {
+        for automaton in [&self.exact, &self.encoded].into_iter().flatten() {
+            out.extend(automaton.find_iter(haystack).map(|m| m.range()));
+        }
+    }
+
+    /// Appends the ranges of whole-value occurrences of short secrets.
+    fn short_ranges(&self, haystack: &[u8], out: &mut Vec<Range<usize>>) {
         if let Some(short) = &self.short {
             // Only where the value stands alone: no ASCII alphanumeric byte on either side.
             let word = |i: Option<&u8>| i.is_some_and(u8::is_ascii_alphanumeric);
@@ -215,22 +252,25 @@ impl SecretMatcher {
 }
 
 /// Builds the automaton for a pattern set; `None` when it is empty.
-fn automaton<'a>(patterns: impl Iterator<Item = &'a [u8]> + Clone) -> Option<AhoCorasick> {
+fn automaton<'a>(patterns: impl Iterator<Item = &'a [u8]> + Clone, fold_case: bool) -> Option<AhoCorasick> {
     if patterns.clone().next().is_none() {
         return None;
     }
     let build = |kind: Option<AhoCorasickKind>| {
         AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .ascii_case_insensitive(true)
+            .ascii_case_insensitive(fold_case)
             .kind(kind)
             .build(patterns.clone())
     };
-    // The automatic choice picks a DFA for small pattern sets, which costs hundreds of
-    // microseconds to build (more with ASCII case folding). The contiguous NFA builds in a few
-    // and searches these texts about as fast; the non-contiguous NFA only fails on ID overflow.
+    // Matchers are built once per credential version and cached, so the encodings (the bulk
+    // of the patterns, case-sensitive) can afford the automatic choice: a DFA with a
+    // prefilter, which searches several times faster than an NFA. The case-folded sets are a
+    // handful of short patterns; the contiguous NFA builds fastest for them. The
+    // non-contiguous NFA only fails on ID overflow.
+    let first = if fold_case { Some(AhoCorasickKind::ContiguousNFA) } else { None };
     Some(
-        build(Some(AhoCorasickKind::ContiguousNFA))
+        build(first)
             .or_else(|_| build(Some(AhoCorasickKind::NoncontiguousNFA)))
             .expect("aho-corasick cannot build an automaton for this many secrets"),
     )
@@ -241,6 +281,12 @@ fn automaton<'a>(patterns: impl Iterator<Item = &'a [u8]> + Clone) -> Option<Aho
 #[derive(Clone, Default)]
 pub struct Redactor {
     matchers: Vec<Arc<SecretMatcher>>,
+    /// The windows of every matcher in one table (`owner` = index in `matchers`), so the
+    /// fragment search is one pass however many credentials are open.
+    windows: Arc<FragmentTable>,
+    /// Indices of matchers whose short secrets are left alone (see
+    /// [`Redactor::without_short`]).
+    skip_short: Vec<usize>,
 }
 
 impl fmt::Debug for Redactor {
@@ -261,28 +307,70 @@ impl Redactor {
 
     /// A redactor that finds nothing (for invocations that touch no secret).
     pub fn empty() -> Self {
-        Self { matchers: Vec::new() }
+        Self { matchers: Vec::new(), windows: Arc::default(), skip_short: Vec::new() }
     }
 
-    /// This set plus `matcher` (cheap: matchers are shared).
+    /// This set plus `matcher` (cheap: matchers are shared; the window table is merged).
     pub fn with(&self, matcher: Arc<SecretMatcher>) -> Self {
-        let mut matchers = self.matchers.clone();
-        if !matcher.is_empty() && !matchers.iter().any(|m| Arc::ptr_eq(m, &matcher)) {
-            matchers.push(matcher);
-        }
-        Self { matchers }
+        let mut out = self.clone();
+        out.push(matcher);
+        out
     }
 
     /// Adds `matcher` to this set.
     pub fn push(&mut self, matcher: Arc<SecretMatcher>) {
-        if !matcher.is_empty() && !self.matchers.iter().any(|m| Arc::ptr_eq(m, &matcher)) {
-            self.matchers.push(matcher);
+        if matcher.is_empty() || self.matchers.iter().any(|m| Arc::ptr_eq(m, &matcher)) {
+            return;
         }
+        self.matchers.push(matcher);
+        self.windows = Arc::new(FragmentTable::merge(self.matchers.iter().map(|m| &m.windows)));
     }
 
     /// True when no secret was given, so nothing will ever be found.
     pub fn is_empty(&self) -> bool {
         self.matchers.is_empty()
+    }
+
+    /// The same set, but not redacting the short secrets (shorter than [`MIN_SECRET_LEN`]) of
+    /// the credentials in `written`, as [`Redactor::short_written`] found them. For a response
+    /// to a request in which the guest itself wrote such a value: redacting the echo would tell
+    /// the guest its guess was right, and it already knows what it wrote.
+    pub fn without_short(&self, written: &[usize]) -> Redactor {
+        Redactor { skip_short: written.to_vec(), ..self.clone() }
+    }
+
+    /// The same set, redacting no secret shorter than [`MIN_SECRET_LEN`] at all: for what the
+    /// guest hands its caller. The guest can only know such a value by guessing it (responses
+    /// redact it unless the guest wrote it itself), and a redacted guess would confirm it.
+    pub fn without_any_short(&self) -> Redactor {
+        Redactor { skip_short: (0..self.matchers.len()).collect(), ..self.clone() }
+    }
+
+    /// Which credentials (matcher indices) have a secret shorter than [`MIN_SECRET_LEN`] in
+    /// `haystack` as a whole value, raw or in any decoded view. When the text cannot be
+    /// examined, every credential with a short secret counts (then nothing short is redacted,
+    /// so no answer depends on a guess).
+    pub fn short_written(&self, haystack: &[u8], limits: &ViewLimits) -> Vec<usize> {
+        let with_short: Vec<usize> = (0..self.matchers.len()).filter(|&i| self.matchers[i].short.is_some()).collect();
+        with_short
+            .into_iter()
+            .filter(|&i| {
+                let matcher = &self.matchers[i];
+                let holds = |bytes: &[u8]| {
+                    let mut ranges = Vec::new();
+                    matcher.short_ranges(bytes, &mut ranges);
+                    !ranges.is_empty()
+                };
+                let hit = |bytes: &[u8], view: &str| {
+                    holds(bytes).then(|| Hit {
+                        label: matcher.label.clone(),
+                        view: view.to_owned(),
+                        kind: HitKind::Whole,
+                    })
+                };
+                holds(haystack) || !matches!(views::search(haystack, limits, &hit), Ok(None))
+            })
+            .collect()
     }
 
     /// Longest pattern of any matcher: the overlap a chunked scan must keep.
@@ -295,10 +383,15 @@ impl Redactor {
         self.find_in_view(haystack, "raw")
     }
 
+    /// The first hit in `haystack`; in decoded views (`view` other than `raw`) the encodings
+    /// are not searched for, since the views decode them.
     pub(crate) fn find_in_view(&self, haystack: &[u8], view: &str) -> Option<Hit> {
-        self.matchers
-            .iter()
-            .find_map(|m| m.find(haystack).map(|kind| Hit { label: m.label.clone(), view: view.to_owned(), kind }))
+        let hit = |m: &SecretMatcher, kind| Hit { label: m.label.clone(), view: view.to_owned(), kind };
+        if let Some(e) = self.windows.first(haystack) {
+            return Some(hit(&self.matchers[e.owner as usize], e.kind));
+        }
+        let raw = view == "raw";
+        self.matchers.iter().find_map(|m| m.find_exact(haystack, raw).map(|kind| hit(m, kind)))
     }
 
     /// The first reportable hit in `haystack` raw or in any decoded view (JSON and HTML
@@ -325,8 +418,12 @@ impl Redactor {
     /// The merged, sorted byte ranges of every raw-view occurrence in `haystack`.
     pub fn ranges(&self, haystack: &[u8]) -> Vec<Range<usize>> {
         let mut ranges = Vec::new();
-        for matcher in &self.matchers {
+        self.windows.ranges(haystack, &mut ranges);
+        for (i, matcher) in self.matchers.iter().enumerate() {
             matcher.ranges(haystack, &mut ranges);
+            if !self.skip_short.contains(&i) {
+                matcher.short_ranges(haystack, &mut ranges);
+            }
         }
         merge(ranges)
     }
@@ -379,27 +476,9 @@ pub(crate) fn replace(haystack: &[u8], ranges: &[Range<usize>]) -> Vec<u8> {
     out
 }
 
-/// Appends every pattern for one secret of at least [`MIN_SECRET_LEN`] bytes: the value, its
-/// reverse, their fragments and the value's encodings.
-fn push_variants(secret: &[u8], out: &mut Vec<(Zeroizing<Vec<u8>>, HitKind)>) {
-    out.push((Zeroizing::new(secret.to_vec()), HitKind::Whole));
-    let mut reverse = Zeroizing::new(secret.to_vec());
-    reverse.reverse();
-    if secret.len() > FRAGMENT_LEN {
-        for source in [secret, reverse.as_slice()] {
-            for window in source.windows(FRAGMENT_LEN) {
-                out.push((Zeroizing::new(window.to_vec()), HitKind::Fragment));
-            }
-        }
-    }
-    out.push((reverse, HitKind::Reverse));
-    let mut encodings = Vec::new();
-    push_encodings(secret, &mut encodings);
-    out.extend(encodings.into_iter().map(|e| (e, HitKind::Encoded)));
-}
-
 /// Appends the encodings of `secret` a server is likely to reflect it in.
 fn push_encodings(secret: &[u8], out: &mut Vec<Zeroizing<Vec<u8>>>) {
+    let first = out.len();
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         let mut text = Zeroizing::new(String::new());
         engine.encode_string(secret, &mut text);
@@ -430,6 +509,22 @@ fn push_encodings(secret: &[u8], out: &mut Vec<Zeroizing<Vec<u8>>>) {
     let mut b64 = Zeroizing::new(String::new());
     STANDARD.encode_string(secret, &mut b64);
     out.push(percent(b64.as_bytes(), RFC3986_UNRESERVED));
+    // The automaton is case-sensitive (base64 is): percent-encodings also in lowercase hex.
+    let lowered: Vec<_> = out[first..].iter().filter(|p| p.contains(&b'%')).map(|p| lower_percent(p)).collect();
+    out.extend(lowered);
+}
+
+/// `%2F` -> `%2f`: the hex digits after each `%` lowercased, nothing else.
+fn lower_percent(pattern: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(pattern.to_vec());
+    for i in 0..out.len() {
+        if out[i] == b'%' {
+            for j in i + 1..(i + 3).min(out.len()) {
+                out[j] = out[j].to_ascii_lowercase();
+            }
+        }
+    }
+    out
 }
 
 /// Appends the alignment-independent base64 "cores" of `secret`.

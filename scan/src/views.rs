@@ -69,7 +69,7 @@ pub const VIEWS: &[View] = &[
     View { name: "percent", applies: has_percent, decode: percent_decode },
     View { name: "base64", applies: has_base64_run, decode: base64_runs },
     View { name: "hex", applies: has_hex_run, decode: hex_runs },
-    View { name: "utf16", applies: has_nuls, decode: utf16 },
+    View { name: "utf16", applies: has_utf16_text, decode: utf16 },
     View { name: "compressed", applies: has_magic, decode: decompress_blobs },
 ];
 
@@ -229,7 +229,7 @@ fn hex_u16(digits: Option<&[u8]>) -> Option<u16> {
 }
 
 fn has_entity(bytes: &[u8]) -> bool {
-    memchr::memchr(b'&', bytes).is_some_and(|i| memchr::memchr(b';', &bytes[i..]).is_some())
+    memchr::memchr(b'&', bytes).is_some()
 }
 
 /// HTML/XML character references: named (`&amp;`, `&sol;`, ...), decimal and hex.
@@ -243,6 +243,26 @@ const MAX_ENTITY: usize = 40;
 fn entity_at(bytes: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
     if bytes[i] != b'&' {
         return None;
+    }
+    // Numeric references, with or without the `;` (browsers accept both).
+    if bytes.get(i + 1) == Some(&b'#') {
+        let hex = matches!(bytes.get(i + 2), Some(b'x' | b'X'));
+        let start = i + 2 + usize::from(hex);
+        let digits = bytes[start..]
+            .iter()
+            .take(8)
+            .take_while(|b| if hex { b.is_ascii_hexdigit() } else { b.is_ascii_digit() })
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        let text = std::str::from_utf8(&bytes[start..start + digits]).ok()?;
+        let code = u32::from_str_radix(text, if hex { 16 } else { 10 }).ok()?;
+        let ch = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        let end = start + digits;
+        return Some(end + usize::from(bytes.get(end) == Some(&b';')) - i);
     }
     let rest = &bytes[i..bytes.len().min(i + MAX_ENTITY)];
     let end = memchr::memchr(b';', rest)?;
@@ -356,15 +376,33 @@ fn hex_runs(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Vec<u8>>, ScanError
 
 // ---- UTF-16 ----------------------------------------------------------------------------------
 
-fn has_nuls(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(0, bytes).take(FRAGMENT_LEN / 2).count() >= FRAGMENT_LEN / 2
+/// Whether `bytes` has a run of at least [`MIN_UTF16_RUN`] printable ASCII characters in
+/// UTF-16 (each followed, or preceded, by a NUL): binary data with stray NULs does not.
+fn has_utf16_text(bytes: &[u8]) -> bool {
+    let text = |b: &u8| b.is_ascii_graphic() || *b == b' ';
+    let mut run = 0;
+    for pair in bytes.windows(2) {
+        if (pair[1] == 0 && text(&pair[0])) || (pair[0] == 0 && text(&pair[1])) {
+            run += 1;
+            // Pairs overlap: a run of n characters is about 2n windows.
+            if run >= 2 * MIN_UTF16_RUN - 1 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// The bytes read as UTF-16, little- and big-endian, from both byte alignments: only runs of at
 /// least 8 code units of printable ASCII are handed on (tokens are ASCII text; the rest of a
 /// binary blob read as UTF-16 is noise, and handing it on would multiply large inputs).
+/// Shortest run of UTF-16 text handed on.
+const MIN_UTF16_RUN: usize = 8;
+
 fn utf16(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Vec<u8>>, ScanError> {
-    const MIN_RUN: usize = 8;
+    const MIN_RUN: usize = MIN_UTF16_RUN;
     let mut outputs = Vec::with_capacity(4);
     for skip in 0..2 {
         let body = &bytes[skip.min(bytes.len())..];
@@ -539,6 +577,9 @@ mod tests {
     fn html_entities_are_decoded() {
         let outs = all(b"s3cr&#x33;t&sol;t0&#107;en&amp;");
         assert!(contains(&outs, b"s3cr3t/t0ken&"));
+        // Numeric references without the semicolon, as browsers read them.
+        let outs = all(b"&#115&#51&#99&#114&#x33t/t0ken");
+        assert!(contains(&outs, b"s3cr3t/t0ken"));
     }
 
     #[test]

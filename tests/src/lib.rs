@@ -8,6 +8,7 @@ use skillbox_runtime::{Runtime, RuntimeConfig};
 
 include!(concat!(env!("OUT_DIR"), "/skills.rs"));
 
+pub mod reflect;
 pub mod server;
 
 /// A compile cache shared by one test process, in a temporary directory.

@@ -9,7 +9,9 @@
 
 use rand::RngCore;
 use serde_json::{Value, json};
+use skillbox_runtime::vault::{AuditAction, AuditQuery};
 use skillbox_runtime::{Error, InvocationContext, Skill};
+use skillbox_tests::reflect;
 use skillbox_tests::server::{Received, Reply, TestServer};
 use skillbox_tests::{TestVault, json};
 
@@ -95,37 +97,71 @@ fn assert_received_clean(who: &str, server: &TestServer, secrets: &[(&str, &str)
     }
 }
 
-/// The token's own host: echoes the request back in every way a careless API might.
+/// The token's own host: echoes the request back in every way a careless API might, and
+/// compressed or escaped on `/echo-gzip` (Content-Encoding), `/echo-br` (Content-Encoding),
+/// `/echo-blob` (a gzip blob) and `/echo-escaped` (JSON `\u` escapes).
 async fn echo_server(attacker: String) -> TestServer {
     TestServer::start("127.0.0.1", move |req: &Received| {
         let path = req.target.split('?').next().unwrap_or_default();
+        let accepts = |coding: &str| req.header("accept-encoding").unwrap_or_default().split(", ").any(|c| c == coding);
         match path {
             "/redirect" => Reply::redirect(&attacker),
             "/redirect-metadata" => Reply::redirect("https://169.254.169.254/latest/meta-data/"),
-            _ => {
-                let auth = req.header("authorization").unwrap_or_default().to_owned();
-                let token = auth.strip_prefix("Bearer ").unwrap_or_default();
-                let dump =
-                    format!("{} {}\n{:?}\n{}", req.method, req.target, req.headers, String::from_utf8_lossy(&req.body));
-                let mut reply = Reply::json(
-                    200,
-                    json!({
-                        "authorization": auth,
-                        "token_base64": base64(token.as_bytes()),
-                        "token_hex": hex::encode(token),
-                        "auth_base64": base64(auth.as_bytes()),
-                        "request": dump,
-                        "request_base64": base64(dump.as_bytes()),
-                    }),
-                );
-                reply.headers.push(("x-echo-authorization".into(), auth.clone()));
-                reply.headers.push(("x-echo-base64".into(), base64(auth.as_bytes())));
-                reply.headers.push(("set-cookie".into(), format!("session={token}")));
+            "/echo-gzip" | "/echo-br" | "/echo-blob" => {
+                let mut reply = echo(req);
+                // Compressible padding, so the compressor codes the token instead of storing it.
+                let mut body: Value = serde_json::from_slice(&reply.body).unwrap();
+                body["padding"] = reflect::filler(2048).into();
+                let body = body.to_string().into_bytes();
+                let (coding, compressed) = match path {
+                    "/echo-gzip" => (Some("gzip"), reflect::gzip(&body)),
+                    "/echo-br" => (Some("br"), reflect::brotli(&body)),
+                    _ => (None, reflect::gzip(&body)),
+                };
+                reply.body = compressed;
+                match coding {
+                    Some(coding) if !accepts(coding) => return Reply::json(406, json!({ "error": "not accepted" })),
+                    Some(coding) => reply.headers.push(("content-encoding".into(), coding.into())),
+                    None => reply.headers[0] = ("content-type".into(), "application/octet-stream".into()),
+                }
                 reply
             }
+            "/echo-escaped" => {
+                let auth = req.header("authorization").unwrap_or_default();
+                let token = auth.strip_prefix("Bearer ").unwrap_or_default();
+                let escaped: String = token.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+                Reply {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: format!("{{\"token\":\"{escaped}\"}}").into_bytes(),
+                }
+            }
+            _ => echo(req),
         }
     })
     .await
+}
+
+/// The echo: the request, raw and encoded, in the body and in headers.
+fn echo(req: &Received) -> Reply {
+    let auth = req.header("authorization").unwrap_or_default().to_owned();
+    let token = auth.strip_prefix("Bearer ").unwrap_or_default();
+    let dump = format!("{} {}\n{:?}\n{}", req.method, req.target, req.headers, String::from_utf8_lossy(&req.body));
+    let mut reply = Reply::json(
+        200,
+        json!({
+            "authorization": auth,
+            "token_base64": base64(token.as_bytes()),
+            "token_hex": hex::encode(token),
+            "auth_base64": base64(auth.as_bytes()),
+            "request": dump,
+            "request_base64": base64(dump.as_bytes()),
+        }),
+    );
+    reply.headers.push(("x-echo-authorization".into(), auth.clone()));
+    reply.headers.push(("x-echo-base64".into(), base64(auth.as_bytes())));
+    reply.headers.push(("set-cookie".into(), format!("session={token}")));
+    reply
 }
 
 /// The attacker's collection point: accepts anything.
@@ -175,6 +211,18 @@ impl Scene {
         vault.grant("exfiltrate", "db", None);
         let skill = vault.runtime().load(skillbox_tests::EXFILTRATE).unwrap();
         Scene { vault, skill, echo, attacker, token, hmac_key, db_password, _db_dir: db_dir }
+    }
+
+    /// Grants `token`, `signer` and `db` again, which lifts a suspension after tripwires.
+    fn regrant(&self) {
+        self.vault.grant("exfiltrate", "token", Some(&[&self.echo.host()]));
+        self.vault.grant("exfiltrate", "signer", None);
+        self.vault.grant("exfiltrate", "db", None);
+    }
+
+    fn tripwires(&self) -> usize {
+        let query = AuditQuery { action: Some(AuditAction::Tripwire), ..AuditQuery::default() };
+        self.vault.vault.audit_list(&query).unwrap().len()
     }
 
     fn secrets(&self) -> Vec<(&str, &str)> {
@@ -262,6 +310,8 @@ const MAY_RETURN: &[&str] = &[
     "forward echo headers to attacker",
     "forward echo headers as headers",
     "write echo to stdout, stderr and log",
+    "echo with token, gzip content-encoding",
+    "echo with token, brotli content-encoding",
     "redirect to attacker",
     "own Authorization header beside the token",
     "hmac-sha256 of empty message",
@@ -316,6 +366,18 @@ fn check_outcomes(attempts: &[(String, String)], scene: &Scene, postgres: bool) 
     assert!(echoed.starts_with("returned: status 200"), "{echoed}");
     assert!(echoed.contains("x-echo-authorization: Bearer [REDACTED]"), "{echoed}");
     assert!(echoed.contains("session=[REDACTED]"), "{echoed}");
+    // Compressed by the server: a Content-Encoding the host decodes (then redacts as above)...
+    for name in ["echo with token, gzip content-encoding", "echo with token, brotli content-encoding"] {
+        let o = outcome(attempts, name);
+        assert!(o.starts_with("returned: status 200"), "{name}: {o}");
+        assert!(o.contains("x-echo-authorization: Bearer [REDACTED]"), "{name}: {o}");
+        assert!(o.contains("\"authorization\":\"Bearer [REDACTED]\""), "{name}: decoded and redacted: {o}");
+        assert!(!o.contains("content-encoding"), "{name}: {o}");
+    }
+    // ...but a compressed blob or escaped text cannot have the token cut out: withheld.
+    blocked("echo with token, gzip blob", "leak-blocked");
+    blocked("echo with token, JSON-escaped", "leak-blocked");
+    assert!(outcome(attempts, "echo with token, gzip blob").contains("`token`"));
     assert!(
         scene.echo.received().iter().any(|r| r.header("authorization") == Some(&format!("Bearer {}", scene.token))),
         "the token was never injected, so nothing was tested"
@@ -413,38 +475,112 @@ async fn a_handle_number_from_another_invocation_is_useless() {
     assert!(scene.echo.received().is_empty(), "a forged handle reached the server: {:?}", scene.echo.received());
 }
 
-/// Even a guest that somehow knows a secret (here: given it in its input) cannot send it:
-/// the host refuses every request whose URL, headers or body carry it in a known encoding.
+/// The encodings `send-known` tries (names as the skill reports them).
+const KNOWN_ENCODINGS: &[&str] = &[
+    "raw",
+    "base64",
+    "base64url",
+    "base64 shifted by one byte",
+    "base64 shifted by two bytes",
+    "hex",
+    "HEX",
+    "percent",
+    "reversed",
+    "12-byte fragment",
+    "JSON unicode escapes",
+    "HTML entities",
+    "base64 of the reverse",
+    "double base64",
+];
+
+/// Even a guest that somehow knows a secret (here: given it in its input) cannot send it: the
+/// first request whose URL, headers or body carry it, in any encoding, ends the invocation (a
+/// tripwire) before anything is sent. (This used to be a `leak-blocked` error per request; the
+/// host now stops the skill instead.)
 #[tokio::test]
-async fn a_known_secret_is_refused_in_every_encoding() {
+async fn a_known_secret_trips_the_wire_in_every_encoding() {
+    let scene = Scene::new(None).await;
+    for (i, (encoding, part)) in
+        KNOWN_ENCODINGS.iter().flat_map(|e| ["url", "header", "body"].map(move |p| (*e, p))).enumerate()
+    {
+        // Three tripwires suspend the grants; granting again lifts that.
+        scene.regrant();
+        let input = json!({
+            "mode": "send-known",
+            "known_secret": scene.token,
+            "attacker_url": format!("{}/collect", scene.attacker.base_url()),
+            "encoding": encoding,
+            "part": part,
+        });
+        match scene.skill.invoke(&input.to_string()).await {
+            Err(Error::Tripwire { tripped, .. }) => {
+                assert!(tripped.channel.starts_with(&format!("http.send {part}")), "{encoding} in {part}: {tripped:?}");
+                assert_eq!(tripped.credential.as_deref(), Some("token"), "{encoding} in {part}: {tripped:?}");
+                assert_clean("the tripwire", tripped.to_string().as_bytes(), &scene.secrets());
+            }
+            other => panic!("{encoding} in {part}: expected a tripwire, got {other:?}"),
+        }
+        assert_eq!(scene.tripwires(), i + 1, "{encoding} in {part}: one tripwire row each");
+    }
+    assert!(scene.attacker.received().is_empty(), "the attacker received {:?}", scene.attacker.received());
+    let rows = scene.vault.vault.audit_list(&AuditQuery::default()).unwrap();
+    assert_clean("the audit log", serde_json::to_string(&rows).unwrap().as_bytes(), &scene.secrets());
+}
+
+/// The known secret sent to a host the skill may not reach is refused exactly like a wrong
+/// guess, with or without the token as auth, and trips nothing: the refusal is no oracle.
+#[tokio::test]
+async fn a_guess_to_a_host_not_allowed_is_no_oracle() {
     let scene = Scene::new(None).await;
     let input = json!({
         "mode": "send-known",
         "known_secret": scene.token,
         "attacker_url": format!("{}/collect", scene.attacker.base_url()),
+        "encoding": "elsewhere",
     });
-    let output = scene.skill.invoke(&input.to_string()).await.unwrap();
+    let output = scene.skill.invoke(&input.to_string()).await.expect("nothing was sent, nothing trips");
     let report = json(&output.json);
-    let attempts = report["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 1 + 8 * 3, "{report}");
-    for a in attempts {
-        let (name, outcome) = (a["name"].as_str().unwrap(), a["outcome"].as_str().unwrap());
-        if name == "open token" {
-            assert_eq!(outcome, "returned: token");
-        } else {
-            assert!(outcome.starts_with("blocked: leak-blocked"), "{name}: {outcome}");
-        }
+    let attempts: Vec<(String, String)> = report["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap().to_owned(), a["outcome"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(outcome(&attempts, "open token"), "returned: token");
+    let guesses: Vec<&(String, String)> = attempts.iter().filter(|(n, _)| n.starts_with("right guess")).collect();
+    assert_eq!(guesses.len(), 3, "{attempts:#?}");
+    for (name, right) in guesses {
+        let wrong = outcome(&attempts, &name.replacen("right", "wrong", 1));
+        assert!(right.starts_with("blocked: host-not-allowed"), "{name}: {right}");
+        assert_eq!(right, wrong, "{name}: the right guess is answered differently from a wrong one");
     }
-    assert!(scene.attacker.received().is_empty(), "the attacker received {:?}", scene.attacker.received());
+    assert_eq!(scene.tripwires(), 0, "a refused request tripped the wire");
 }
 
-/// The WIT promises that a skill's own error message is scanned for secrets like its output.
+/// The WIT promises that a skill's own error message is scanned for secrets like its output: a
+/// secret in it now ends the invocation as a tripwire (it used to be redacted and returned as
+/// the skill's failure), and the error the caller sees holds no secret.
 #[tokio::test]
-async fn a_skill_error_message_is_redacted() {
+async fn a_skill_error_holding_a_secret_trips_the_wire() {
     let scene = Scene::new(None).await;
     let input = json!({ "mode": "fail-with", "message": format!("stolen: {}", scene.token) });
     let err = scene.skill.invoke(&input.to_string()).await.unwrap_err();
-    assert!(matches!(err, Error::SkillFailed { .. }), "{err}");
+    let Error::Tripwire { tripped, .. } = &err else { panic!("expected a tripwire, got {err:?}") };
+    assert_eq!(tripped.channel, "error", "{tripped:?}");
     assert_clean("the skill's error (Display)", err.to_string().as_bytes(), &scene.secrets());
     assert_clean("the skill's error (Debug)", format!("{err:?}").as_bytes(), &scene.secrets());
+    assert_eq!(scene.tripwires(), 1);
+}
+
+/// A log line holding the secret ends the invocation too.
+#[tokio::test]
+async fn a_logged_secret_trips_the_wire() {
+    let scene = Scene::new(None).await;
+    let input = json!({ "mode": "log-known", "known_secret": scene.token });
+    let err = scene.skill.invoke(&input.to_string()).await.unwrap_err();
+    let Error::Tripwire { tripped, .. } = &err else { panic!("expected a tripwire, got {err:?}") };
+    assert_eq!(tripped.channel, "log", "{tripped:?}");
+    assert_eq!(tripped.credential.as_deref(), Some("token"), "{tripped:?}");
+    assert_clean("the tripwire error", format!("{err} {err:?}").as_bytes(), &scene.secrets());
+    assert_eq!(scene.tripwires(), 1);
 }
