@@ -6,13 +6,14 @@
 //!   prepared injection, as every request after a handle's first uses, vs
 //!   `http/direct`: the same GET with a plain reqwest client. Same loopback
 //!   server, new connection per request for both. `http/egress-unauth` is
-//!   the pipeline without a credential.
+//!   the pipeline without a credential, `http/egress-unauth-secret` the same
+//!   with a secret open (so the tripwire and response scans have work to do).
 //! - `skill/open+send`: a whole invocation of `cred-probe` that opens a
 //!   granted token (grant check, decrypt, audit) and sends one authenticated
 //!   request (plus its audit row) vs `skill/send-unauthenticated`: the same
 //!   invocation sending the same request without a credential. The
-//!   difference is what `open` + one use cost; `skill/open-only` and
-//!   `skill/nothing` split it further.
+//!   difference is what `open` + one use cost; `skill/open-only`,
+//!   `skill/open+send-unauthenticated` and `skill/nothing` split it further.
 //!
 //! Run with `cargo bench -p skillbox-benches --bench credentials`.
 
@@ -65,6 +66,14 @@ fn http(c: &mut Criterion) {
             };
             let exchange = egress.send(&open_policy, request, None, &empty).await.unwrap();
             assert_eq!(exchange.response.status, 200);
+        });
+    });
+    // The same unauthenticated GET, but with a secret open (what every scan then looks for).
+    group.bench_function("egress-unauth-secret", |b| {
+        b.to_async(&tokio).iter(|| async {
+            let request = Request { method: "GET".into(), url: url.clone(), ..Request::default() };
+            let exchange = egress.send(&open_policy, request, None, &redactor).await.unwrap();
+            assert_eq!(exchange.response.status, 401, "sent without the token");
         });
     });
     group.bench_function("direct", |b| {

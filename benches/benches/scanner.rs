@@ -6,7 +6,9 @@
 //! - `scanner/raw`: the raw view alone (redact in place);
 //! - `scanner/all-views`: raw plus every decoded view (`Redactor::scan`);
 //! - `scanner/rules`: the foreign-token rules alone;
-//! - `scanner/inbound`: what a response goes through (redact, views, rules).
+//! - `scanner/inbound`: what a response goes through (redact, views, rules);
+//! - `scanner/raw-1`, `scanner/all-views-1`: the same with one secret, as a typical invocation
+//!   (one opened credential) has.
 //!
 //! Run with `cargo bench -p skillbox-benches --bench scanner`.
 
@@ -125,6 +127,9 @@ fn scanner(c: &mut Criterion) {
     group.bench_function("all-views", |b| b.iter(|| std::hint::black_box(secrets.scan(&text, &limits).unwrap())));
     group.bench_function("rules", |b| b.iter(|| std::hint::black_box(rules.find(&text).len())));
     group.bench_function("inbound", |b| b.iter(|| std::hint::black_box(scan.inbound(&text).unwrap().foreign.len())));
+    let one = Redactor::empty().with(Arc::new(SecretMatcher::new("one", [format!("tok_{}", rng.token(36))])));
+    group.bench_function("raw-1", |b| b.iter(|| std::hint::black_box(one.redact(&text).len())));
+    group.bench_function("all-views-1", |b| b.iter(|| std::hint::black_box(one.scan(&text, &limits).unwrap())));
     group.finish();
 }
 

@@ -131,16 +131,20 @@ const SEPARATOR: u8 = 0;
 /// Bytes of untouched text kept either side of a decoded stretch.
 const CONTEXT: usize = 256;
 
-/// Decodes every escape `decode_at` recognises and returns the windows around them.
+/// Decodes every escape `decode_at` recognises (each starts with `trigger`) and returns the
+/// windows around them.
 fn decode_in_place(
     bytes: &[u8],
     budget: &mut Budget,
+    trigger: u8,
     decode_at: fn(&[u8], usize, &mut Vec<u8>) -> Option<usize>,
 ) -> Result<Vec<Vec<u8>>, ScanError> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut changed: Vec<std::ops::Range<usize>> = Vec::new();
     let mut i = 0;
-    while i < bytes.len() {
+    while let Some(offset) = memchr::memchr(trigger, &bytes[i..]) {
+        out.extend_from_slice(&bytes[i..i + offset]);
+        i += offset;
         let start = out.len();
         match decode_at(bytes, i, &mut out) {
             Some(consumed) => {
@@ -156,6 +160,7 @@ fn decode_in_place(
             }
         }
     }
+    out.extend_from_slice(&bytes[i..]);
     if changed.is_empty() {
         return Ok(Vec::new());
     }
@@ -176,7 +181,7 @@ fn has_backslash(bytes: &[u8]) -> bool {
 /// JSON (and JavaScript/Python) string escapes: `\uXXXX` (surrogate pairs included), `\xHH`,
 /// `\/`, `\"`, `\\` and the single-letter escapes.
 fn json_unescape(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Vec<u8>>, ScanError> {
-    decode_in_place(bytes, budget, json_escape_at)
+    decode_in_place(bytes, budget, b'\\', json_escape_at)
 }
 
 fn json_escape_at(bytes: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
@@ -234,7 +239,7 @@ fn has_entity(bytes: &[u8]) -> bool {
 
 /// HTML/XML character references: named (`&amp;`, `&sol;`, ...), decimal and hex.
 fn html_unescape(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Vec<u8>>, ScanError> {
-    decode_in_place(bytes, budget, entity_at)
+    decode_in_place(bytes, budget, b'&', entity_at)
 }
 
 /// Longest entity looked at (`&CounterClockwiseContourIntegral;` is 33 bytes).
@@ -281,7 +286,7 @@ fn has_percent(bytes: &[u8]) -> bool {
 
 /// `%XX` sequences (and `+` as a space right beside one, as forms write it).
 fn percent_decode(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Vec<u8>>, ScanError> {
-    decode_in_place(bytes, budget, percent_at)
+    decode_in_place(bytes, budget, b'%', percent_at)
 }
 
 fn percent_at(bytes: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
@@ -307,7 +312,23 @@ fn runs(bytes: &[u8], member: fn(u8) -> bool, min: usize) -> impl Iterator<Item 
 }
 
 fn has_base64_run(bytes: &[u8]) -> bool {
-    runs(bytes, is_base64_byte, MIN_BASE64_RUN).next().is_some()
+    has_run(bytes, is_base64_byte, MIN_BASE64_RUN)
+}
+
+/// Whether `bytes` has `min` consecutive members (one pass, no allocation).
+fn has_run(bytes: &[u8], member: fn(u8) -> bool, min: usize) -> bool {
+    let mut run = 0;
+    for &b in bytes {
+        if member(b) {
+            run += 1;
+            if run >= min {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// Lenient base64: either alphabet (mapped to the standard one first), padding optional,
@@ -353,7 +374,7 @@ fn base64_runs(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Vec<u8>>, ScanEr
 // ---- Runs of hex digits ----------------------------------------------------------------------
 
 fn has_hex_run(bytes: &[u8]) -> bool {
-    runs(bytes, |b| b.is_ascii_hexdigit(), FRAGMENT_LEN * 2).next().is_some()
+    has_run(bytes, |b| b.is_ascii_hexdigit(), FRAGMENT_LEN * 2)
 }
 
 /// Every run of hex digits long enough to hold a fragment, decoded at both alignments.
