@@ -99,7 +99,16 @@ impl HostPattern {
         };
         let host = match (wildcard, host) {
             (false, host) => host,
-            (true, HostMatch::Name(suffix)) => HostMatch::Subdomains(format!(".{suffix}")),
+            (true, HostMatch::Name(suffix)) => {
+                // `*.com` or `*.co.uk` would match every site under a public suffix (the
+                // Public Suffix List, compiled in by the `psl` crate; unknown TLDs count too).
+                if psl::suffix_str(&suffix) == Some(suffix.as_str()) {
+                    return Err(fail(&format!(
+                        "`*.{suffix}` would match every site under the public suffix `{suffix}`; name the domain, as in `*.example.{suffix}`"
+                    )));
+                }
+                HostMatch::Subdomains(format!(".{suffix}"))
+            }
             (true, _) => return Err(fail("a wildcard cannot apply to an IP address")),
         };
         Ok(Self { host, port })
@@ -249,6 +258,9 @@ mod tests {
             "a.*.com",
             "*x.com",
             "*.1.2.3.4",
+            "*.com",
+            "*.co.uk",
+            "*.github.io",
             "x.com:",
             "x.com:99999",
             "[::1",

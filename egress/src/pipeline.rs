@@ -433,7 +433,9 @@ fn prepare(request: Request, url: Url, config: &EgressConfig) -> Result<Prepared
     }
     let method = Method::from_bytes(request.method.as_bytes())
         .map_err(|_| bad(format!("`{}` is not a valid HTTP method", request.method)))?;
-    if method == Method::CONNECT || method == Method::TRACE {
+    // Compared case-insensitively: `trace` is not `TRACE` to the `http` crate, but a server
+    // may well treat it as one.
+    if ["CONNECT", "TRACE", "TRACK"].iter().any(|m| request.method.eq_ignore_ascii_case(m)) {
         // TRACE makes the server echo the request, credential included; CONNECT opens a tunnel.
         return Err(bad(format!("method {method} is not allowed")));
     }

@@ -466,6 +466,8 @@ async fn malformed_or_dangerous_requests_are_refused() {
     let policy = allow(&[a.pattern()]);
     let cases = [
         Request { method: "TRACE".into(), ..get(&a.url("/echo")) },
+        Request { method: "trace".into(), ..get(&a.url("/echo")) },
+        Request { method: "Connect".into(), ..get(&a.url("/echo")) },
         Request { method: "GE T".into(), ..get(&a.url("/echo")) },
         Request { headers: vec![("Host".into(), "evil.example".into())], ..get(&a.url("/echo")) },
         Request { headers: vec![("X-Bad".into(), "a\r\nInjected: 1".into())], ..get(&a.url("/echo")) },
