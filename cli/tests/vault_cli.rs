@@ -416,3 +416,126 @@ fn a_short_secret_is_refused_unless_allowed() {
     let show: serde_json::Value = serde_json::from_str(&env.ok(&["cred", "show", "k", "--json"], None)).unwrap();
     assert_eq!(show["version"], 3);
 }
+
+#[test]
+fn a_short_skillbox_passphrase_is_refused_like_the_prompt_and_a_weakened_kdf_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { vault: dir.path().join("v.db"), root: dir.path().to_path_buf(), _dir: dir, key: KEY_A.into() };
+    let with_pass = |args: &[&str], pass: &str| {
+        let mut c = env.cmd(args);
+        c.env_remove("SKILLBOX_MASTER_KEY").env("SKILLBOX_PASSPHRASE", pass);
+        env.run_with(c, None)
+    };
+    let out = with_pass(&["vault", "init", "--passphrase"], "elevenchars");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // The same words as the prompt's check (both call one function).
+    assert!(stderr(&out).contains("use a passphrase of at least 12 characters"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("elevenchars"));
+    assert!(!env.vault.exists());
+
+    let pass = "a long enough passphrase";
+    let out = with_pass(&["vault", "init", "--passphrase"], pass);
+    assert!(out.status.success(), "{}", stderr(&out));
+    rusqlite::Connection::open(&env.vault)
+        .unwrap()
+        .execute("UPDATE meta SET value = CAST('1' AS BLOB) WHERE key = 'kdf_iterations'", [])
+        .unwrap();
+    let out = with_pass(&["cred", "list"], pass);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("key-derivation parameters were weakened"), "{err}");
+    assert!(err.contains("skillbox audit verify"), "{err}");
+}
+
+#[test]
+fn a_damaged_audit_head_stops_writes_until_audit_repair_and_anchors_catch_rollback() {
+    let env = Env::new();
+    let add = |name: &str| {
+        env.run(&["cred", "add", name, "--type", "bearer", "--service", "s", "--value-stdin"], Some("tok-anchor-1234"))
+    };
+    for n in ["a", "b"] {
+        assert!(add(n).status.success());
+    }
+    let a1 = env.root.join("a1.json");
+    env.ok(&["audit", "anchor", "--out", a1.to_str().unwrap()], None);
+    let anchor: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&a1).unwrap()).unwrap();
+    assert_eq!(anchor["count"], 2);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&env.ok(&["audit", "anchor"], None)).unwrap(), anchor);
+    assert!(add("c").status.success());
+    let old = env.root.join("old.db");
+    std::fs::copy(&env.vault, &old).unwrap();
+    assert!(add("d").status.success());
+    let a2 = env.root.join("a2.json");
+    env.ok(&["audit", "anchor", "--out", a2.to_str().unwrap()], None);
+    for a in [&a1, &a2] {
+        assert!(env.ok(&["audit", "verify", "--anchor", a.to_str().unwrap()], None).contains("extends the anchor"));
+    }
+    // The older copy of the file (a rollback) does not extend the newer anchor.
+    let mut c = env.cmd(&["audit", "verify", "--anchor", a2.to_str().unwrap()]);
+    c.env("SKILLBOX_VAULT", &old);
+    let out = env.run_with(c, None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not extend the anchor"), "{}", stderr(&out));
+
+    // Delete the newest 2 rows and spoil the head: writes stop, naming the fix.
+    let db = rusqlite::Connection::open(&env.vault).unwrap();
+    db.execute("DELETE FROM audit WHERE id > (SELECT max(id) - 2 FROM audit)", []).unwrap();
+    db.execute("UPDATE meta SET value = zeroblob(80) WHERE key = 'audit_head'", []).unwrap();
+    drop(db);
+    let out = add("e");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for part in ["skillbox audit verify", "skillbox audit repair"] {
+        assert!(stderr(&out).contains(part), "{}", stderr(&out));
+    }
+    let out = env.run(&["audit", "verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("audit head record"), "{}", stderr(&out));
+    let out = env.run(&["audit", "verify", "--anchor", a2.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not extend the anchor"), "{}", stderr(&out));
+
+    let repaired = env.ok(&["audit", "repair"], None);
+    assert!(repaired.contains("rebuilt") && repaired.contains("holds 2 rows"), "{repaired}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&env.ok(&["audit", "list", "--action", "repair", "--json"], None)).unwrap();
+    assert_eq!(rows[0]["detail"]["rows"], 2);
+    assert!(env.ok(&["audit", "verify"], None).contains("intact"));
+    assert!(add("e").status.success());
+    assert!(env.ok(&["audit", "repair"], None).contains("nothing to repair"));
+
+    // The automatic anchor: refused inside the vault's directory, rewritten on every append elsewhere.
+    let inside = env.vault.parent().unwrap().join("anchor.json");
+    let out = env.run(&["audit", "anchor", "--auto", inside.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("inside the vault's directory"), "{}", stderr(&out));
+    let auto = env.root.join("auto.json");
+    env.ok(&["audit", "anchor", "--auto", auto.to_str().unwrap()], None);
+    assert!(add("f").status.success());
+    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&auto).unwrap()).unwrap();
+    assert_eq!(a, serde_json::from_str::<serde_json::Value>(&env.ok(&["audit", "anchor"], None)).unwrap());
+    assert!(env.ok(&["audit", "verify", "--anchor", auto.to_str().unwrap()], None).contains("extends"));
+    env.ok(&["audit", "anchor", "--no-auto"], None);
+}
+
+#[test]
+fn a_forged_grant_row_is_refused_and_audit_verify_reports_it() {
+    let env = Env::new();
+    env.ok(&["cred", "add", "gh", "--type", "bearer", "--service", "github", "--value-stdin"], Some("tok-forge-1234"));
+    env.ok(&["grant", "triage", "gh", "--hosts", "api.github.com"], None);
+    assert!(env.ok(&["audit", "verify"], None).contains("intact"));
+    rusqlite::Connection::open(&env.vault)
+        .unwrap()
+        .execute("UPDATE grants SET hosts = '[\"gh.attacker.example\"]'", [])
+        .unwrap();
+    let out = env.run(&["grants"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("modified outside skillbox"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skillbox audit verify"), "{}", stderr(&out));
+    let out = env.run(&["audit", "verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("vault tampered") && err.contains("grant") && err.contains("modified outside skillbox"),
+        "{err}"
+    );
+}

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use crate::audit::{self, NewRow};
 use crate::crypto::{self, Key32, ad};
 use crate::error::{Error, Result};
+use crate::records::{RecordKey, Table};
 use crate::secret::{CredentialKind, SecretValue};
 use crate::types::*;
 use crate::{Keys, Vault};
@@ -121,8 +122,92 @@ pub(crate) struct Sealed {
     pub fingerprint: String,
 }
 
-pub(crate) fn value_ad(vault_id: &[u8], cred_id: &str, version: u32, key_id: &str, kind: CredentialKind) -> Vec<u8> {
-    ad("value", &[vault_id, cred_id.as_bytes(), &version.to_be_bytes(), key_id.as_bytes(), kind.as_str().as_bytes()])
+/// A value's associated data: its vault, credential id, version, KEK and kind,
+/// and (since schema 3) the credential's owner, environment and name.
+pub(crate) fn value_ad(
+    vault_id: &[u8],
+    cred_id: &str,
+    version: u32,
+    key_id: &str,
+    kind: &str,
+    ident: &CredentialRef,
+) -> Vec<u8> {
+    ad(
+        "value/v2",
+        &[
+            vault_id,
+            cred_id.as_bytes(),
+            &version.to_be_bytes(),
+            key_id.as_bytes(),
+            kind.as_bytes(),
+            ident.owner.as_bytes(),
+            ident.environment.as_str().as_bytes(),
+            ident.name.as_bytes(),
+        ],
+    )
+}
+
+/// The associated data of values sealed before schema 3 (only the migration reads it).
+fn value_ad_v1(vault_id: &[u8], cred_id: &str, version: u32, key_id: &str, kind: &str) -> Vec<u8> {
+    ad("value", &[vault_id, cred_id.as_bytes(), &version.to_be_bytes(), key_id.as_bytes(), kind.as_bytes()])
+}
+
+/// Schema 3: re-seals every stored value so its associated data binds the
+/// credential's owner, environment and name too. Same data key, new nonce.
+/// Runs inside the migration transaction, after the master key was verified.
+/// A version that does not open under its old associated data is left as it
+/// is (it was already unusable; resolving it still fails with `Corrupt`).
+pub(crate) fn migrate_value_ad(conn: &Connection, master_wrap: &Key32, vault_id: &[u8]) -> Result<()> {
+    type Row = (i64, String, u32, String, Vec<u8>, Vec<u8>, String, String, String, String);
+    let rows: Vec<Row> = {
+        let mut stmt = conn.prepare(
+            "SELECT v.rowid, v.credential_id, v.version, v.key_id, v.wrapped_dek, v.ciphertext, c.kind, c.owner, \
+             c.environment, c.name FROM versions v JOIN credentials c ON c.id = v.credential_id",
+        )?;
+        let it = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })?;
+        it.collect::<rusqlite::Result<_>>()?
+    };
+    let wrap = master_wrap.cipher();
+    let mut keks: std::collections::HashMap<String, Option<Key32>> = std::collections::HashMap::new();
+    for (rowid, cid, version, key_id, wrapped_dek, ciphertext, kind, owner, env, name) in rows {
+        if !keks.contains_key(&key_id) {
+            let wrapped: Option<Vec<u8>> =
+                conn.query_row("SELECT wrapped FROM keys WHERE id = ?1", [&key_id], |r| r.get(0)).optional()?;
+            let kek = wrapped
+                .and_then(|w| crypto::open(&wrap, &crate::kek_ad(vault_id, &key_id), &w))
+                .and_then(|b| Key32::from_slice(&b));
+            keks.insert(key_id.clone(), kek);
+        }
+        let Some(kek) = &keks[&key_id] else { continue };
+        let Some(dek) = crypto::open(&kek.cipher(), &dek_ad(vault_id, &cid, version, &key_id), &wrapped_dek)
+            .and_then(|b| Key32::from_slice(&b))
+        else {
+            continue;
+        };
+        let cipher = dek.cipher();
+        let Some(plaintext) = crypto::open(&cipher, &value_ad_v1(vault_id, &cid, version, &key_id, &kind), &ciphertext)
+        else {
+            continue;
+        };
+        let Ok(environment) = env.parse::<Environment>() else { continue };
+        let ident = CredentialRef { owner, environment, name };
+        let resealed = crypto::seal(&cipher, &value_ad(vault_id, &cid, version, &key_id, &kind, &ident), &plaintext)?;
+        conn.execute("UPDATE versions SET ciphertext = ?2 WHERE rowid = ?1", params![rowid, resealed])?;
+    }
+    Ok(())
 }
 
 pub(crate) fn dek_ad(vault_id: &[u8], cred_id: &str, version: u32, key_id: &str) -> Vec<u8> {
@@ -137,6 +222,7 @@ impl Vault {
         conn: &Connection,
         keys: &mut Keys,
         cred_id: &str,
+        ident: &CredentialRef,
         version: u32,
         value: &SecretValue,
     ) -> Result<Sealed> {
@@ -149,7 +235,7 @@ impl Vault {
         let dek = Key32::random()?;
         let ciphertext = crypto::seal(
             &dek.cipher(),
-            &value_ad(&self.vault_id, cred_id, version, &key_id, value.kind()),
+            &value_ad(&self.vault_id, cred_id, version, &key_id, value.kind().as_str(), ident),
             &plaintext,
         )?;
         let kek = keys.kek(conn, &self.vault_id, &key_id)?;
@@ -165,6 +251,7 @@ impl Vault {
         conn: &Connection,
         keys: &mut Keys,
         cred_id: &str,
+        ident: &CredentialRef,
         version: u32,
         kind: CredentialKind,
         key_id: &str,
@@ -176,15 +263,18 @@ impl Vault {
         let dek = crypto::open(kek, &dek_ad(&self.vault_id, cred_id, version, key_id), wrapped_dek)
             .and_then(|b| Key32::from_slice(&b))
             .ok_or_else(corrupt)?;
-        let plaintext =
-            crypto::open(&dek.cipher(), &value_ad(&self.vault_id, cred_id, version, key_id, kind), ciphertext)
-                .ok_or_else(corrupt)?;
+        let plaintext = crypto::open(
+            &dek.cipher(),
+            &value_ad(&self.vault_id, cred_id, version, key_id, kind.as_str(), ident),
+            ciphertext,
+        )
+        .ok_or_else(corrupt)?;
         let text = std::str::from_utf8(&plaintext).map_err(|_| corrupt())?;
         SecretValue::from_json(kind, text).map_err(|_| corrupt())
     }
 
     pub(crate) fn audit(&self, conn: &Connection, row: &NewRow<'_>) -> Result<()> {
-        audit::append(conn, &self.audit_key, &self.vault_id, row).map_err(|source| Error::Audit { source })
+        audit::append(conn, &self.audit_key, &self.vault_id, row)
     }
 
     /// Adds a credential with its first version. Audited as `create`.
@@ -209,7 +299,7 @@ impl Vault {
         let cred_id = format!("cred_{}", crypto::random_hex(12)?);
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, 1, value)?;
+        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, r, 1, value)?;
         let now = now_ms();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: bool = tx
@@ -239,6 +329,9 @@ impl Vault {
             ],
         )?;
         insert_version(&tx, &cred_id, 1, &sealed, now)?;
+        let rk = self.records();
+        rk.seal(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
+        rk.seal(&tx, Table::Versions, "credential_id = ?1", [&cred_id])?;
         let detail = serde_json::json!({ "version": 1, "kind": new.kind.as_str(), "service": new.service }).to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Create, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })?;
@@ -262,7 +355,12 @@ impl Vault {
         let inner = self.lock();
         let mut stmt = inner.conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_info)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let list: Vec<CredentialInfo> = rows.collect::<rusqlite::Result<_>>()?;
+        let rk = self.records();
+        for c in &list {
+            check_credential(&rk, &inner.conn, &c.id, Some(c.version))?;
+        }
+        Ok(list)
     }
 
     /// One credential's metadata, kept versions (newest first) and grants.
@@ -279,6 +377,8 @@ impl Vault {
             .query_row(params![r.owner, r.environment.as_str(), r.name], read_info)
             .optional()?
             .ok_or_else(|| not_found(r))?;
+        let rk = self.records();
+        check_credential(&rk, conn, &info.id, None)?;
         let mut stmt = conn.prepare_cached(
             "SELECT version, status, key_id, created_at, fingerprint FROM versions WHERE credential_id = ?1 ORDER BY version DESC",
         )?;
@@ -296,7 +396,7 @@ impl Vault {
             })?
             .collect::<rusqlite::Result<_>>()?;
         drop(stmt);
-        let grants = crate::grants::list_grants(conn, Some(&info.id), &GrantFilter::default())?;
+        let grants = crate::grants::list_grants(&rk, conn, Some(&info.id), &GrantFilter::default())?;
         Ok(CredentialDetail { info, versions, grants })
     }
 
@@ -328,6 +428,7 @@ impl Vault {
             })
             .optional()?;
         let (cred_id, kind, current) = found.ok_or_else(|| not_found(r))?;
+        check_credential(&self.records(), &inner.conn, &cred_id, None)?;
         if kind != value.kind().as_str() {
             return Err(Error::InvalidInput {
                 what: "credential value",
@@ -335,7 +436,7 @@ impl Vault {
             });
         }
         let next = current + 1;
-        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, next, value)?;
+        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, r, next, value)?;
         let now = now_ms();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Re-check under the write lock: another process may have rotated meanwhile.
@@ -349,6 +450,8 @@ impl Vault {
                 reason: "the credential changed while rotating (another process?); run the command again".into(),
             });
         }
+        let rk = self.records();
+        check_credential(&rk, &tx, &cred_id, None)?;
         tx.execute(
             "UPDATE versions SET status = 'rotated' WHERE credential_id = ?1 AND status = 'active'",
             [&cred_id],
@@ -363,6 +466,8 @@ impl Vault {
             "DELETE FROM versions WHERE credential_id = ?1 AND version <= ?2",
             params![cred_id, next as i64 - self.history_depth as i64],
         )?;
+        rk.seal(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
+        rk.seal(&tx, Table::Versions, "credential_id = ?1", [&cred_id])?;
         let detail = serde_json::json!({ "version": next, "previous": current, "pruned_versions": pruned }).to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Rotate, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })?;
@@ -375,6 +480,8 @@ impl Vault {
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
+        let rk = self.records();
+        check_credential(&rk, &tx, &cred_id, None)?;
         let now = now_ms();
         tx.execute(
             "UPDATE credentials SET status = 'revoked', revoked_reason = ?2, updated_at = ?3 WHERE id = ?1",
@@ -384,6 +491,8 @@ impl Vault {
             "UPDATE versions SET status = 'revoked' WHERE credential_id = ?1 AND status = 'active'",
             [&cred_id],
         )?;
+        rk.seal(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
+        rk.seal(&tx, Table::Versions, "credential_id = ?1", [&cred_id])?;
         let detail = serde_json::json!({ "reason": reason }).to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Revoke, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })
@@ -413,7 +522,7 @@ impl Vault {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = load_current(&tx, r)?.ok_or_else(|| not_found(r))?;
+        let row = load_current(&self.records(), &tx, r)?.ok_or_else(|| not_found(r))?;
         let result = if row.info.status == Status::Revoked {
             Err(Error::Revoked {
                 name: r.name.clone(),
@@ -425,6 +534,7 @@ impl Vault {
                 &tx,
                 &mut inner.keys,
                 &row.info.id,
+                &row.info.reference(),
                 row.info.version,
                 row.info.kind,
                 &row.key_id,
@@ -493,8 +603,18 @@ pub(crate) struct CurrentRow {
 const CRED_COLS: &str = "id, owner, environment, name, kind, service, description, scopes, expires_at, status, \
      revoked_reason, created_at, updated_at, last_rotated_at, current_version, ''";
 
-fn load_with(conn: &Connection, info: Option<CredentialInfo>) -> Result<Option<CurrentRow>> {
+/// Checks the MACs of credential `id` and of its versions (only `version` when given).
+pub(crate) fn check_credential(rk: &RecordKey<'_>, conn: &Connection, id: &str, version: Option<u32>) -> Result<()> {
+    rk.check(conn, Table::Credentials, "id = ?1", [id])?;
+    match version {
+        Some(v) => rk.check(conn, Table::Versions, "credential_id = ?1 AND version = ?2", params![id, v]),
+        None => rk.check(conn, Table::Versions, "credential_id = ?1", [id]),
+    }
+}
+
+fn load_with(rk: &RecordKey<'_>, conn: &Connection, info: Option<CredentialInfo>) -> Result<Option<CurrentRow>> {
     let Some(mut info) = info else { return Ok(None) };
+    check_credential(rk, conn, &info.id, Some(info.version))?;
     let (key_id, wrapped_dek, ciphertext, fp): (String, Vec<u8>, Vec<u8>, String) = conn
         .prepare_cached(
             "SELECT key_id, wrapped_dek, ciphertext, fingerprint FROM versions WHERE credential_id = ?1 AND version = ?2",
@@ -506,20 +626,67 @@ fn load_with(conn: &Connection, info: Option<CredentialInfo>) -> Result<Option<C
     Ok(Some(CurrentRow { info, key_id, wrapped_dek, ciphertext }))
 }
 
-pub(crate) fn load_current(conn: &Connection, r: &CredentialRef) -> Result<Option<CurrentRow>> {
+pub(crate) fn load_current(rk: &RecordKey<'_>, conn: &Connection, r: &CredentialRef) -> Result<Option<CurrentRow>> {
     let info = conn
         .prepare_cached(&format!(
             "SELECT {CRED_COLS} FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3"
         ))?
         .query_row(params![r.owner, r.environment.as_str(), r.name], read_info)
         .optional()?;
-    load_with(conn, info)
+    load_with(rk, conn, info)
 }
 
-pub(crate) fn load_current_by_id(conn: &Connection, id: &str) -> Result<Option<CurrentRow>> {
+pub(crate) fn load_current_by_id(rk: &RecordKey<'_>, conn: &Connection, id: &str) -> Result<Option<CurrentRow>> {
     let info = conn
         .prepare_cached(&format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"))?
         .query_row([id], read_info)
         .optional()?;
-    load_with(conn, info)
+    load_with(rk, conn, info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{InitOptions, MasterKeySource};
+
+    #[test]
+    fn schema_3_reseals_values_sealed_without_owner_environment_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let key = MasterKeySource::Hex("ab".repeat(32).into());
+        let v = Vault::init(&path, &key, &InitOptions::default()).unwrap();
+        let r = CredentialRef::new("gh");
+        let value = SecretValue::from_single(CredentialKind::Bearer, "tok-old-ad").unwrap();
+        let info = v.add(&NewCredential::new(r.clone(), CredentialKind::Bearer, "github"), &value, "t").unwrap();
+        // Seal version 1 the way schema 2 did, and turn the file back into schema 2.
+        let old = {
+            let mut inner = v.lock();
+            let inner = &mut *inner;
+            let (key_id, wrapped_dek): (String, Vec<u8>) = inner
+                .conn
+                .query_row("SELECT key_id, wrapped_dek FROM versions", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
+            let kek = inner.keys.kek(&inner.conn, &v.vault_id, &key_id).unwrap();
+            let dek = crypto::open(kek, &dek_ad(&v.vault_id, &info.id, 1, &key_id), &wrapped_dek)
+                .and_then(|b| Key32::from_slice(&b))
+                .unwrap();
+            let ad = value_ad_v1(&v.vault_id, &info.id, 1, &key_id, "bearer");
+            let old = crypto::seal(&dek.cipher(), &ad, &value.to_json()).unwrap();
+            inner.conn.execute("UPDATE versions SET ciphertext = ?1", [&old]).unwrap();
+            inner
+                .conn
+                .execute_batch(
+                    "ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; \
+                     ALTER TABLE grants DROP COLUMN mac; PRAGMA user_version = 2;",
+                )
+                .unwrap();
+            old
+        };
+        drop(v);
+        let v = Vault::open(&path, &key).unwrap();
+        let now: Vec<u8> = v.lock().conn.query_row("SELECT ciphertext FROM versions", [], |r| r.get(0)).unwrap();
+        assert_ne!(now, old, "the value was re-sealed");
+        assert_eq!(&v.reveal(&r, "t", None).unwrap().to_json()[..], &value.to_json()[..]);
+        assert!(v.audit_verify().unwrap().is_ok());
+    }
 }

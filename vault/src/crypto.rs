@@ -27,6 +27,32 @@ pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const TAG_LEN: usize = 16;
 /// PBKDF2 iterations used for passphrases unless a test asks otherwise.
 pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 600_000;
+/// The fewest PBKDF2 iterations a vault may ask for. Parameters below this are
+/// refused wherever they are read ([`crate::Error::KdfWeakened`]): only someone
+/// editing the file can put them there.
+pub const MIN_PBKDF2_ITERATIONS: u32 = 600_000;
+/// The shortest new passphrase accepted (characters), from a prompt or from
+/// `SKILLBOX_PASSPHRASE` alike.
+pub const MIN_PASSPHRASE_LEN: usize = 12;
+
+/// Refuses a *new* passphrase shorter than [`MIN_PASSPHRASE_LEN`] characters.
+/// The message names the rule, never the passphrase.
+pub fn check_new_passphrase(passphrase: &str) -> Result<()> {
+    if passphrase.chars().count() < MIN_PASSPHRASE_LEN {
+        return Err(Error::InvalidMasterKey {
+            reason: format!("use a passphrase of at least {MIN_PASSPHRASE_LEN} characters"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses PBKDF2 parameters below the floor. `setting` names the stored key.
+pub(crate) fn check_iterations(setting: &'static str, iterations: u32) -> Result<()> {
+    if iterations < MIN_PBKDF2_ITERATIONS {
+        return Err(Error::KdfWeakened { setting, found: iterations, minimum: MIN_PBKDF2_ITERATIONS });
+    }
+    Ok(())
+}
 
 /// HKDF `info` labels: one per job, so keys for different jobs are independent.
 pub(crate) mod label {
@@ -34,6 +60,10 @@ pub(crate) mod label {
     pub const KEY_CHECK: &[u8] = b"skillbox-vault/v1/key-check";
     pub const AUDIT_MAC: &[u8] = b"skillbox-vault/v1/audit-mac";
     pub const FINGERPRINT: &[u8] = b"skillbox-vault/v1/fingerprint";
+    /// Sub-key of the audit key: MACs exported audit anchors and the anchor-file setting.
+    pub const AUDIT_ANCHOR: &[u8] = b"skillbox-vault/v1/audit-anchor";
+    /// Sub-key of the vault secret: MACs credentials, versions and grants rows.
+    pub const RECORD_MAC: &[u8] = b"skillbox-vault/v1/record-mac";
 }
 
 /// A 256-bit key. Zeroized on drop; `Debug` prints no bytes; no `Display`.
@@ -182,6 +212,14 @@ impl MasterKeySource {
             MasterKeySource::Hex(_) => "a hex key",
             MasterKeySource::KeyFile(_) => "a key file",
             MasterKeySource::Passphrase(_) => "a passphrase",
+        }
+    }
+
+    /// Refuses a new passphrase shorter than [`MIN_PASSPHRASE_LEN`]; raw keys pass.
+    pub(crate) fn check_new(&self) -> Result<()> {
+        match self {
+            MasterKeySource::Passphrase(p) => check_new_passphrase(p.expose_secret()),
+            _ => Ok(()),
         }
     }
 

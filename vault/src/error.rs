@@ -84,6 +84,23 @@ pub enum Error {
         /// Which record failed (credential, version, key id; never a value).
         what: String,
     },
+    /// The vault's stored key-derivation parameters are below the floor
+    /// ([`crate::MIN_PBKDF2_ITERATIONS`]). skillbox never writes such values, so
+    /// the file was edited; nothing was derived with them and nothing was changed.
+    #[error(
+        "the vault's key-derivation parameters were weakened: '{setting}' asks for {found} PBKDF2 iterations, \
+         below the minimum of {minimum}. skillbox never stores such a value, so this is only possible by editing \
+         the vault file. Nothing was changed and the passphrase was not used with it. Restore the vault from a \
+         backup you trust and check it with `skillbox audit verify`"
+    )]
+    KdfWeakened {
+        /// The metadata key that holds the weak value (`kdf_iterations`, `pbkdf2_iterations`).
+        setting: &'static str,
+        /// The stored iteration count.
+        found: u32,
+        /// The floor.
+        minimum: u32,
+    },
     /// A credential with this identity already exists.
     #[error(
         "credential '{name}' already exists in environment {environment} for owner '{owner}': \
@@ -238,6 +255,29 @@ pub enum Error {
         /// Why the write failed.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The audit log's MACed head is damaged or no longer describes the newest
+    /// row, so nothing more can be appended (fail closed) until an operator
+    /// runs `skillbox audit repair`.
+    #[error(
+        "the audit log's head record is damaged ({reason}), so nothing more can be recorded: the operation was \
+         refused and no secret was released. The newest audit rows may have been deleted. Run \
+         `skillbox audit verify` to see what is wrong, then `skillbox audit repair` if you accept the loss \
+         (it rebuilds the head from the rows that remain and records a `repair` row)"
+    )]
+    AuditHeadDamaged {
+        /// What is wrong with the head (no secret).
+        reason: String,
+    },
+    /// A record that skillbox protects with a MAC failed its check: the vault
+    /// file was modified outside skillbox.
+    #[error(
+        "{what} was modified outside skillbox (its integrity check failed), so the operation was refused. \
+         Check the vault with `skillbox audit verify`, and restore it from a backup you trust"
+    )]
+    Tampered {
+        /// Which record (never a value).
+        what: String,
     },
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]

@@ -8,6 +8,7 @@ use crate::Vault;
 use crate::audit::NewRow;
 use crate::creds::{check_ident, credential_id, equality_filters, load_current_by_id, not_found};
 use crate::error::{Error, Result};
+use crate::records::{RecordKey, Table};
 use crate::types::*;
 
 /// The same columns from `grants` alone (credential name left empty): the
@@ -58,7 +59,12 @@ fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
     })
 }
 
-pub(crate) fn list_grants(conn: &Connection, credential_id: Option<&str>, f: &GrantFilter) -> Result<Vec<GrantInfo>> {
+pub(crate) fn list_grants(
+    rk: &RecordKey<'_>,
+    conn: &Connection,
+    credential_id: Option<&str>,
+    f: &GrantFilter,
+) -> Result<Vec<GrantInfo>> {
     let mut sql = format!("SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE 1=1");
     let vals = equality_filters(
         &mut sql,
@@ -73,6 +79,9 @@ pub(crate) fn list_grants(conn: &Connection, credential_id: Option<&str>, f: &Gr
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_grant)?;
     let mut out: Vec<GrantInfo> = rows.collect::<rusqlite::Result<_>>()?;
+    for g in &out {
+        rk.check(conn, Table::Grants, "id = ?1", [&g.id])?;
+    }
     if let Some(status) = f.status {
         out.retain(|g| g.status == status);
     }
@@ -136,6 +145,8 @@ impl Vault {
         let mut inner = self.lock();
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
+        let rk = self.records();
+        rk.check(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
         // A grant being replaced may be suspended: replacing it re-enables it.
         let suspended: Option<(String, i64, Option<String>)> = tx
             .prepare_cached(
@@ -175,6 +186,7 @@ impl Vault {
                 g.response.map(ResponseMode::as_str),
             ],
         )?;
+        rk.seal(&tx, Table::Grants, "id = ?1", [&id])?;
         let detail = serde_json::json!({
             "grant_id": id, "alias": alias, "access": g.access.as_str(),
             "expires_at": g.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
@@ -337,9 +349,12 @@ impl Vault {
                 ))?;
                 stmt.query_map(params![skill, digest], read_grant)?.collect::<rusqlite::Result<_>>()?
             };
+            let rk = self.records();
             for mut g in targets {
+                rk.check(&tx, Table::Grants, "id = ?1", [&g.id])?;
                 tx.prepare_cached("UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1")?
                     .execute(params![g.id, now, reason])?;
+                rk.seal(&tx, Table::Grants, "id = ?1", [&g.id])?;
                 let detail = serde_json::json!({
                     "grant_id": g.id, "alias": g.alias, "reason": reason, "digest": digest,
                     "tripwires": count, "threshold": threshold, "window_secs": window.as_secs(),
@@ -374,7 +389,7 @@ impl Vault {
     /// Grants matching `filter`.
     pub fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantInfo>> {
         let inner = self.lock();
-        list_grants(&inner.conn, None, filter)
+        list_grants(&self.records(), &inner.conn, None, filter)
     }
 
     /// Resolves a skill's request for a credential: finds the grant (skill,
@@ -392,6 +407,7 @@ impl Vault {
         let now = now_ms();
         let env = access.environment;
         let mut pinned_now = false;
+        let rk = self.records();
 
         // 1. Find the grant and the credential (or the credential alone with a one-time approval).
         let outcome: std::result::Result<(Option<GrantInfo>, crate::creds::CurrentRow), Denial> = (|| {
@@ -399,7 +415,7 @@ impl Vault {
             let (grant, row) = if access.one_time_approval.is_some() {
                 let r =
                     CredentialRef { owner: access.owner.clone(), environment: env, name: access.declared_name.clone() };
-                match crate::creds::load_current(&tx, &r)
+                match crate::creds::load_current(&rk, &tx, &r)
                     .map_err(|e| Denial { error: Box::new(e), credential_id: None })?
                 {
                     Some(row) => (None, row),
@@ -428,6 +444,8 @@ impl Vault {
                     );
                 };
                 let cid = Some(grant.credential_id.clone());
+                rk.check(&tx, Table::Grants, "id = ?1", [&grant.id])
+                    .map_err(|e| Denial { error: Box::new(e), credential_id: None })?;
                 if grant.suspended_at.is_some() {
                     let mut grant = grant;
                     grant.credential_name = crate::creds::credential_name(&tx, &grant.credential_id)
@@ -457,7 +475,7 @@ impl Vault {
                         cid,
                     );
                 }
-                let row = load_current_by_id(&tx, &grant.credential_id)
+                let row = load_current_by_id(&rk, &tx, &grant.credential_id)
                     .map_err(|e| Denial { error: Box::new(e), credential_id: cid.clone() })?
                     .ok_or_else(|| Denial {
                         error: Box::new(Error::Corrupt { what: "grant without credential".into() }),
@@ -510,6 +528,7 @@ impl Vault {
                         .and_then(|()| {
                             tx.prepare_cached("UPDATE grants SET skill_digest = ?2 WHERE id = ?1")?
                                 .execute(params![g.id, access.skill_digest])?;
+                            rk.seal(&tx, Table::Grants, "id = ?1", [&g.id])?;
                             Ok(())
                         })
                         .map_err(|e| Denial { error: Box::new(e), credential_id: Some(row.info.id.clone()) })?;
@@ -526,6 +545,7 @@ impl Vault {
                 &tx,
                 &mut inner.keys,
                 &row.info.id,
+                &row.info.reference(),
                 row.info.version,
                 row.info.kind,
                 &row.key_id,

@@ -40,13 +40,19 @@ impl Vault {
     /// re-wrapped and the key check replaced in one transaction; credential
     /// ciphertexts are untouched. Audited as `key-rotate`.
     pub fn rotate_master_key(&self, new: &MasterKeySource, actor: &str) -> Result<()> {
+        new.check_new()?;
         let material = new.material()?;
         let mut inner = self.lock();
         let inner = &mut *inner;
+        // Both stored KDF settings are read here: the current one (as open does)
+        // and the iteration count for new passphrases. Either below the floor
+        // means the file was edited: refuse before deriving anything.
+        crate::read_kdf(&inner.conn)?;
         let iterations: u32 = meta_get(&inner.conn, "pbkdf2_iterations")?
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.parse().ok())
             .unwrap_or(crypto::DEFAULT_PBKDF2_ITERATIONS);
+        crypto::check_iterations("pbkdf2_iterations", iterations)?;
         let kdf = match &material {
             Material::Raw(_) => None,
             Material::Passphrase(_) => Some(new_kdf(iterations)?),

@@ -4,7 +4,8 @@
 //! passphrase via PBKDF2) wraps key-encryption keys; every credential version
 //! has its own data key wrapped by a KEK; values are sealed with AES-256-GCM
 //! whose associated data binds each ciphertext to its vault, credential,
-//! version and key. Skills reach values only through [`Vault::resolve`], which
+//! version, key, owner, environment and name; every credential, version and
+//! grant row carries a MAC checked on every read. Skills reach values only through [`Vault::resolve`], which
 //! checks a grant (default deny) and commits an audit row before it returns
 //! anything. See `docs/vault.md` for the design and threat model.
 //!
@@ -28,6 +29,7 @@ mod crypto;
 mod error;
 mod grants;
 mod keyrot;
+mod records;
 mod schema;
 mod secret;
 mod types;
@@ -41,7 +43,11 @@ use std::time::Duration;
 use aes_gcm::Aes256Gcm;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-pub use crate::crypto::{DEFAULT_PBKDF2_ITERATIONS, MasterKeySource, generate_key_file};
+pub use crate::audit::{AuditAnchor, AuditRepair};
+pub use crate::crypto::{
+    DEFAULT_PBKDF2_ITERATIONS, MIN_PASSPHRASE_LEN, MIN_PBKDF2_ITERATIONS, MasterKeySource, check_new_passphrase,
+    generate_key_file,
+};
 pub use crate::error::{Error, Result};
 pub use crate::keyrot::FAILPOINT_ENV;
 pub use crate::secret::{
@@ -80,8 +86,9 @@ impl InitOptions {
         self
     }
 
-    /// **Tests only.** Uses fewer PBKDF2 iterations than the 600,000 minimum so
-    /// passphrase tests run fast. Never use this for a real vault.
+    /// **Tests only.** Uses fewer PBKDF2 iterations than the 600,000 minimum.
+    /// `Vault::open` refuses such a vault ([`Error::KdfWeakened`]), so this only
+    /// serves tests of that refusal. Never use this for a real vault.
     #[doc(hidden)]
     pub fn insecure_pbkdf2_iterations_for_tests(mut self, iterations: u32) -> Self {
         self.pbkdf2_iterations = iterations.max(1);
@@ -98,6 +105,8 @@ pub struct Vault {
     audit_key: Key32,
     /// HKDF sub-key of the vault secret: value fingerprints.
     fp_key: Key32,
+    /// HKDF sub-key of the vault secret: MACs credentials, versions and grants rows.
+    record_key: Key32,
     history_depth: u32,
     inner: Mutex<Inner>,
 }
@@ -168,7 +177,9 @@ pub(crate) fn read_kdf(conn: &Connection) -> Result<Option<KdfParams>> {
     if meta_req(conn, "kdf")? == KDF_NONE {
         return Ok(None);
     }
-    Ok(Some(KdfParams { salt: meta_req(conn, "kdf_salt")?, iterations: meta_u32(conn, "kdf_iterations")? }))
+    let iterations = meta_u32(conn, "kdf_iterations")?;
+    crypto::check_iterations("kdf_iterations", iterations)?;
+    Ok(Some(KdfParams { salt: meta_req(conn, "kdf_salt")?, iterations }))
 }
 
 pub(crate) fn write_kdf(conn: &Connection, kdf: Option<&KdfParams>) -> rusqlite::Result<()> {
@@ -223,6 +234,7 @@ impl Vault {
         if options.history_depth == 0 {
             return Err(Error::InvalidInput { what: "history depth", reason: "must be at least 1".into() });
         }
+        source.check_new()?;
         let material = source.material()?;
         // Create the file ourselves, owner-only, refusing to clobber anything.
         let mut opts = std::fs::OpenOptions::new();
@@ -277,6 +289,7 @@ impl Vault {
         let wrapped_kek = crypto::seal(&wrap, &kek_ad(&vault_id, &kek_id), kek.bytes())?;
         let audit_key = vault_secret.derive(&vault_id, label::AUDIT_MAC);
         let fp_key = vault_secret.derive(&vault_id, label::FINGERPRINT);
+        let record_key = vault_secret.derive(&vault_id, label::RECORD_MAC);
         let now = types::now_ms();
 
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -302,6 +315,7 @@ impl Vault {
             vault_id,
             audit_key,
             fp_key,
+            record_key,
             history_depth: options.history_depth,
             inner: Mutex::new(Inner {
                 conn,
@@ -374,6 +388,7 @@ impl Vault {
             .ok_or_else(|| Error::Corrupt { what: "the wrapped vault secret".into() })?;
         let audit_key = vault_secret.derive(&vault_id, label::AUDIT_MAC);
         let fp_key = vault_secret.derive(&vault_id, label::FINGERPRINT);
+        let record_key = vault_secret.derive(&vault_id, label::RECORD_MAC);
         drop(vault_secret);
         let history_depth = meta_u32(&conn, "history_depth")?.max(1);
 
@@ -381,6 +396,11 @@ impl Vault {
         if version < schema::LATEST {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             schema::apply_pending(&tx)?;
+            if version < schema::MACS_SINCE {
+                // The rows as they are now are trusted once, here, with the key verified.
+                creds::migrate_value_ad(&tx, &derived.wrap, &vault_id)?;
+                records::RecordKey { key: &record_key, vault_id: &vault_id }.seal_all(&tx)?;
+            }
             tx.commit()?;
         }
         Ok(Vault {
@@ -388,6 +408,7 @@ impl Vault {
             vault_id,
             audit_key,
             fp_key,
+            record_key,
             history_depth,
             inner: Mutex::new(Inner {
                 conn,
@@ -409,6 +430,11 @@ impl Vault {
     /// Versions kept per credential.
     pub fn history_depth(&self) -> u32 {
         self.history_depth
+    }
+
+    /// The key that MACs credentials, versions and grants rows.
+    pub(crate) fn records(&self) -> records::RecordKey<'_> {
+        records::RecordKey { key: &self.record_key, vault_id: &self.vault_id }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {

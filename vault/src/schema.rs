@@ -105,7 +105,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE grants ADD COLUMN suspended_reason TEXT;
     ALTER TABLE grants ADD COLUMN response TEXT CHECK (response IN ('full', 'headers', 'status')); -- NULL = not narrowed
     "#,
+    // 3: a MAC on every credentials, versions and grants row (see records.rs).
+    // Existing rows are MACed by `Vault::open` in the same transaction, after
+    // the master key was verified (`MACS_SINCE`).
+    r#"
+    ALTER TABLE credentials ADD COLUMN mac BLOB;
+    ALTER TABLE versions ADD COLUMN mac BLOB;
+    ALTER TABLE grants ADD COLUMN mac BLOB;
+    "#,
 ];
+
+/// The schema version that added record MACs: a file older than this gets
+/// every row MACed when it is migrated.
+pub(crate) const MACS_SINCE: i64 = 3;
 
 /// The schema version this build writes.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;

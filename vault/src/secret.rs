@@ -36,7 +36,7 @@ pub enum CredentialKind {
     /// `{username, password}`
     #[serde(rename = "basic")]
     Basic,
-    /// `{driver: "postgres", host, port?, database, user, password?, ssl?}` or `{driver: "sqlite", path}`
+    /// `{driver: "postgres", host, port?, database, user, password?, ssl?, sslmode?, allow_privileged_role?}` or `{driver: "sqlite", path}`
     #[serde(rename = "database")]
     Database,
     /// `{key}` (text)
@@ -159,8 +159,15 @@ pub struct Postgres {
     pub user: String,
     /// Password.
     pub password: Option<SecretString>,
-    /// Require TLS (default false).
+    /// Require TLS even to a loopback host (`"ssl": true`, or `"sslmode": "require"`).
     pub ssl: bool,
+    /// Connect in plain text even to a non-loopback host: only with an explicit
+    /// `"sslmode": "disable"`. Without it, TLS is used for every host but loopback.
+    pub ssl_disabled: bool,
+    /// The operator stored this credential knowing its role is privileged (superuser,
+    /// `pg_execute_server_program`, ...): `"allow_privileged_role": true`, set by
+    /// `cred add --allow-privileged-role`. Without it such a role is refused at connect.
+    pub allow_privileged_role: bool,
 }
 
 /// `hmac_key` value (text key).
@@ -398,8 +405,30 @@ impl SecretValue {
                     let database = f.req_str("database")?.to_owned();
                     let user = f.req_str("user")?.to_owned();
                     let password = f.opt_str("password")?.map(SecretString::from);
-                    let ssl = f.opt_bool("ssl")?.unwrap_or(false);
-                    SecretValue::Database(Database::Postgres(Postgres { host, port, database, user, password, ssl }))
+                    let mut ssl = f.opt_bool("ssl")?.unwrap_or(false);
+                    let ssl_disabled = match f.opt_str("sslmode")? {
+                        None => false,
+                        Some("disable") if ssl => {
+                            return Err(f.err("sslmode", "is \"disable\" but \"ssl\" is true; give one of them"));
+                        }
+                        Some("disable") => true,
+                        Some("require" | "verify-full") => {
+                            ssl = true;
+                            false
+                        }
+                        Some(_) => return Err(f.err("sslmode", "must be \"require\", \"verify-full\" or \"disable\"")),
+                    };
+                    let allow_privileged_role = f.opt_bool("allow_privileged_role")?.unwrap_or(false);
+                    SecretValue::Database(Database::Postgres(Postgres {
+                        host,
+                        port,
+                        database,
+                        user,
+                        password,
+                        ssl,
+                        ssl_disabled,
+                        allow_privileged_role,
+                    }))
                 }
                 "sqlite" => {
                     let path = f.req_str("path")?.to_owned();
@@ -634,6 +663,10 @@ impl SecretValue {
             #[serde(skip_serializing_if = "Option::is_none")]
             password: Option<&'a str>,
             ssl: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sslmode: Option<&'static str>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            allow_privileged_role: bool,
         }
         #[derive(Serialize)]
         struct SqliteOut<'a> {
@@ -677,6 +710,8 @@ impl SecretValue {
                     user: &p.user,
                     password: p.password.as_ref().map(|s| s.expose_secret()),
                     ssl: p.ssl,
+                    sslmode: p.ssl_disabled.then_some("disable"),
+                    allow_privileged_role: p.allow_privileged_role,
                 },
             ),
             SecretValue::Database(Database::Sqlite { path }) => {

@@ -183,6 +183,11 @@ string_enum! {
         Leak = "leak",
         /// A suspended grant was re-enabled (by granting it again).
         Resume = "resume",
+        /// An operator rebuilt a damaged audit head (`skillbox audit repair`);
+        /// `detail.rows` is how many rows the repaired chain holds.
+        Repair = "repair",
+        /// The automatically rewritten audit anchor file was set or removed.
+        Anchor = "anchor",
     }
     what = "audit action"
 }
@@ -322,6 +327,13 @@ pub struct CredentialInfo {
     pub version: u32,
     /// Partial keyed fingerprint of the current value, like `…a1b2`.
     pub fingerprint: String,
+}
+
+impl CredentialInfo {
+    /// The credential's identity (owner, environment, name).
+    pub fn reference(&self) -> CredentialRef {
+        CredentialRef { owner: self.owner.clone(), environment: self.environment, name: self.name.clone() }
+    }
 }
 
 /// One stored version of a credential's value.
@@ -663,6 +675,12 @@ pub enum TamperKind {
     Deleted,
     /// The MACed head record in the vault metadata was altered.
     HeadAltered,
+    /// The log does not extend an anchor exported earlier: rows the anchor
+    /// covers are missing or differ (truncation, or an older copy of the file).
+    RolledBack,
+    /// A credentials, versions or grants row fails its MAC: it was modified
+    /// outside skillbox (`row` is 0; the message names the record).
+    RecordForged,
 }
 
 /// The result of [`crate::Vault::audit_verify`].

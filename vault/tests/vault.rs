@@ -298,7 +298,8 @@ fn ciphertext_moved_to_another_credential_version_or_vault_does_not_open() {
     )
     .unwrap();
     let v2 = Vault::open(&db2, &key(KEY_A)).unwrap();
-    assert!(matches!(v2.reveal(&cref("x"), "t", None), Err(Error::Corrupt { .. })));
+    // The rewritten records now fail their MACs first (schema 3); the AEAD would refuse them too.
+    assert!(matches!(v2.reveal(&cref("x"), "t", None), Err(Error::Tampered { .. } | Error::Corrupt { .. })));
 }
 
 #[test]
@@ -319,9 +320,9 @@ fn wrong_master_key_or_passphrase_is_a_clear_error_and_changes_nothing() {
     assert!(e.to_string().contains("raw key"), "{e}");
     assert_eq!(file_bytes(&db), before, "a wrong key changed the files");
 
-    // A passphrase vault (few iterations: test-only knob).
+    // A passphrase vault (full PBKDF2 cost: a weaker vault does not open).
     let pdb = dir.path().join("p.db");
-    let opts = InitOptions::default().insecure_pbkdf2_iterations_for_tests(1000);
+    let opts = InitOptions::default();
     let pass = MasterKeySource::Passphrase("correct horse".to_string().into());
     let pv = Vault::init(&pdb, &pass, &opts).unwrap();
     add_bearer(&pv, "gh", "tok-p");
@@ -347,6 +348,70 @@ fn default_kdf_is_pbkdf2_with_at_least_600k_iterations() {
     assert_eq!(get("kdf"), b"pbkdf2-hmac-sha256");
     assert!(String::from_utf8(get("kdf_iterations")).unwrap().parse::<u32>().unwrap() >= 600_000);
     assert!(get("kdf_salt").len() >= 16);
+}
+
+fn set_meta(db: &Path, key: &str, value: &[u8]) {
+    raw(db).execute("UPDATE meta SET value = ?2 WHERE key = ?1", params![key, value]).unwrap();
+}
+
+#[test]
+fn kdf_parameters_below_the_floor_are_refused_at_open_and_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let pass = MasterKeySource::Passphrase("a passphrase".to_string().into());
+    let v = Vault::init(&db, &pass, &InitOptions::default()).unwrap();
+    add_bearer(&v, "gh", "tok-kdf");
+    drop(v);
+    let check = |e: Error| {
+        assert!(matches!(e, Error::KdfWeakened { found: 1, minimum: 600_000, .. }), "{e}");
+        let m = e.to_string();
+        for part in ["key-derivation parameters were weakened", "editing the vault file", "skillbox audit verify"] {
+            assert!(m.contains(part), "{m} should say {part}");
+        }
+        assert!(!m.contains("a passphrase\""));
+    };
+
+    // Open: the stored iteration count is checked before PBKDF2 runs; nothing changes.
+    set_meta(&db, "kdf_iterations", b"1");
+    let before = file_bytes(&db);
+    check(Vault::open(&db, &pass).unwrap_err());
+    assert_eq!(file_bytes(&db), before);
+    set_meta(&db, "kdf_iterations", b"600000");
+    let v = Vault::open(&db, &pass).unwrap();
+
+    // Rotate: the iteration count for the new passphrase, and the current one, are checked too.
+    let new = MasterKeySource::Passphrase("another passphrase".to_string().into());
+    set_meta(&db, "pbkdf2_iterations", b"1");
+    check(v.rotate_master_key(&new, "t").unwrap_err());
+    check(v.rotate_master_key(&key(KEY_B), "t").unwrap_err());
+    set_meta(&db, "pbkdf2_iterations", b"600000");
+    set_meta(&db, "kdf_iterations", b"1");
+    check(v.rotate_master_key(&key(KEY_B), "t").unwrap_err());
+    set_meta(&db, "kdf_iterations", b"600000");
+    assert_eq!(audit_count(&v, AuditAction::KeyRotate), 0);
+    v.rotate_master_key(&new, "t").unwrap();
+    drop(v);
+    let v = Vault::open(&db, &new).unwrap();
+    assert_eq!(token_of(&v.reveal(&cref("gh"), "t", None).unwrap()), "tok-kdf");
+
+    // The test-only knob makes a vault that does not open either.
+    let weak = dir.path().join("weak.db");
+    drop(Vault::init(&weak, &pass, &InitOptions::default().insecure_pbkdf2_iterations_for_tests(1)).unwrap());
+    check(Vault::open(&weak, &pass).unwrap_err());
+}
+
+#[test]
+fn a_new_passphrase_shorter_than_the_minimum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = MasterKeySource::Passphrase("elevenchars".to_string().into());
+    let e = Vault::init(&dir.path().join("s.db"), &short, &InitOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("use a passphrase of at least 12 characters"), "{e}");
+    assert!(!e.to_string().contains("elevenchars"));
+    assert!(!dir.path().join("s.db").exists());
+    let (v, _) = new_vault(dir.path());
+    let e = v.rotate_master_key(&short, "t").unwrap_err();
+    assert!(e.to_string().contains("use a passphrase of at least 12 characters"), "{e}");
+    assert!(check_new_passphrase("twelve chars").is_ok());
 }
 
 #[cfg(unix)]
@@ -902,7 +967,8 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     let c = raw(&db);
     c.execute_batch(
         "ALTER TABLE grants DROP COLUMN response; ALTER TABLE grants DROP COLUMN suspended_reason; \
-         ALTER TABLE grants DROP COLUMN suspended_at; PRAGMA user_version = 1;",
+         ALTER TABLE grants DROP COLUMN suspended_at; ALTER TABLE grants DROP COLUMN mac; \
+         ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; PRAGMA user_version = 1;",
     )
     .unwrap();
     let columns = |c: &Connection| -> Vec<String> {
@@ -919,7 +985,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
 
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
     let c = raw(&db);
-    assert_eq!(version(&c), 2);
+    assert_eq!(version(&c), 3);
     for col in ["suspended_at", "suspended_reason", "response"] {
         assert!(columns(&c).contains(&col.to_string()), "{col} was not added");
     }
@@ -935,7 +1001,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     drop(v);
     // Opening again is a no-op.
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
-    assert_eq!(version(&raw(&db)), 2);
+    assert_eq!(version(&raw(&db)), 3);
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].status, GrantStatus::Suspended);
 }
 
@@ -987,6 +1053,107 @@ fn short_secrets_are_named_by_field_and_never_echoed() {
     }
     let single = SecretValue::from_single(CredentialKind::Bearer, short).unwrap();
     assert!(single.check_secret_length().is_err());
+}
+
+// ---------------------------------------------------------------- record MACs
+
+/// Before the forgery: nothing, or one legitimate change made through the API.
+#[derive(Clone, Copy)]
+enum Pre {
+    None,
+    Revoke,
+    Rotate,
+    Suspend,
+}
+
+#[test]
+fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_verify() {
+    let cases: &[(&str, Pre, &str)] = &[
+        ("credential owner", Pre::None, "UPDATE credentials SET owner = 'mallory' WHERE id = :dev"),
+        ("credential environment", Pre::None, "UPDATE credentials SET environment = 'staging' WHERE id = :dev"),
+        (
+            "credential status (un-revoke)",
+            Pre::Revoke,
+            "UPDATE credentials SET status = 'active', revoked_reason = NULL WHERE id = :dev",
+        ),
+        ("credential expires_at", Pre::None, "UPDATE credentials SET expires_at = 4102444800000 WHERE id = :dev"),
+        (
+            "credential current_version (roll back)",
+            Pre::Rotate,
+            "UPDATE credentials SET current_version = 1 WHERE id = :dev",
+        ),
+        ("grant hosts", Pre::None, "UPDATE grants SET hosts = '[\"gh.attacker.example\"]'"),
+        ("grant any_digest", Pre::None, "UPDATE grants SET any_digest = 1"),
+        (
+            "grant credential_id (dev grant → production credential)",
+            Pre::None,
+            "UPDATE grants SET credential_id = :prod",
+        ),
+        ("grant skill_digest", Pre::None, "UPDATE grants SET skill_digest = NULL"),
+        ("grant expires_at", Pre::None, "UPDATE grants SET expires_at = 4102444800000"),
+        (
+            "grant suspended_at (un-suspend)",
+            Pre::Suspend,
+            "UPDATE grants SET suspended_at = NULL, suspended_reason = NULL",
+        ),
+        ("grant response", Pre::None, "UPDATE grants SET response = 'full'"),
+    ];
+    for &(field, pre, sql) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, db) = new_vault(dir.path());
+        let dev = add_bearer(&v, "gh", "tok-dev");
+        let prod = add_bearer_in(&v, cref("gh").env(Environment::Production), "tok-prod");
+        v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+        v.resolve(&access("triage", "gh")).unwrap(); // pins the digest
+        match pre {
+            Pre::None => {}
+            Pre::Revoke => v.revoke(&cref("gh"), "leaked", "t").unwrap(),
+            Pre::Rotate => {
+                v.rotate(&cref("gh"), &SecretValue::from_single(CredentialKind::Bearer, "tok-dev-2").unwrap(), "t")
+                    .unwrap();
+            }
+            Pre::Suspend => {
+                v.record_tripwire(&tripwire("triage", DIGEST, cref("gh")), 1, DAY).unwrap();
+            }
+        }
+        assert!(v.audit_verify().unwrap().is_ok(), "{field}: before the forgery");
+        let sql = sql.replace(":dev", &format!("'{}'", dev.id)).replace(":prod", &format!("'{}'", prod.id));
+        assert_eq!(raw(&db).execute(&sql, []).unwrap(), 1, "{field}: {sql}");
+
+        let e = v.resolve(&access("triage", "gh")).unwrap_err();
+        assert!(matches!(e, Error::Tampered { .. }), "{field}: {e}");
+        let m = e.to_string();
+        assert!(m.contains("modified outside skillbox") && m.contains("skillbox audit verify"), "{field}: {m}");
+        assert!(!m.contains("tok-"), "{field}: {m}");
+        let p = v.audit_verify().unwrap().problem.expect(field);
+        assert_eq!(p.kind, TamperKind::RecordForged, "{field}: {}", p.message);
+        assert!(p.message.contains("modified outside skillbox"), "{field}: {}", p.message);
+        // Listings refuse it too.
+        let listed = if field.starts_with("credential") {
+            v.list(&ListFilter::default()).map(|_| ())
+        } else {
+            v.grants(&GrantFilter::default()).map(|_| ())
+        };
+        assert!(matches!(listed, Err(Error::Tampered { .. })), "{field}: {listed:?}");
+    }
+}
+
+#[test]
+fn a_forged_version_row_or_a_missing_mac_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-v");
+    v.rotate(&cref("gh"), &SecretValue::from_single(CredentialKind::Bearer, "tok-v2").unwrap(), "t").unwrap();
+    // Make the old version look current.
+    raw(&db).execute("UPDATE versions SET status = 'active' WHERE version = 1", []).unwrap();
+    assert!(matches!(v.reveal(&cref("gh"), "t", None), Ok(_)), "the current version is untouched");
+    assert!(matches!(v.show(&cref("gh")), Err(Error::Tampered { .. })));
+    assert_eq!(v.audit_verify().unwrap().problem.unwrap().kind, TamperKind::RecordForged);
+    raw(&db).execute("UPDATE versions SET status = 'rotated' WHERE version = 1", []).unwrap();
+    assert!(v.audit_verify().unwrap().is_ok());
+    // Removing a MAC is no way around it.
+    raw(&db).execute("UPDATE credentials SET mac = NULL", []).unwrap();
+    assert!(matches!(v.reveal(&cref("gh"), "t", None), Err(Error::Tampered { .. })));
 }
 
 // ---------------------------------------------------------------- audit chain
@@ -1057,6 +1224,198 @@ fn audit_verify_detects_an_inserted_row() {
         .unwrap();
     let p = v.audit_verify().unwrap().problem.unwrap();
     assert_eq!((p.kind, p.row), (TamperKind::Inserted, 5), "{}", p.message);
+}
+
+fn audit_max_id(db: &Path) -> i64 {
+    raw(db).query_row("SELECT max(id) FROM audit", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn truncating_the_newest_rows_and_corrupting_the_head_stops_appends_until_an_audited_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh");
+    v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    for _ in 0..4 {
+        v.resolve(&access("triage", "gh")).unwrap();
+    }
+    // Nothing to repair while the head is intact: nothing is written.
+    let r = v.audit_repair("op").unwrap();
+    assert!(!r.repaired && r.head_problem.is_none(), "{r:?}");
+    assert_eq!(audit_count(&v, AuditAction::Repair), 0);
+
+    // Delete the newest 3 rows (the last reads) and spoil the head.
+    let max = audit_max_id(&db);
+    let c = raw(&db);
+    c.execute("DELETE FROM audit WHERE id > ?1", [max - 3]).unwrap();
+    c.execute("UPDATE meta SET value = zeroblob(80) WHERE key = 'audit_head'", []).unwrap();
+    let left = (max - 3) as u64;
+
+    // The next resolve fails closed, naming the fix; so does any other write.
+    let e = v.resolve(&access("triage", "gh")).unwrap_err();
+    assert!(matches!(e, Error::AuditHeadDamaged { .. }), "{e}");
+    let m = e.to_string();
+    for part in ["no secret was released", "skillbox audit verify", "skillbox audit repair"] {
+        assert!(m.contains(part), "{m} should say {part}");
+    }
+    let value = SecretValue::from_single(CredentialKind::Bearer, "tok-other").unwrap();
+    let e = v.add(&NewCredential::new(cref("other"), CredentialKind::Bearer, "x"), &value, "t").unwrap_err();
+    assert!(matches!(e, Error::AuditHeadDamaged { .. }), "{e}");
+    assert!(matches!(v.revoke(&cref("gh"), "r", "t").unwrap_err(), Error::AuditHeadDamaged { .. }));
+    assert_eq!(audit_max_id(&db), max - 3, "nothing was appended");
+    assert!(v.list(&ListFilter::default()).unwrap().iter().all(|c| c.name == "gh"));
+
+    // verify reports it.
+    let p = v.audit_verify().unwrap().problem.unwrap();
+    assert_eq!(p.kind, TamperKind::HeadAltered, "{}", p.message);
+    assert!(p.message.contains("skillbox audit repair"), "{}", p.message);
+
+    // repair rebuilds the head from what is left and says so in a `repair` row.
+    let r = v.audit_repair("op").unwrap();
+    assert!(r.repaired, "{r:?}");
+    assert_eq!((r.rows, r.verified_rows, r.row_problem.as_deref()), (left, left, None));
+    let rows = v.audit_list(&AuditQuery::default()).unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!((last.action, last.actor.as_str()), (AuditAction::Repair, "op"));
+    assert_eq!(last.detail["rows"], left);
+    assert!(last.detail["head_problem"].as_str().unwrap().contains("MAC"), "{}", last.detail);
+    let report = v.audit_verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problem);
+    assert_eq!(report.rows, left + 1);
+    v.resolve(&access("triage", "gh")).unwrap();
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn deleting_the_newest_rows_under_an_intact_head_also_stops_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir.path());
+    raw(&db).execute("DELETE FROM audit WHERE id = 4", []).unwrap();
+    let e = v.record(&AuditEvent::new(AuditAction::Use, "rt")).unwrap_err();
+    assert!(matches!(&e, Error::AuditHeadDamaged { reason } if reason.contains("row 4")), "{e}");
+    // An edited newest row too.
+    let dir2 = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir2.path());
+    raw(&db).execute("UPDATE audit SET actor = 'mallory' WHERE id = 4", []).unwrap();
+    let e = v.record(&AuditEvent::new(AuditAction::Use, "rt")).unwrap_err();
+    assert!(matches!(&e, Error::AuditHeadDamaged { .. }), "{e}");
+    let r = v.audit_repair("op").unwrap();
+    assert!(r.repaired && r.row_problem.as_deref().unwrap().contains("row 4 was edited"), "{r:?}");
+    // Repair does not hide the edited row.
+    assert_eq!(v.audit_verify().unwrap().problem.unwrap().kind, TamperKind::Edited);
+}
+
+#[test]
+fn an_anchor_proves_the_log_extends_it_and_catches_truncation_and_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = audited_vault(dir.path());
+    let old = dir.path().join("old.db");
+    v.backup(&old, "t").unwrap(); // the copy holds rows 1..=5 (the backup row too)
+    let a5 = v.audit_anchor().unwrap();
+    assert_eq!((a5.count, a5.last_id), (5, 5));
+    let parsed = AuditAnchor::from_json(&a5.to_json()).unwrap();
+    assert_eq!(parsed, a5);
+    add_bearer(&v, "c9", "tok");
+    add_bearer(&v, "c10", "tok");
+    let a7 = v.audit_anchor().unwrap();
+    assert_eq!(a7.count, 7);
+
+    // The extended log passes against both anchors.
+    assert!(v.audit_verify_anchor(&a5).unwrap().is_ok());
+    assert!(v.audit_verify_anchor(&a7).unwrap().is_ok());
+
+    // The older copy (a whole-file rollback) verifies on its own but not against the newer anchor.
+    let vo = Vault::open(&old, &key(KEY_A)).unwrap();
+    assert!(vo.audit_verify().unwrap().is_ok());
+    assert!(vo.audit_verify_anchor(&a5).unwrap().is_ok());
+    let p = vo.audit_verify_anchor(&a7).unwrap().problem.unwrap();
+    assert_eq!(p.kind, TamperKind::RolledBack, "{}", p.message);
+    assert!(p.message.contains("older copy"), "{}", p.message);
+
+    // Truncation with a consistent (older, authentic) head copied back in.
+    let old_head: Vec<u8> =
+        raw(&old).query_row("SELECT value FROM meta WHERE key = 'audit_head'", [], |r| r.get(0)).unwrap();
+    let c = raw(&db);
+    c.execute("DELETE FROM audit WHERE id > 5", []).unwrap();
+    c.execute("UPDATE meta SET value = ?1 WHERE key = 'audit_head'", [&old_head]).unwrap();
+    assert!(v.audit_verify().unwrap().is_ok(), "no file can see this about itself");
+    assert_eq!(v.audit_verify_anchor(&a7).unwrap().problem.unwrap().kind, TamperKind::RolledBack);
+
+    // A rewritten log (same length, other rows) is caught at the anchor's position.
+    add_bearer(&v, "c11", "tok");
+    add_bearer(&v, "c12", "tok");
+    let p = v.audit_verify_anchor(&a7).unwrap().problem.unwrap();
+    assert_eq!((p.kind, p.row), (TamperKind::RolledBack, 7), "{}", p.message);
+
+    // A forged anchor, or one from another vault, is refused.
+    let mut forged = a7.clone();
+    forged.count = 2;
+    assert!(matches!(v.audit_verify_anchor(&forged), Err(Error::InvalidInput { .. })));
+    let (other, _) = new_vault(&dir.path().join("x").tap_mkdir());
+    let e = other.audit_verify_anchor(&a7).unwrap_err();
+    assert!(e.to_string().contains("another vault"), "{e}");
+    assert!(AuditAnchor::from_json("{}").is_err());
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+#[test]
+fn the_anchor_file_follows_every_append_and_must_be_outside_the_vault_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let vdir = dir.path().join("vault").tap_mkdir();
+    let outside = dir.path().join("anchors").tap_mkdir();
+    let (v, db) = new_vault(&vdir);
+    let sub = vdir.join("sub").tap_mkdir();
+    for inside in [vdir.join("anchor.json"), sub.join("anchor.json"), vdir.join("../vault/a.json")] {
+        let e = v.set_audit_anchor_file(Some(&inside), "op").unwrap_err();
+        assert!(e.to_string().contains("inside the vault's directory"), "{e}");
+    }
+    let file = outside.join("anchor.json");
+    v.set_audit_anchor_file(Some(&file), "op").unwrap();
+    assert_eq!(v.audit_anchor_file().unwrap().unwrap(), file.canonicalize().unwrap());
+    let read = || AuditAnchor::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(read(), v.audit_anchor().unwrap());
+    assert_eq!(read().count, 1);
+    add_bearer(&v, "gh", "tok");
+    assert_eq!(read(), v.audit_anchor().unwrap());
+    assert_eq!(read().count, 2);
+    assert!(v.audit_verify_anchor(&read()).unwrap().is_ok());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // No temporary files are left behind.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+
+    // The setting is MACed: pointing it elsewhere by editing the file stops appends.
+    let victim = outside.join("victim");
+    let c = raw(&db);
+    let v_bytes: Vec<u8> =
+        c.query_row("SELECT value FROM meta WHERE key = 'audit_anchor_file'", [], |r| r.get(0)).unwrap();
+    let mut forged = victim.to_str().unwrap().as_bytes().to_vec();
+    forged.extend_from_slice(&v_bytes[v_bytes.len() - 32..]);
+    c.execute("UPDATE meta SET value = ?1 WHERE key = 'audit_anchor_file'", [&forged]).unwrap();
+    let e = v.record(&AuditEvent::new(AuditAction::Use, "rt")).unwrap_err();
+    assert!(matches!(e, Error::Tampered { .. }) && e.to_string().contains("skillbox audit verify"), "{e}");
+    assert!(!victim.exists());
+    c.execute("UPDATE meta SET value = ?1 WHERE key = 'audit_anchor_file'", [&v_bytes]).unwrap();
+
+    // Removing it stops the updates (and is audited).
+    v.set_audit_anchor_file(None, "op").unwrap();
+    assert!(v.audit_anchor_file().unwrap().is_none());
+    add_bearer(&v, "gh2", "tok");
+    assert_eq!(read().count, 2);
+    assert_eq!(audit_count(&v, AuditAction::Anchor), 2);
 }
 
 // ---------------------------------------------------------------- master key, backup

@@ -37,7 +37,16 @@ pub fn refuse_argv_secrets(v: &ValueOpts) -> anyhow::Result<()> {
 /// secret field shorter than [`skillbox_vault::MIN_SECRET_LEN`] bytes unless
 /// `--allow-short-secret` was given.
 pub fn read_value(kind: CredentialKind, name: &str, v: &ValueOpts) -> anyhow::Result<SecretValue> {
-    let value = read_unchecked(kind, name, v)?;
+    let mut value = read_unchecked(kind, name, v)?;
+    if v.allow_privileged_role {
+        let SecretValue::Database(skillbox_vault::Database::Postgres(pg)) = &mut value else {
+            return Err(with_code(
+                exit::USAGE,
+                anyhow::anyhow!("--allow-privileged-role applies only to PostgreSQL database credentials"),
+            ));
+        };
+        pg.allow_privileged_role = true;
+    }
     if !v.allow_short_secret {
         value.check_secret_length().map_err(vault_err)?;
     }
@@ -117,10 +126,14 @@ pub fn new_passphrase(what: &str) -> anyhow::Result<SecretString> {
     if a.as_str() != b.as_str() {
         return Err(with_code(exit::USAGE, anyhow::anyhow!("the two passphrases differ; nothing was changed")));
     }
-    if a.chars().count() < 12 {
-        return Err(with_code(exit::USAGE, anyhow::anyhow!("use a passphrase of at least 12 characters")));
-    }
+    check_new_passphrase(&a)?;
     Ok(SecretString::from(a.as_str()))
+}
+
+/// The one length rule for a new passphrase, whether typed at the prompt or
+/// given in `SKILLBOX_PASSPHRASE` (same check, same message; exit 2).
+pub fn check_new_passphrase(p: &str) -> anyhow::Result<()> {
+    skillbox_vault::check_new_passphrase(p).map_err(|e| with_code(exit::USAGE, e))
 }
 
 pub fn confirm(question: &str) -> anyhow::Result<bool> {

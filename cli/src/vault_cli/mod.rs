@@ -105,6 +105,11 @@ pub struct ValueOpts {
     /// a secret that short without false alarms, so it will be matched only as a whole value.
     #[arg(long)]
     pub allow_short_secret: bool,
+    /// PostgreSQL only: store the credential knowing its role is privileged (superuser, or
+    /// able to run server programs or read/write server files). Such a role is otherwise
+    /// refused at connect; with this flag it is allowed and every use is audited as such.
+    #[arg(long)]
+    pub allow_privileged_role: bool,
     // Secrets on the command line are refused: these exist only to explain why.
     #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
     pub value: Option<Option<String>>,
@@ -303,7 +308,7 @@ pub struct AuditFilter {
     #[arg(long)]
     pub skill: Option<String>,
     /// Action: create, read, use, rotate, revoke, delete, grant, ungrant, key-rotate, denied, pin, backup,
-    /// tripwire, suspend, leak, resume.
+    /// tripwire, suspend, leak, resume, repair, anchor.
     #[arg(long)]
     pub action: Option<String>,
     /// From: an RFC 3339 time or a duration ago like 24h.
@@ -332,9 +337,38 @@ pub enum AuditCmd {
     },
     /// Check the hash chain and MACs; exits 1 naming the first edited, inserted or deleted row.
     Verify {
+        /// Also prove the log still extends this anchor (from `skillbox audit anchor`): catches
+        /// truncation and the vault file being replaced by an older copy.
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
         /// JSON output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Rebuild a damaged audit head from the rows that remain, so the vault can record (and resolve)
+    /// again; writes a `repair` row saying how many rows the repaired chain holds. Run
+    /// `skillbox audit verify` first: what was lost stays lost.
+    Repair {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Export the signed head of the audit log (row count, last hash, MAC) as JSON, to keep
+    /// outside the vault and check later with `skillbox audit verify --anchor FILE`.
+    Anchor {
+        /// Write the anchor to FILE (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["auto", "no_auto"])]
+        out: Option<PathBuf>,
+        /// Keep FILE (outside the vault's directory) rewritten with the anchor on every append.
+        #[arg(long, value_name = "FILE", conflicts_with = "no_auto")]
+        auto: Option<PathBuf>,
+        /// Stop rewriting the automatic anchor file.
+        #[arg(long)]
+        no_auto: bool,
         #[command(flatten)]
         key: KeyOpts,
     },
@@ -427,7 +461,14 @@ pub fn vault_err(e: skillbox_vault::Error) -> anyhow::Error {
     use skillbox_vault::Error as E;
     let code = match &e {
         e if e.is_denied() => exit::DENIED,
-        E::Corrupt { .. } | E::Audit { .. } | E::Database(_) | E::Io { .. } | E::Random(_) => exit::SKILL_FAILED,
+        E::Corrupt { .. }
+        | E::Audit { .. }
+        | E::Database(_)
+        | E::Io { .. }
+        | E::Random(_)
+        | E::KdfWeakened { .. }
+        | E::AuditHeadDamaged { .. }
+        | E::Tampered { .. } => exit::SKILL_FAILED,
         _ => exit::USAGE,
     };
     with_code(code, e)
@@ -515,7 +556,10 @@ fn init(
         MasterKeySource::KeyFile(kf)
     } else if passphrase {
         match std::env::var("SKILLBOX_PASSPHRASE") {
-            Ok(p) => MasterKeySource::Passphrase(SecretString::from(p)),
+            Ok(p) => {
+                input::check_new_passphrase(&p)?;
+                MasterKeySource::Passphrase(SecretString::from(p))
+            }
             Err(_) => MasterKeySource::Passphrase(input::new_passphrase("vault")?),
         }
     } else {
@@ -752,9 +796,21 @@ fn audit(cmd: AuditCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             let rows = vault.audit_list(&q).map_err(vault_err)?;
             Ok(print::json_or(json, &rows[..], print::audit_rows))
         }
-        AuditCmd::Verify { json, key } => {
+        AuditCmd::Verify { anchor, json, key } => {
+            let anchor = anchor
+                .map(|p| {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading the audit anchor {}", p.display()))
+                        .map_err(usage)?;
+                    skillbox_vault::AuditAnchor::from_json(&text).map_err(vault_err)
+                })
+                .transpose()?;
             let vault = open_vault_with(global, key.key_file.as_deref())?;
-            let report = vault.audit_verify().map_err(vault_err)?;
+            let report = match &anchor {
+                Some(a) => vault.audit_verify_anchor(a),
+                None => vault.audit_verify(),
+            }
+            .map_err(vault_err)?;
             if json {
                 print::json(&report);
             }
@@ -762,11 +818,61 @@ fn audit(cmd: AuditCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
                 None => {
                     if !json {
                         println!("audit log intact: {} rows, chain and MACs verified", report.rows);
+                        if let Some(a) = &anchor {
+                            println!("it extends the anchor ({} rows up to row {})", a.count, a.last_id);
+                        }
                     }
                     Ok(ExitCode::SUCCESS)
                 }
+                Some(p) if p.kind == skillbox_vault::TamperKind::RecordForged => Err(with_code(
+                    exit::SKILL_FAILED,
+                    anyhow::anyhow!("vault tampered: {} (restore it from a backup you trust)", p.message),
+                )),
                 Some(p) => Err(with_code(exit::SKILL_FAILED, anyhow::anyhow!("audit log tampered: {}", p.message))),
             }
+        }
+        AuditCmd::Repair { json, key } => {
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let r = vault.audit_repair(&actor()).map_err(vault_err)?;
+            if json {
+                print::json(&r);
+            } else if r.repaired {
+                println!(
+                    "audit head rebuilt: the chain holds {} rows ({} verify from the first); a `repair` row records it",
+                    r.rows, r.verified_rows
+                );
+                if let Some(p) = &r.row_problem {
+                    println!("still wrong in the rows themselves (`skillbox audit verify` keeps reporting it): {p}");
+                }
+            } else {
+                println!("the audit head is intact: nothing to repair ({} rows)", r.rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Anchor { out, auto, no_auto, key } => {
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            if no_auto {
+                vault.set_audit_anchor_file(None, &actor()).map_err(vault_err)?;
+                eprintln!("the audit anchor is no longer rewritten on every append");
+            } else if let Some(path) = auto {
+                vault.set_audit_anchor_file(Some(&path), &actor()).map_err(vault_err)?;
+                eprintln!("the audit anchor in {} is now rewritten on every append", path.display());
+            } else {
+                let text = vault.audit_anchor().map_err(vault_err)?.to_json();
+                match out {
+                    Some(path) => {
+                        write_file_atomically(&path, text.as_bytes())?;
+                        eprintln!(
+                            "audit anchor written to {}: keep it outside the vault's directory and check it with \
+                             `skillbox audit verify --anchor {}`",
+                            path.display(),
+                            path.display()
+                        );
+                    }
+                    None => print!("{text}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCmd::Summary { filter, json, key } => {
             let q = audit_query(filter)?;
@@ -796,4 +902,21 @@ fn audit(cmd: AuditCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it and a rename.
+fn write_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().ok_or_else(|| usage(anyhow::anyhow!("{} names no file", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
 }

@@ -19,6 +19,13 @@ pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("vault types serialize"));
 }
 
+/// `x` as text with control characters, newlines and bidi overrides escaped: names,
+/// purposes, hosts and errors can come from a skill or its manifest, and must not forge
+/// lines or rewrite the terminal.
+fn e(x: impl std::fmt::Display) -> String {
+    skillbox_runtime::display::escape(&x.to_string()).into_owned()
+}
+
 fn t(x: SystemTime) -> String {
     humantime::format_rfc3339_seconds(x).to_string()
 }
@@ -39,11 +46,11 @@ pub fn cred_list(list: &[CredentialInfo]) {
     for c in list {
         println!(
             "{:<24} {:<11} {:<12} {:<9} {:<14} {:<8} {:>3} {:<6} {}",
-            c.name,
+            e(&c.name),
             c.environment,
-            c.owner,
+            e(&c.owner),
             c.kind,
-            c.service,
+            e(&c.service),
             c.status,
             c.version,
             c.fingerprint,
@@ -54,20 +61,20 @@ pub fn cred_list(list: &[CredentialInfo]) {
 
 pub fn cred_show(d: &CredentialDetail) {
     let c = &d.info;
-    println!("name:         {}", c.name);
+    println!("name:         {}", e(&c.name));
     println!("id:           {}", c.id);
     println!("environment:  {}", c.environment);
-    println!("owner:        {}", c.owner);
+    println!("owner:        {}", e(&c.owner));
     println!("type:         {}", c.kind);
-    println!("service:      {}", c.service);
+    println!("service:      {}", e(&c.service));
     if let Some(desc) = &c.description {
-        println!("description:  {desc}");
+        println!("description:  {}", e(desc));
     }
     if !c.scopes.is_empty() {
-        println!("scopes:       {}", c.scopes.join(", "));
+        println!("scopes:       {}", e(c.scopes.join(", ")));
     }
     match &c.revoked_reason {
-        Some(r) => println!("status:       {} ({r})", c.status),
+        Some(r) => println!("status:       {} ({})", c.status, e(r)),
         None => println!("status:       {}", c.status),
     }
     println!("expires:      {}", opt_t(c.expires_at));
@@ -92,14 +99,16 @@ pub fn cred_show(d: &CredentialDetail) {
         for g in &d.grants {
             println!(
                 "  {} as '{}' ({}, {}), by {}, expires {}{}",
-                g.skill,
-                g.alias,
+                e(&g.skill),
+                e(&g.alias),
                 g.access,
                 g.status,
-                g.granted_by,
+                e(&g.granted_by),
                 opt_t(g.expires_at),
                 match (&g.suspended_reason, g.status) {
-                    (Some(r), GrantStatus::Suspended) => format!(": {r}; re-enable with `{}`", g.grant_command()),
+                    (Some(r), GrantStatus::Suspended) => {
+                        format!(": {}; re-enable with `{}`", e(r), e(g.grant_command()))
+                    }
                     _ => String::new(),
                 }
             );
@@ -124,17 +133,17 @@ pub fn grants(list: &[GrantInfo]) {
         };
         println!(
             "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<9} {:<20} {:<14} {:<8} {}",
-            g.skill,
-            g.alias,
-            g.credential_name,
+            e(&g.skill),
+            e(&g.alias),
+            e(&g.credential_name),
             g.environment,
-            g.owner,
+            e(&g.owner),
             g.access,
             g.status,
             opt_t(g.expires_at),
             digest,
             g.response.map(|m| m.as_str()).unwrap_or("-"),
-            g.hosts.as_ref().map(|h| h.join(",")).unwrap_or_else(|| "(manifest)".into())
+            g.hosts.as_ref().map(|h| e(h.join(","))).unwrap_or_else(|| "(manifest)".into())
         );
     }
     // Why each suspended grant is off, and how to turn it back on.
@@ -145,11 +154,11 @@ pub fn grants(list: &[GrantInfo]) {
             println!(
                 "suspended {}: {} as '{}' in {}: {}; re-enable with `{}`",
                 opt_t(g.suspended_at),
-                g.skill,
-                g.alias,
+                e(&g.skill),
+                e(&g.alias),
                 g.environment,
-                g.suspended_reason.as_deref().unwrap_or("no reason recorded"),
-                g.grant_command()
+                e(g.suspended_reason.as_deref().unwrap_or("no reason recorded")),
+                e(g.grant_command())
             );
         }
     }
@@ -163,11 +172,11 @@ pub fn audit_rows(rows: &[AuditEntry]) {
             t(r.ts),
             r.action,
             if r.success { "ok" } else { "FAIL" },
-            r.actor,
-            r.skill.as_deref().unwrap_or("-"),
-            r.credential_name.as_deref().unwrap_or("-"),
-            r.environment.map(|e| e.as_str()).unwrap_or("-"),
-            r.error.as_deref().map(|e| format!(" error={e}")).unwrap_or_default()
+            e(&r.actor),
+            e(r.skill.as_deref().unwrap_or("-")),
+            e(r.credential_name.as_deref().unwrap_or("-")),
+            r.environment.map(|env| env.as_str()).unwrap_or("-"),
+            r.error.as_deref().map(|err| format!(" error={}", e(err))).unwrap_or_default()
         );
     }
 }
@@ -177,7 +186,7 @@ pub fn summary(s: &AuditSummary) {
     for (title, map) in [("by action", &s.by_action), ("by skill", &s.by_skill), ("by credential", &s.by_credential)] {
         println!("{title}:");
         for (k, n) in map {
-            println!("  {k:<24} {n}");
+            println!("  {:<24} {n}", e(k));
         }
     }
 }

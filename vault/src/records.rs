@@ -1,0 +1,175 @@
+//! Integrity of the vault's own records: every `credentials`, `versions` and
+//! `grants` row carries a MAC (column `mac`) under an HKDF sub-key of the
+//! vault secret, over a canonical encoding of its security-relevant columns.
+//!
+//! Written after every insert or update (by re-reading the row, so the MAC
+//! covers exactly what is stored), checked on every read on the resolve path
+//! and in listings. Someone who can edit the file but has no master key cannot
+//! point a grant at another credential, un-revoke or un-expire a credential,
+//! roll its current version back, or widen a grant's hosts: the row's MAC no
+//! longer matches and it is refused with [`Error::Tampered`].
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Params};
+
+use crate::crypto::{Key32, ad};
+use crate::error::{Error, Result};
+
+/// A table whose rows are MACed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Credentials,
+    Versions,
+    Grants,
+}
+
+impl Table {
+    pub(crate) const ALL: [Table; 3] = [Table::Credentials, Table::Versions, Table::Grants];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Credentials => "credentials",
+            Table::Versions => "versions",
+            Table::Grants => "grants",
+        }
+    }
+
+    /// The covered columns, in MAC order. The first ones identify the row in messages.
+    fn columns(self) -> &'static str {
+        match self {
+            Table::Credentials => {
+                "id, owner, environment, name, kind, service, expires_at, status, current_version, revoked_reason"
+            }
+            Table::Versions => "credential_id, version, key_id, status, fingerprint",
+            Table::Grants => {
+                "id, credential_id, skill, alias, environment, owner, access_level, expires_at, skill_digest, \
+                 any_digest, hosts, suspended_at, suspended_reason, response"
+            }
+        }
+    }
+
+    fn describe(self, row: &rusqlite::Row<'_>) -> String {
+        let text = |i: usize| -> String {
+            match row.get_ref(i) {
+                Ok(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                Ok(ValueRef::Integer(n)) => n.to_string(),
+                _ => "?".into(),
+            }
+        };
+        match self {
+            Table::Credentials => format!("the record of credential {} ('{}')", text(0), text(3)),
+            Table::Versions => format!("the record of version {} of credential {}", text(1), text(0)),
+            Table::Grants => format!("the record of grant {} (skill '{}', name '{}')", text(0), text(2), text(3)),
+        }
+    }
+
+    fn count(self) -> usize {
+        self.columns().split(',').count()
+    }
+}
+
+/// The sub-key and the vault id the MACs are made with.
+pub(crate) struct RecordKey<'a> {
+    pub key: &'a Key32,
+    pub vault_id: &'a [u8],
+}
+
+impl RecordKey<'_> {
+    fn mac(&self, table: Table, row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[u8; 32]> {
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(table.count() + 1);
+        parts.push(self.vault_id.to_vec());
+        for i in 0..table.count() {
+            let mut v = Vec::new();
+            match row.get_ref(first + i)? {
+                ValueRef::Null => v.push(0),
+                ValueRef::Integer(n) => {
+                    v.push(1);
+                    v.extend_from_slice(&n.to_be_bytes());
+                }
+                ValueRef::Real(f) => {
+                    v.push(2);
+                    v.extend_from_slice(&f.to_bits().to_be_bytes());
+                }
+                ValueRef::Text(t) => {
+                    v.push(3);
+                    v.extend_from_slice(t);
+                }
+                ValueRef::Blob(b) => {
+                    v.push(4);
+                    v.extend_from_slice(b);
+                }
+            }
+            parts.push(v);
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        Ok(self.key.mac(&[&ad(&format!("record/{}", table.name()), &refs)]))
+    }
+
+    /// (Re)computes the MAC of every row of `table` matching `where_` (SQL
+    /// after `WHERE`). Call only for rows this process just wrote, or whose
+    /// MAC it has just checked: sealing blesses what is stored.
+    pub(crate) fn seal(&self, conn: &Connection, table: Table, where_: &str, params: impl Params) -> Result<()> {
+        let sql = format!("SELECT rowid, {} FROM {} WHERE {where_}", table.columns(), table.name());
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params)?;
+        let mut macs = Vec::new();
+        while let Some(r) = rows.next()? {
+            macs.push((r.get::<_, i64>(0)?, self.mac(table, r, 1)?));
+        }
+        drop(rows);
+        let mut update = conn.prepare_cached(&format!("UPDATE {} SET mac = ?2 WHERE rowid = ?1", table.name()))?;
+        for (rowid, mac) in macs {
+            update.execute(rusqlite::params![rowid, &mac[..]])?;
+        }
+        Ok(())
+    }
+
+    /// Checks the MAC of every row of `table` matching `where_`; the first
+    /// forged one is [`Error::Tampered`].
+    pub(crate) fn check(&self, conn: &Connection, table: Table, where_: &str, params: impl Params) -> Result<()> {
+        match self.first_forged(conn, table, where_, params)? {
+            Some(what) => Err(Error::Tampered { what }),
+            None => Ok(()),
+        }
+    }
+
+    /// The description of the first row matching `where_` whose MAC fails.
+    pub(crate) fn first_forged(
+        &self,
+        conn: &Connection,
+        table: Table,
+        where_: &str,
+        params: impl Params,
+    ) -> Result<Option<String>> {
+        let sql = format!("SELECT {}, mac FROM {} WHERE {where_}", table.columns(), table.name());
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params)?;
+        while let Some(r) = rows.next()? {
+            let stored: Option<Vec<u8>> = r.get(table.count())?;
+            let expected = self.mac(table, r, 0)?;
+            let ok = stored.is_some_and(|m| bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &m[..])));
+            if !ok {
+                return Ok(Some(table.describe(r)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first forged row in any MACed table (for `audit verify`).
+    pub(crate) fn verify_all(&self, conn: &Connection) -> Result<Option<String>> {
+        for t in Table::ALL {
+            if let Some(what) = self.first_forged(conn, t, "1=1", [])? {
+                return Ok(Some(what));
+            }
+        }
+        Ok(None)
+    }
+
+    /// MACs every row of every table (the migration that adds the column).
+    pub(crate) fn seal_all(&self, conn: &Connection) -> Result<()> {
+        for t in Table::ALL {
+            self.seal(conn, t, "1=1", [])?;
+        }
+        Ok(())
+    }
+}
