@@ -9,7 +9,17 @@
 //! Read-only is enforced by the database itself, not by parsing SQL: without
 //! `[sql] write = true`, `execute` is refused outright, PostgreSQL queries run
 //! inside `BEGIN READ ONLY` ... `ROLLBACK`, and SQLite files are opened with
-//! `SQLITE_OPEN_READ_ONLY`.
+//! `SQLITE_OPEN_READ_ONLY`. Two things a read-only transaction does not stop
+//! are refused on top: a privileged PostgreSQL role (superuser, or one that
+//! can run server programs or read/write server files; checked once per
+//! connection, allowed only with the credential's `allow_privileged_role`
+//! opt-in), and, on read-only PostgreSQL connections, `COPY`, `DO` and the
+//! server-side file, program and SQL-text functions (found by a lexer, see
+//! [`pg_read_only_guard`]).
+//!
+//! Result rows pass through the invocation's leak scanner like HTTP responses:
+//! a secret in a text or blob value is redacted; one in a decoded view
+//! withholds the whole result (`leak-blocked`).
 
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -63,6 +73,9 @@ enum Conn {
 
 struct PgConn {
     client: tokio_postgres::Client,
+    /// Why the role counts as privileged (empty for a least-privilege role); only ever
+    /// non-empty under the credential's `allow_privileged_role` opt-in.
+    privileges: Vec<String>,
     /// The task driving the connection; aborted so the socket closes with the invocation.
     task: tokio::task::JoinHandle<()>,
 }
@@ -160,11 +173,26 @@ impl SkillCtxView<'_> {
                 _ => {}
             }
         }
+        // A short secret the guest wrote itself is not redacted from the rows: the echo of a
+        // right guess must look like the echo of a wrong one (as for HTTP responses).
+        let mut wrote_short: Vec<usize> = {
+            let (secrets, limits) = (&self.ctx.scanner().secrets, &self.ctx.scanner().limits);
+            std::iter::once(statement.as_bytes())
+                .chain(params.iter().filter_map(|p| match p {
+                    Value::Text(text) => Some(text.as_bytes()),
+                    Value::Blob(bytes) => Some(bytes.as_slice()),
+                    _ => None,
+                }))
+                .flat_map(|part| secrets.short_written(part, limits))
+                .collect()
+        };
+        wrote_short.sort_unstable();
+        wrote_short.dedup();
+        let key = key(&vault_ref);
         let started = Instant::now();
         let result = match check(op, write, &statement) {
             Ok(()) => {
-                let key = key(&vault_ref);
-                let work = self.ctx.sql.run(&key, &database, write, op, &statement, params);
+                let work = self.ctx.sql.run(&key, &vault_ref.name, &database, write, op, &statement, params);
                 match tokio::time::timeout(STATEMENT_TIMEOUT, work).await {
                     Ok(result) => result,
                     Err(_) => {
@@ -181,6 +209,12 @@ impl SkillCtxView<'_> {
         };
         // Database messages can echo connection details; nothing leaves unredacted.
         let result = result.map_err(|e| redact(e, self.ctx.redactor()));
+        // Rows are server-supplied text: the leak scanner sees them before the guest does.
+        let mut redacted = false;
+        let result = match result {
+            Ok(Outcome::Rows(rows)) => self.scan_rows(&name, op, rows, &wrote_short, &mut redacted).map(Outcome::Rows),
+            other => other,
+        };
 
         if let Err(error) = &result
             && error.is_denial()
@@ -191,6 +225,20 @@ impl SkillCtxView<'_> {
         event.credential = Some(vault_ref);
         event.detail["database"] = label.into();
         event.detail["duration_ms"] = (started.elapsed().as_millis() as u64).into();
+        if let Database::Postgres(pg) = &database
+            && pg.allow_privileged_role
+        {
+            // The operator's opt-in is on the record for every use, not just the first.
+            event.detail["privileged_role"] = true.into();
+            if let Some(Conn::Postgres(conn)) = self.ctx.sql.open.get(&key)
+                && !conn.privileges.is_empty()
+            {
+                event.detail["role_privileges"] = conn.privileges.clone().into();
+            }
+        }
+        if redacted {
+            event.detail["redacted"] = true.into();
+        }
         match &result {
             Ok(outcome) => event.detail["rows"] = outcome.count().into(),
             Err(error) => {
@@ -200,6 +248,94 @@ impl SkillCtxView<'_> {
         }
         self.ctx.audit_use(event)?;
         result
+    }
+
+    /// Passes every column name and text or blob value through the invocation's leak scanner:
+    /// raw hits are redacted in place; a secret in a decoded view, a blocked foreign token or
+    /// unscannable text withholds the whole result (`leak-blocked`). Hits are audited.
+    fn scan_rows(
+        &self,
+        name: &str,
+        op: Op,
+        mut rows: Rows,
+        wrote_short: &[usize],
+        redacted: &mut bool,
+    ) -> Result<Rows, HostError> {
+        use skillbox_scan::Blocked;
+        use std::borrow::Cow;
+        let ctx = &*self.ctx;
+        let channel = op.name();
+        let narrowed;
+        let scanner = if wrote_short.is_empty() {
+            ctx.scanner()
+        } else {
+            narrowed = skillbox_egress::Scanner {
+                secrets: ctx.scanner().secrets.without_short(wrote_short),
+                ..ctx.scanner().clone()
+            };
+            &narrowed
+        };
+        let withheld = |what: String| {
+            HostError::Guest(WitError::LeakBlocked(format!(
+                "the query's result was withheld: {what}; nothing from it reached the skill"
+            )))
+        };
+        let mut clear = |bytes: &[u8]| -> Result<Option<Vec<u8>>, HostError> {
+            match scanner.inbound(bytes) {
+                Ok(cleared) => {
+                    for rule in &cleared.foreign {
+                        ctx.record_leak(channel, Some(name), "raw", Some(rule), scanner.foreign.as_str());
+                    }
+                    match cleared.bytes {
+                        Cow::Borrowed(_) => Ok(None),
+                        Cow::Owned(bytes) => {
+                            if cleared.foreign.is_empty() {
+                                *redacted = true;
+                            }
+                            Ok(Some(bytes))
+                        }
+                    }
+                }
+                Err(Blocked::Secret(hit)) => {
+                    ctx.record_leak(channel, Some(name), &hit.view, None, "block");
+                    Err(withheld(format!(
+                        "a value holds the secret of credential `{}` in a form that cannot be cut out ({} view)",
+                        hit.label, hit.view
+                    )))
+                }
+                Err(Blocked::Foreign(rule)) => {
+                    ctx.record_leak(channel, Some(name), "raw", Some(&rule), "block");
+                    Err(withheld(format!("a value holds a token that matches rule `{rule}`")))
+                }
+                Err(Blocked::Unscannable(e)) => Err(withheld(format!("a value could not be scanned for secrets: {e}"))),
+            }
+        };
+        for column in &mut rows.columns {
+            if let Some(bytes) = clear(column.as_bytes())? {
+                *column = String::from_utf8_lossy(&bytes).into_owned();
+            }
+        }
+        for row in &mut rows.rows {
+            for value in row.iter_mut() {
+                match value {
+                    Value::Text(text) => {
+                        if let Some(bytes) = clear(text.as_bytes())? {
+                            *text = String::from_utf8_lossy(&bytes).into_owned();
+                        }
+                    }
+                    Value::Blob(blob) => {
+                        if let Some(bytes) = clear(blob)? {
+                            *blob = bytes;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if *redacted {
+            ctx.record_leak(channel, Some(name), "raw", None, "redact");
+        }
+        Ok(rows)
     }
 }
 
@@ -221,9 +357,11 @@ fn check(op: Op, write: bool, statement: &str) -> Result<(), HostError> {
 
 impl Connections {
     /// Runs `statement` on the cached connection for `key`, opening it first if needed.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
         key: &str,
+        credential: &str,
         database: &Database,
         write: bool,
         op: Op,
@@ -232,7 +370,7 @@ impl Connections {
     ) -> Result<Outcome, HostError> {
         if !self.open.contains_key(key) {
             let conn = match database {
-                Database::Postgres(pg) => Conn::Postgres(pg_connect(pg).await?),
+                Database::Postgres(pg) => Conn::Postgres(pg_connect(credential, pg).await?),
                 Database::Sqlite { path } => Conn::Sqlite(sqlite_open(path, write).await?),
                 _ => return Err(HostError::wrong_kind("this kind of database is not supported by sql")),
             };
@@ -333,7 +471,7 @@ impl Budget {
 
 // ---------------------------------------------------------------- PostgreSQL
 
-async fn pg_connect(pg: &Postgres) -> Result<PgConn, HostError> {
+async fn pg_connect(credential: &str, pg: &Postgres) -> Result<PgConn, HostError> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&pg.host)
@@ -342,30 +480,134 @@ async fn pg_connect(pg: &Postgres) -> Result<PgConn, HostError> {
         .user(&pg.user)
         .application_name("skillbox")
         .connect_timeout(CONNECT_TIMEOUT)
-        // The server stops a runaway statement even if this host's timer is late.
-        .options(format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis()));
+        // The server stops a runaway statement even if this host's timer is late, and
+        // string literals lex the way `pg_read_only_guard` reads them.
+        .options(format!("-c statement_timeout={} -c standard_conforming_strings=on", STATEMENT_TIMEOUT.as_millis()));
     if let Some(password) = &pg.password {
         config.password(expose(password));
     }
-    let connecting = |e: tokio_postgres::Error| {
-        HostError::upstream(format!(
-            "could not connect to PostgreSQL at {}:{}/{}: {}",
-            pg.host,
-            pg.port,
-            pg.database,
-            pg_message(&e)
-        ))
-    };
-    let (client, task) = if pg.ssl {
+    // TLS unless the host is loopback (or a Unix socket) or the credential says
+    // `"sslmode": "disable"`; `"ssl": true` requires it even on loopback.
+    let (client, task) = if pg.ssl || (!pg.ssl_disabled && !is_loopback(&pg.host)) {
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
-        let (client, connection) = config.connect(tls()?).await.map_err(connecting)?;
+        let (client, connection) = config.connect(tls()?).await.map_err(|e| pg_connect_error(&e, true))?;
         (client, tokio::spawn(drive(connection)))
     } else {
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(connecting)?;
+        let (client, connection) =
+            config.connect(tokio_postgres::NoTls).await.map_err(|e| pg_connect_error(&e, false))?;
         (client, tokio::spawn(drive(connection)))
     };
-    Ok(PgConn { client, task })
+    let mut conn = PgConn { client, privileges: Vec::new(), task };
+    conn.privileges = pg_role_privileges(&conn.client).await?;
+    if !conn.privileges.is_empty() && !pg.allow_privileged_role {
+        return Err(HostError::denied(format!(
+            "credential `{credential}` logs in as a privileged database role ({}): through it a skill could run \
+             programs or read and write files on the database server, whatever skillbox allows. Store a \
+             least-privilege role for it (`skillbox cred rotate {credential} --type database ...` with a role that \
+             has only the grants the skill needs), or, if this role is deliberate, store it again with \
+             --allow-privileged-role (every use is then audited as privileged)",
+            conn.privileges.join(", ")
+        )));
+    }
+    Ok(conn)
+}
+
+/// Roles whose membership lets a session reach beyond the database's own data: programs and
+/// files on the server, other sessions, outbound connections from the server.
+const PRIVILEGED_MEMBERSHIPS: &[&str] = &[
+    "pg_execute_server_program",
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_signal_backend",
+    "pg_signal_autovacuum_worker",
+    "pg_create_subscription",
+];
+
+/// What makes the session's role privileged, looked up once per connection: the attributes
+/// `SUPERUSER`, `CREATEROLE` (it can grant itself any of the rest), `REPLICATION` and
+/// `BYPASSRLS` on the role or any role it is a member of (it could `SET ROLE` to it), and
+/// membership of [`PRIVILEGED_MEMBERSHIPS`]. Names only built-in roles and attributes,
+/// never the login role's own name.
+async fn pg_role_privileges(client: &tokio_postgres::Client) -> Result<Vec<String>, HostError> {
+    let names = PRIVILEGED_MEMBERSHIPS.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT b.rolname::text, b.rolsuper, b.rolcreaterole, b.rolreplication, b.rolbypassrls \
+         FROM pg_catalog.pg_roles b \
+         WHERE pg_catalog.pg_has_role(current_user, b.oid, 'MEMBER') \
+           AND (b.rolsuper OR b.rolcreaterole OR b.rolreplication OR b.rolbypassrls OR b.rolname IN ({names}))"
+    );
+    let rows = client.query(&sql, &[]).await.map_err(|e| {
+        HostError::upstream(format!("could not check the database role's privileges: {}", pg_message(&e)))
+    })?;
+    let mut found = std::collections::BTreeSet::new();
+    for row in rows {
+        let role: String = row.get(0);
+        for (i, attribute) in [(1, "superuser"), (2, "CREATEROLE"), (3, "REPLICATION"), (4, "BYPASSRLS")] {
+            if row.get::<_, bool>(i) {
+                found.insert(attribute.to_owned());
+            }
+        }
+        if PRIVILEGED_MEMBERSHIPS.contains(&role.as_str()) {
+            found.insert(format!("member of {role}"));
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// Whether `host` is this machine: a Unix socket directory, `localhost`, or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A failed connection as the guest sees it: what went wrong, never the host, port, user or
+/// the server's own words (which name them). The full message goes to the host's log.
+fn pg_connect_error(e: &tokio_postgres::Error, tls: bool) -> HostError {
+    tracing::warn!("could not connect to PostgreSQL: {}", pg_message(e));
+    let reason = if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let what = match code {
+            "28000" | "28P01" => "the server refused the login (unknown role, wrong password, or no pg_hba.conf entry)",
+            "3D000" => "the database does not exist",
+            "53300" => "the server has too many connections",
+            "57P03" => "the server is not accepting connections now",
+            _ => "the server refused the connection",
+        };
+        format!("{what} (SQLSTATE {code})")
+    } else {
+        let mut io = None;
+        let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+        while let Some(s) = source {
+            if let Some(e) = s.downcast_ref::<std::io::Error>() {
+                io = Some(e.kind());
+                break;
+            }
+            source = s.source();
+        }
+        let text = format!("{e} {}", e.source().map(|s| s.to_string()).unwrap_or_default()).to_ascii_lowercase();
+        match io {
+            Some(std::io::ErrorKind::ConnectionRefused) => "the connection was refused".to_owned(),
+            Some(std::io::ErrorKind::TimedOut) => {
+                format!("the connection timed out after {}s", CONNECT_TIMEOUT.as_secs())
+            }
+            _ if text.contains("lookup") || text.contains("resolve") => {
+                "the host name could not be resolved".to_owned()
+            }
+            _ if tls && (text.contains("tls") || text.contains("certificate") || text.contains("ssl")) => {
+                "TLS could not be set up (TLS is required for every host but loopback; the operator can store \
+                 `\"sslmode\": \"disable\"` for a trusted network)"
+                    .to_owned()
+            }
+            Some(kind) => format!("the connection failed ({kind})"),
+            None => "the connection failed".to_owned(),
+        }
+    };
+    HostError::upstream(format!(
+        "could not connect to this credential's PostgreSQL database: {reason}; the host's log has the details"
+    ))
 }
 
 /// Drives a connection until the client is dropped or the server hangs up.
@@ -399,6 +641,7 @@ async fn pg_run(
 ) -> Result<Outcome, HostError> {
     let read_only = op == Op::Query && !write;
     if read_only {
+        pg_read_only_guard(statement)?;
         // The database refuses writes inside this transaction, whatever the SQL says.
         client.batch_execute("BEGIN READ ONLY").await.map_err(pg_error)?;
     }
@@ -411,6 +654,205 @@ async fn pg_run(
         }
     }
     result
+}
+
+/// Functions refused on read-only connections: they read, list or write files on the
+/// database server, run SQL given as text (which the guard cannot see into), reach other
+/// servers, or act on other sessions and the server itself.
+const PG_REFUSED_FUNCTIONS: &[&str] = &[
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_stat_file",
+    "pg_ls_dir",
+    "pg_ls_logdir",
+    "pg_ls_waldir",
+    "pg_ls_tmpdir",
+    "pg_ls_archive_statusdir",
+    "pg_ls_logicalsnapdir",
+    "pg_ls_logicalmapdir",
+    "pg_ls_replslotdir",
+    "pg_ls_summariesdir",
+    "pg_current_logfile",
+    "pg_logdir_ls",
+    "lo_import",
+    "lo_export",
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "ts_stat",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "pg_log_backend_memory_contexts",
+];
+
+/// Name prefixes refused the same way: adminpack's `pg_file_*`, `dblink*`.
+const PG_REFUSED_PREFIXES: &[&str] = &["pg_file_", "dblink"];
+
+/// Refuses, on a read-only connection, what a read-only transaction does not stop: `COPY`
+/// (`TO/FROM PROGRAM` runs a shell command on the server, `TO/FROM 'file'` reaches its
+/// files, and `TO STDOUT` cannot be returned as rows anyway), `DO` (its body is a string
+/// the guard cannot read), and [`PG_REFUSED_FUNCTIONS`].
+///
+/// The statement is split into words the way PostgreSQL's lexer does: comments dropped,
+/// string and dollar-quoted literals skipped, unquoted names folded to lower case, quoted
+/// names unquoted, each part of `schema.name` a word of its own, so case, quoting, comments
+/// and `pg_catalog.` prefixes change nothing. Literals are skipped both with and without
+/// backslash escapes and the words of both readings checked, so a mistaken reading cannot
+/// hide a name (the connection also pins `standard_conforming_strings = on`). `U&"..."`
+/// names, which could spell a name in escapes, are refused outright. What it cannot see: a
+/// function defined in the database that calls these itself, so the role check at connect
+/// is what really confines a session.
+fn pg_read_only_guard(statement: &str) -> Result<(), HostError> {
+    let refuse = |what: String| {
+        Err(HostError::denied(format!(
+            "{what} is refused on a read-only connection: it could run programs or reach files on the database \
+             server, or run SQL given as text (skillbox refuses COPY, DO and the server-side file, program and \
+             SQL-text functions unless the manifest has `[sql] write = true`)"
+        )))
+    };
+    for backslashes in [false, true] {
+        let words = pg_words(statement, backslashes);
+        match words.first().map(|w| w.text.as_str()) {
+            Some("copy") => return refuse("COPY".into()),
+            Some("do") => return refuse("DO".into()),
+            _ => {}
+        }
+        for word in &words {
+            if word.unicode {
+                return refuse("a U&\"...\" (Unicode-escaped) name".into());
+            }
+            let name = word.text.as_str();
+            if PG_REFUSED_FUNCTIONS.contains(&name) || PG_REFUSED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                return refuse(format!("`{name}`"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A name in a PostgreSQL statement: an unquoted identifier or keyword (lower-cased), or a
+/// quoted identifier (unquoted, lower-cased too: refusing `"PG_READ_FILE"` costs nothing).
+#[derive(Debug)]
+struct PgWord {
+    text: String,
+    /// Written `U&"..."`.
+    unicode: bool,
+}
+
+/// The names in `sql`, literals and comments left out. `backslashes`: whether `\` escapes
+/// in ordinary string literals (as with `standard_conforming_strings = off`).
+fn pg_words(sql: &str, backslashes: bool) -> Vec<PgWord> {
+    let b = sql.as_bytes();
+    let n = b.len();
+    let ident_start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c >= 0x80;
+    let ident_char = |c: u8| ident_start(c) || c.is_ascii_digit() || c == b'$';
+    // Index just past a string literal whose body starts at `i`.
+    let skip_string = |mut i: usize, escapes: bool| -> usize {
+        while i < n {
+            match b[i] {
+                b'\\' if escapes => i += 2,
+                b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                b'\'' => return i + 1,
+                _ => i += 1,
+            }
+        }
+        n
+    };
+    // A quoted identifier whose body starts at `i`: its text and the index past it.
+    let quoted = |mut i: usize| -> (String, usize) {
+        let mut out = Vec::new();
+        while i < n {
+            if b[i] == b'"' {
+                if b.get(i + 1) == Some(&b'"') {
+                    out.push(b'"');
+                    i += 2;
+                    continue;
+                }
+                return (String::from_utf8_lossy(&out).to_lowercase(), i + 1);
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        (String::from_utf8_lossy(&out).to_lowercase(), n)
+    };
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let c = b[i];
+        if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < n && b[i] != b'\n' && b[i] != b'\r' {
+                i += 1;
+            }
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            // Block comments nest.
+            let mut depth = 0usize;
+            while i < n {
+                if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                    depth += 1;
+                    i += 2;
+                } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if c == b'\'' {
+            i = skip_string(i + 1, backslashes);
+        } else if c == b'"' {
+            let (text, next) = quoted(i + 1);
+            words.push(PgWord { text, unicode: false });
+            i = next;
+        } else if c == b'$' {
+            // `$1` is a parameter; `$tag$ ... $tag$` a literal.
+            let mut j = i + 1;
+            if b.get(j).is_some_and(u8::is_ascii_digit) {
+                while j < n && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                i = j;
+                continue;
+            }
+            while j < n && ident_char(b[j]) && b[j] != b'$' {
+                j += 1;
+            }
+            if j < n && b[j] == b'$' {
+                let tag = &b[i..=j];
+                let body = j + 1;
+                i = b[body..].windows(tag.len()).position(|w| w == tag).map_or(n, |p| body + p + tag.len());
+            } else {
+                i += 1;
+            }
+        } else if ident_start(c) {
+            let start = i;
+            while i < n && ident_char(b[i]) {
+                i += 1;
+            }
+            let word = String::from_utf8_lossy(&b[start..i]).to_ascii_lowercase();
+            match (word.as_str(), b.get(i)) {
+                ("e", Some(b'\'')) => i = skip_string(i + 1, true),
+                ("b" | "x" | "n", Some(b'\'')) => i = skip_string(i + 1, backslashes),
+                ("u", Some(b'&')) if b.get(i + 1) == Some(&b'\'') => i = skip_string(i + 2, backslashes),
+                ("u", Some(b'&')) if b.get(i + 1) == Some(&b'"') => {
+                    let (text, next) = quoted(i + 2);
+                    words.push(PgWord { text, unicode: true });
+                    i = next;
+                }
+                _ => words.push(PgWord { text: word, unicode: false }),
+            }
+        } else {
+            i += 1;
+        }
+    }
+    words
 }
 
 async fn pg_statement(
@@ -810,5 +1252,56 @@ fn sqlite_error(e: rusqlite::Error, preparing: bool) -> HostError {
             HostError::invalid(format!("SQLite rejected the statement: {e}"))
         }
         _ => HostError::upstream(format!("SQLite: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(sql: &str) -> bool {
+        pg_read_only_guard(sql).is_err()
+    }
+
+    #[test]
+    fn the_guard_reads_words_as_postgresql_does() {
+        for sql in [
+            "COPY (SELECT 1) TO PROGRAM 'id'",
+            "  -- c\n/* a /* nested */ b */ copy t TO '/tmp/x'",
+            "do $$ begin end $$",
+            "SELECT PG_READ_FILE('x')",
+            "SELECT \"pg_read_file\"('x')",
+            "SELECT pg_catalog.\"PG_LS_DIR\"('.')",
+            "SELECT pg_catalog . /**/ pg_stat_file('x')",
+            "SELECT dblink_exec('x', 'y')",
+            "SELECT pg_file_write('a', 'b', false)",
+            "SELECT U&\"pg_read_fil\\0065\"('x')",
+            "SELECT $a$ x $a$, pg_read_file('x') -- $a$",
+            // Whichever way backslashes are read, the call is seen.
+            "SELECT 'a\\', pg_read_file('x') -- '",
+            "SELECT E'\\' ', pg_read_file('x') -- '",
+        ] {
+            assert!(refused(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 'pg_read_file', $$copy$$, $t$ pg_ls_dir $t$ -- pg_read_file",
+            "SELECT 1 /* COPY */",
+            "SELECT a$copy FROM t",
+            "SELECT \"copy\" FROM t",
+            "SELECT $1::text AS pg_read_files_count",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+        ] {
+            assert!(!refused(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "::1", "[::1]", "/var/run/postgresql"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["db.internal", "10.0.0.1", "192.0.2.2", "localhost.example.com", "::2"] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 }

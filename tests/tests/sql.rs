@@ -94,10 +94,18 @@ fn postgres_value(url: &str, user: Option<&str>, database: Option<&str>) -> Stri
     .to_string()
 }
 
-/// A vault whose `db` is the test PostgreSQL (as its superuser), and a writing probe on it.
+/// `value` (a PostgreSQL credential) with the operator's `allow_privileged_role` opt-in.
+fn privileged(value: &str) -> String {
+    let mut value: Value = serde_json::from_str(value).unwrap();
+    value["allow_privileged_role"] = true.into();
+    value.to_string()
+}
+
+/// A vault whose `db` is the test PostgreSQL (as its superuser, stored with the
+/// `allow_privileged_role` opt-in), and a writing probe on it.
 fn postgres_vault(url: &str) -> (TestVault, tempfile::TempDir, Skill) {
     let vault = TestVault::new();
-    vault.add("db", "database", &postgres_value(url, None, None));
+    vault.add("db", "database", &privileged(&postgres_value(url, None, None)));
     vault.grant("sql-admin", "db", None);
     let (dir, admin) = probe_skill(&vault, "sql-admin", true);
     (vault, dir, admin)
@@ -472,7 +480,9 @@ async fn postgres_bad_login_is_upstream_and_never_shows_the_password() {
 
     let report = query(&reader, "SELECT 1", json!([])).await;
     let message = expect_error(&report, "upstream");
-    assert!(message.contains("skillbox_no_such_role"), "{message}");
+    // The guest learns that the login failed, not as whom (nor where).
+    assert!(message.contains("refused the login"), "{message}");
+    assert!(!message.contains("skillbox_no_such_role"), "{message}");
     assert_no_password(&report.to_string());
 
     let input = json!({ "statement": "SELECT 1", "credential": "echo" });
@@ -481,4 +491,292 @@ async fn postgres_bad_login_is_upstream_and_never_shows_the_password() {
     assert!(message.contains("does not exist"), "{message}");
     assert_no_password(&report.to_string());
     assert_no_password(&serde_json::to_string(&vault.vault.audit_list(&AuditQuery::default()).unwrap()).unwrap());
+}
+
+// ------------------------------------------------------- privileged roles
+
+/// A login role of its own for one test, with `grants` run after `CREATE ROLE ... LOGIN`
+/// (`{role}` stands for its name); dropped by [`drop_role`].
+async fn create_role(admin: &Skill, test: &str, grants: &[&str]) -> String {
+    let role = unique(test);
+    let report = execute(admin, &format!("CREATE ROLE {role} LOGIN"), json!([])).await;
+    assert!(report.get("changed").is_some(), "{report}");
+    for grant in grants {
+        let report = execute(admin, &grant.replace("{role}", &role), json!([])).await;
+        assert!(report.get("changed").is_some(), "{report}");
+    }
+    role
+}
+
+async fn drop_role(admin: &Skill, role: &str) {
+    execute(admin, &format!("DROP OWNED BY {role}"), json!([])).await;
+    execute(admin, &format!("DROP ROLE {role}"), json!([])).await;
+}
+
+/// Statements that reach the server's programs or files, written the ways a text filter
+/// would miss: case, comments, quotes, schema prefixes, SQL given as text.
+fn server_escapes(marker: &str) -> Vec<String> {
+    vec![
+        format!("COPY (SELECT 1) TO PROGRAM 'touch {marker}'"),
+        format!("/* hello */ CoPy (SELECT 1) TO PROGRAM 'touch {marker}'"),
+        format!("COPY (SELECT 1) TO '{marker}'"),
+        "SELECT pg_read_file('PG_VERSION')".into(),
+        "select PG_CATALOG . /* x */ \"pg_read_file\" ('PG_VERSION')".into(),
+        "SELECT pg_catalog.pg_read_binary_file('PG_VERSION')".into(),
+        "SELECT * FROM pg_ls_dir('.')".into(),
+        "SELECT (pg_stat_file('PG_VERSION')).size::text".into(),
+        "SELECT lo_import('/etc/hostname')::text".into(),
+        "SELECT query_to_xml('select pg_read_file(''PG_VERSION'')', true, true, '')::text".into(),
+        format!("DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; END $$"),
+        "SELECT U&\"pg_read_fil\\0065\"('PG_VERSION')".into(),
+        "SELECT $x$ a string $x$ AS s, pg_read_file('PG_VERSION') -- $x$".into(),
+        "SELECT E'\\' ', pg_read_file('PG_VERSION') -- '".into(),
+    ]
+}
+
+#[tokio::test]
+async fn postgres_privileged_role_is_refused_without_the_opt_in() {
+    let Some(url) = postgres_url("postgres_privileged_role_is_refused_without_the_opt_in") else { return };
+    let (_admin_vault, _m1, admin) = postgres_vault(&url);
+    let files_role = create_role(&admin, "files", &["GRANT pg_read_server_files TO {role}"]).await;
+    let creator_role = create_role(&admin, "creator", &["ALTER ROLE {role} CREATEROLE"]).await;
+
+    let vault = TestVault::new();
+    // The superuser, as every other test uses it, but without the opt-in.
+    vault.add("db", "database", &postgres_value(&url, None, None));
+    vault.add("echo", "database", &postgres_value(&url, Some(&files_role), None));
+    vault.grant("sql-reader", "db", None);
+    vault.grant("sql-reader", "echo", None);
+    vault.grant("sql-writer", "db", None);
+    let (_m2, reader) = probe_skill(&vault, "sql-reader", false);
+    let (_m3, writer) = probe_skill(&vault, "sql-writer", true);
+    let superuser = query(&reader, "SELECT 1", json!([])).await;
+    let superuser_writes = execute(&writer, "SELECT 1", json!([])).await;
+    let on = |credential: &str| json!({ "statement": "SELECT 1", "credential": credential }).to_string();
+    let files = json(&reader.invoke(&on("echo")).await.unwrap().json);
+    let creator_vault = TestVault::new();
+    creator_vault.add("db", "database", &postgres_value(&url, Some(&creator_role), None));
+    creator_vault.grant("sql-reader", "db", None);
+    let (_m4, creator_reader) = probe_skill(&creator_vault, "sql-reader", false);
+    let creator = query(&creator_reader, "SELECT 1", json!([])).await;
+    drop_role(&admin, &files_role).await;
+    drop_role(&admin, &creator_role).await;
+
+    for (report, why) in [
+        (&superuser, "superuser"),
+        (&superuser_writes, "superuser"),
+        (&files, "member of pg_read_server_files"),
+        (&creator, "CREATEROLE"),
+    ] {
+        let message = expect_error(report, "denied");
+        assert!(message.contains(why), "{message}");
+        assert!(message.contains("least-privilege") && message.contains("--allow-privileged-role"), "{message}");
+        // Nothing about where the database is or whom it logs in as.
+        for hidden in ["127.0.0.1", "5432", "\"postgres\"", files_role.as_str(), creator_role.as_str()] {
+            assert!(!message.contains(hidden), "{hidden} in {message}");
+        }
+    }
+    let rows = vault.vault.audit_list(&AuditQuery::default()).unwrap();
+    assert!(rows.iter().any(|r| r.action == AuditAction::Denied && r.detail["operation"] == "sql.query"), "{rows:?}");
+    assert!(rows.iter().all(|r| r.action != AuditAction::Use || !r.success), "{rows:?}");
+}
+
+#[tokio::test]
+async fn postgres_privileged_role_with_the_opt_in_still_cannot_reach_the_server_when_read_only() {
+    let test = "postgres_privileged_role_with_the_opt_in_still_cannot_reach_the_server_when_read_only";
+    let Some(url) = postgres_url(test) else { return };
+    let (vault, _m1, _admin) = postgres_vault(&url);
+    vault.grant("sql-reader", "db", None);
+    let (_m2, reader) = probe_skill(&vault, "sql-reader", false);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(unique("copy")).to_str().unwrap().to_owned();
+
+    let ok = query(&reader, "SELECT 1 AS one", json!([])).await;
+    assert_eq!(ok, json!({ "columns": ["one"], "rows": [[1]] }));
+    for statement in server_escapes(&marker) {
+        let report = query(&reader, &statement, json!([])).await;
+        let message = expect_error(&report, "denied");
+        assert!(message.contains("read-only"), "{statement}: {message}");
+    }
+    assert!(!std::path::Path::new(&marker).exists(), "COPY TO PROGRAM ran on the server");
+    // Names inside literals and comments are not calls.
+    let literal = query(&reader, "SELECT 'pg_read_file' AS s /* pg_ls_dir */ -- copy", json!([])).await;
+    assert_eq!(literal["rows"], json!([["pg_read_file"]]), "{literal}");
+
+    // Every use under the opt-in says so, with what makes the role privileged.
+    let uses = vault.vault.audit_list(&AuditQuery { action: Some(AuditAction::Use), ..Default::default() }).unwrap();
+    let queries: Vec<_> = uses.iter().filter(|r| r.detail["operation"] == "sql.query").collect();
+    assert!(queries.len() > 10, "{uses:?}");
+    for row in &queries {
+        assert_eq!(row.detail["privileged_role"], true, "{:?}", row.detail);
+    }
+    let ok_row = queries.iter().find(|r| r.success).unwrap();
+    assert!(ok_row.detail["role_privileges"].to_string().contains("superuser"), "{:?}", ok_row.detail);
+}
+
+#[tokio::test]
+async fn postgres_least_privilege_role_reads_but_cannot_copy_to_program() {
+    let Some(url) = postgres_url("postgres_least_privilege_role_reads_but_cannot_copy_to_program") else { return };
+    let (_admin_vault, _m1, admin) = postgres_vault(&url);
+    let role = create_role(&admin, "plain", &[]).await;
+    let t = unique("plain_t");
+    execute(&admin, &format!("CREATE TABLE {t} (s TEXT)"), json!([])).await;
+    execute(&admin, &format!("INSERT INTO {t} VALUES ('visible')"), json!([])).await;
+    execute(&admin, &format!("GRANT SELECT ON {t} TO {role}"), json!([])).await;
+
+    let vault = TestVault::new();
+    vault.add("db", "database", &postgres_value(&url, Some(&role), None));
+    vault.grant("sql-reader", "db", None);
+    let (_m2, reader) = probe_skill(&vault, "sql-reader", false);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(unique("copy")).to_str().unwrap().to_owned();
+    let read = query(&reader, &format!("SELECT s FROM {t}"), json!([])).await;
+    let copy = query(&reader, &format!("COPY (SELECT 1) TO PROGRAM 'touch {marker}'"), json!([])).await;
+    let file = query(&reader, "SELECT pg_catalog.pg_read_file('PG_VERSION')", json!([])).await;
+    execute(&admin, &format!("DROP TABLE {t}"), json!([])).await;
+    drop_role(&admin, &role).await;
+
+    assert_eq!(read["rows"], json!([["visible"]]), "{read}");
+    expect_error(&copy, "denied");
+    expect_error(&file, "denied");
+    assert!(!std::path::Path::new(&marker).exists());
+    let uses = vault.vault.audit_list(&AuditQuery { action: Some(AuditAction::Use), ..Default::default() }).unwrap();
+    assert!(uses.iter().all(|r| r.detail.get("privileged_role").is_none()), "{uses:?}");
+}
+
+// ------------------------------------------------------ rows and the scanner
+
+#[tokio::test]
+async fn postgres_result_rows_pass_through_the_leak_scanner() {
+    let Some(url) = postgres_url("postgres_result_rows_pass_through_the_leak_scanner") else { return };
+    let (vault, _m, admin) = postgres_vault(&url);
+    // The statement holds no piece of the password long enough to trip the wire, but the
+    // row the server builds from it is the password itself.
+    let pieces = PASSWORD.as_bytes().chunks(11).map(|c| format!("'{}'", std::str::from_utf8(c).unwrap()));
+    let built = pieces.collect::<Vec<_>>().join(" || ");
+    let text = query(&admin, &format!("SELECT ({built}) AS s, 'plain' AS p"), json!([])).await;
+    let blob = query(&admin, &format!("SELECT convert_to({built}, 'UTF8') AS b"), json!([])).await;
+    // As JSON `\u` escapes, which cannot be cut out in place: the whole result is withheld.
+    let escaped = format!(
+        "SELECT string_agg('\\u' || lpad(to_hex(ascii(c)), 4, '0'), '') AS e FROM regexp_split_to_table({built}, '') AS c"
+    );
+    let encoded = query(&admin, &escaped, json!([])).await;
+
+    assert!(text.get("error").is_none(), "{text}");
+    assert_no_password(&text.to_string());
+    assert!(text["rows"][0][0].as_str().unwrap().contains("REDACTED"), "{text}");
+    assert_eq!(text["rows"][0][1], "plain");
+    assert!(blob.get("error").is_none(), "{blob}");
+    let bytes: Vec<u8> = serde_json::from_value(blob["rows"][0][0]["blob"].clone()).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains(PASSWORD), "{blob}");
+    expect_error(&encoded, "leak-blocked");
+    assert_no_password(&encoded.to_string());
+
+    let rows = vault.vault.audit_list(&AuditQuery::default()).unwrap();
+    let leaks: Vec<_> = rows.iter().filter(|r| r.action == AuditAction::Leak).collect();
+    assert!(leaks.iter().any(|r| r.detail["channel"] == "sql.query" && r.detail["action"] == "redact"), "{leaks:?}");
+    assert!(leaks.iter().any(|r| r.detail["channel"] == "sql.query" && r.detail["action"] == "block"), "{leaks:?}");
+    assert!(rows.iter().any(|r| r.action == AuditAction::Use && r.detail["redacted"] == true), "{rows:?}");
+    assert_no_password(&serde_json::to_string(&rows).unwrap());
+}
+
+// -------------------------------------------------- connections and TLS
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn connection_errors_name_no_host_port_or_user() {
+    let port = closed_port();
+    let user = "skillbox_hidden_user";
+    let vault = TestVault::new();
+    let value = json!({
+        "driver": "postgres", "host": "127.0.0.1", "port": port, "database": "hidden_db_name",
+        "user": user, "password": PASSWORD,
+    });
+    vault.add("db", "database", &value.to_string());
+    vault.grant("sql-reader", "db", None);
+    let (_m, reader) = probe_skill(&vault, "sql-reader", false);
+    let report = query(&reader, "SELECT 1", json!([])).await;
+    let message = expect_error(&report, "upstream");
+    assert!(message.contains("refused"), "{message}");
+    for hidden in ["127.0.0.1", &port.to_string(), user, "hidden_db_name", PASSWORD] {
+        assert!(!report.to_string().contains(hidden), "{hidden} in {report}");
+    }
+}
+
+/// This machine's address on its default route, when it has one that is not loopback.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Accepts one connection on `ip`, answers an SSLRequest with `N` (no TLS), and reports
+/// whether the client's first message was an SSLRequest.
+fn fake_postgres(ip: std::net::IpAddr) -> (u16, std::sync::mpsc::Receiver<bool>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut first = [0u8; 8];
+        stream.read_exact(&mut first).unwrap();
+        let ssl_request = first == [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        if ssl_request {
+            stream.write_all(b"N").unwrap();
+        }
+        tx.send(ssl_request).unwrap();
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn postgres_uses_tls_for_non_loopback_hosts_unless_sslmode_is_disable() {
+    let Some(ip) = non_loopback_address() else {
+        eprintln!(
+            "SKIPPED postgres_uses_tls_for_non_loopback_hosts_unless_sslmode_is_disable: no non-loopback address"
+        );
+        return;
+    };
+    let credential = |port: u16, extra: Value| {
+        let mut value = json!({
+            "driver": "postgres", "host": ip.to_string(), "port": port, "database": "d", "user": "u",
+            "password": PASSWORD,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            value[k] = v.clone();
+        }
+        value.to_string()
+    };
+    let (default_port, default_first) = fake_postgres(ip);
+    let (plain_port, plain_first) = fake_postgres(ip);
+    let vault = TestVault::new();
+    // `"ssl": false` is what every credential stored before this change carries: not an opt-out.
+    vault.add("db", "database", &credential(default_port, json!({ "ssl": false })));
+    vault.add("echo", "database", &credential(plain_port, json!({ "sslmode": "disable" })));
+    vault.grant("sql-reader", "db", None);
+    vault.grant("sql-reader", "echo", None);
+    let (_m, reader) = probe_skill(&vault, "sql-reader", false);
+
+    let report = query(&reader, "SELECT 1", json!([])).await;
+    assert!(default_first.recv().unwrap(), "the first message was not an SSLRequest");
+    let message = expect_error(&report, "upstream");
+    assert!(message.contains("TLS") && message.contains("sslmode"), "{message}");
+    assert!(!message.contains(&ip.to_string()), "{message}");
+
+    let input = json!({ "statement": "SELECT 1", "credential": "echo" });
+    let report = json(&reader.invoke(&input.to_string()).await.unwrap().json);
+    assert!(!plain_first.recv().unwrap(), "sslmode=disable still asked for TLS");
+    expect_error(&report, "upstream");
+
+    // A wrong sslmode, or one that contradicts `ssl`, is refused when stored.
+    use skillbox_runtime::vault::{CredentialKind, SecretValue};
+    assert!(SecretValue::from_json(CredentialKind::Database, &credential(1, json!({ "sslmode": "prefer" }))).is_err());
+    let both = credential(1, json!({ "sslmode": "disable", "ssl": true }));
+    assert!(SecretValue::from_json(CredentialKind::Database, &both).is_err());
 }
