@@ -21,7 +21,7 @@ Exit codes:
   0  success
   1  the skill failed (returned an error, crashed, or returned invalid JSON)
   2  bad usage: arguments, manifest, input, component file, vault
-  3  the skill hit a limit (time, memory or fuel)
+  3  the skill hit a limit (time, memory or fuel; its manifest's or the operator's cap)
   4  access denied (credential not granted, revoked, expired; host not allowed)";
 
 /// A failure whose exit code was decided where it happened.
@@ -45,8 +45,12 @@ pub fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
 }
 
 /// Prints `error` and returns the exit code for its class.
+///
+/// The message is [escaped](skillbox_runtime::display::escape): much of it (names, purposes,
+/// a skill's own error and stderr) comes from a skill or its manifest, and must not forge
+/// lines or send control sequences to the terminal.
 pub fn report(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    eprintln!("error: {}", skillbox_runtime::display::escape(&format!("{error:#}")));
     ExitCode::from(code_for(error))
 }
 

@@ -73,7 +73,15 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr so stdout carries only results. Skill log lines
 /// (target `skill`) show at info by default: they are the skill's output.
+///
+/// Every field, the message included, is [escaped](skillbox_runtime::display::escape): log
+/// lines carry skill-controlled text (its log calls, stdio, the names it opens), and tracing's
+/// formatter would otherwise pass newlines, ANSI sequences and bidi overrides straight to the
+/// terminal, letting a skill forge log lines.
 fn init_tracing(verbose: u8) {
+    use tracing_subscriber::field::MakeExt;
+
+    use skillbox_runtime::display::escape;
     let default = match verbose {
         0 => "warn,skill=info",
         1 => "info",
@@ -82,7 +90,16 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{}", escape(&text)),
+            name => write!(writer, "{name}={}", escape(&text)),
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use std::sync::Arc;
 
+use skillbox_runtime::display::{escape, escape_json};
+use skillbox_runtime::manifest::{parse_memory_named, parse_timeout_named};
 use skillbox_runtime::{Approver, DenyAll, InvocationContext, Manifest, Runtime, RuntimeConfig};
 
 use crate::approve::TerminalApprover;
@@ -34,9 +36,23 @@ pub struct RunArgs {
     /// Why the skill is run; recorded in the audit trail.
     #[arg(long, default_value = "", value_name = "TEXT")]
     purpose: String,
-    /// Allow plain http to loopback (127.0.0.0/8, ::1), for local test servers.
+    /// Allow connections to loopback addresses (127.0.0.0/8, ::1, `localhost`), plain http
+    /// included, for local test servers. The host must still be one the skill may reach
+    /// (a credential's hosts or `[network] allow`).
     #[arg(long)]
     allow_http_loopback: bool,
+    /// Cap the skill's memory (e.g. 256MiB): a manifest asking for more runs at this
+    /// [default: `[limits] max_memory` in skillbox.toml, else 512MiB].
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| parse_memory_named("--max-memory", s))]
+    max_memory: Option<u64>,
+    /// Cap the skill's wall-clock time (e.g. 30s): a manifest asking for more runs at this
+    /// [default: `[limits] max_timeout` in skillbox.toml, else 60s].
+    #[arg(long, value_name = "DURATION", value_parser = |s: &str| parse_timeout_named("--max-timeout", s))]
+    max_timeout: Option<std::time::Duration>,
+    /// Cap the skill's fuel (wasmtime instruction budget) per invocation
+    /// [default: `[limits] fuel` in skillbox.toml, else the manifest's, which defaults to none].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    fuel: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +75,15 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&args.skill)?;
     let mut config = runtime_config(global)?;
     config.egress.allow_http_loopback = args.allow_http_loopback;
+    if let Some(max) = args.max_memory {
+        config.limits.max_memory = max;
+    }
+    if let Some(max) = args.max_timeout {
+        config.limits.max_timeout = max;
+    }
+    if let Some(fuel) = args.fuel {
+        config.limits.fuel = Some(fuel);
+    }
     let runtime = match credential_vault(&manifest, global)? {
         Some(vault) => Runtime::with_vault(config, Arc::new(vault), approver())?,
         None => Runtime::new(config)?,
@@ -66,39 +91,57 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let skill = runtime.load_manifest(manifest)?;
     let context = InvocationContext { user: args.user, environment: args.environment, purpose: args.purpose };
     let output = tokio_runtime()?.block_on(skill.invoke_with(&input, &context))?;
-    print_stdout(&output.json)
+    // JSON lets DEL, C1 controls and bidi overrides stand raw in strings; write them as
+    // `\uXXXX` escapes instead (same JSON) so a result cannot drive the terminal.
+    print_stdout(&escape_json(&output.json))
 }
 
 pub fn inspect(args: InspectArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&args.skill)?;
-    let info = runtime(global)?.inspect(&manifest)?;
+    let runtime = runtime(global)?;
+    let info = runtime.inspect(&manifest)?;
+    let effective = runtime.effective_limits(&manifest);
     if args.json {
-        let json = serde_json::json!({ "manifest": manifest, "component": info });
-        return print_stdout(&serde_json::to_string_pretty(&json)?);
+        let json = serde_json::json!({ "manifest": manifest, "component": info, "effective_limits": effective });
+        return print_stdout(&escape_json(&serde_json::to_string_pretty(&json)?));
     }
     let limits = &manifest.limits;
+    let show = |l: &skillbox_runtime::Limits| {
+        format!(
+            "memory {}, timeout {}, fuel {}",
+            bytes(l.memory),
+            humantime::format_duration(l.timeout),
+            l.fuel.map_or("unlimited".to_owned(), |f| f.to_string())
+        )
+    };
+    // Everything from the manifest or the component is escaped: it is the author's text.
     let mut text = String::new();
     let s = &manifest.skill;
-    text += &format!("skill        {} {}\n", s.name, s.version);
+    text += &format!("skill        {} {}\n", escape(&s.name), s.version);
     if !s.description.is_empty() {
-        text += &format!("description  {}\n", s.description);
+        text += &format!("description  {}\n", escape(&s.description));
     }
-    text += &format!("manifest     {}\n", manifest.path.display());
-    text += &format!("component    {} ({} bytes)\n", info.path.display(), info.size);
+    text += &format!("manifest     {}\n", escape(&manifest.path.display().to_string()));
+    text += &format!("component    {} ({} bytes)\n", escape(&info.path.display().to_string()), info.size);
     text += &format!("sha256       {}\n", info.sha256);
-    text += &format!(
-        "limits       memory {}, timeout {}, fuel {}\n",
-        bytes(limits.memory),
-        humantime::format_duration(limits.timeout),
-        limits.fuel.map_or("unlimited".to_owned(), |f| f.to_string())
-    );
+    text += &format!("limits       {}\n", show(limits));
+    if effective.memory != limits.memory || effective.timeout != limits.timeout || effective.fuel != limits.fuel {
+        text += &format!("  effective  {} (the operator's caps)\n", show(&effective));
+    }
     if let Some(build) = &manifest.build {
-        text += &format!("build        {}\n", build.command);
+        text += &format!("build        {}\n", escape(&build.command));
+    }
+    for c in &manifest.credentials {
+        text +=
+            &format!("credential   {} ({}) for {}\n", escape(&c.name), escape(&c.kind), escape(&c.hosts.join(", ")));
+        if !c.purpose.is_empty() {
+            text += &format!("  purpose    {}\n", escape(&c.purpose));
+        }
     }
     for (title, items) in [("imports", &info.imports), ("exports", &info.exports)] {
         text += &format!("{title}\n");
         for item in items {
-            text += &format!("  {:<10} {}\n", item.kind, item.name);
+            text += &format!("  {:<10} {}\n", item.kind, escape(&item.name));
         }
     }
     print_stdout(text.trim_end())
@@ -115,11 +158,24 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
             ),
         ));
     };
-    eprintln!("building {} in {}: {}", manifest.skill.name, manifest.dir().display(), build.command);
-    let status = shell(&build.command)
+    eprintln!(
+        "building {} in {}: {}",
+        escape(&manifest.skill.name),
+        escape(&manifest.dir().display().to_string()),
+        escape(&build.command)
+    );
+    let mut command = shell(&build.command);
+    // The build command is the skill author's: it gets none of skillbox's own settings
+    // (SKILLBOX_MASTER_KEY, SKILLBOX_PASSPHRASE, SKILLBOX_VAULT, ...).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SKILLBOX_") {
+            command.env_remove(&name);
+        }
+    }
+    let status = command
         .current_dir(manifest.dir())
         .status()
-        .with_context(|| format!("cannot start the build command `{}`", build.command))?;
+        .with_context(|| format!("cannot start the build command `{}`", escape(&build.command)))?;
     if !status.success() {
         return Err(with_code(exit::SKILL_FAILED, anyhow::anyhow!("build command failed ({status})")));
     }

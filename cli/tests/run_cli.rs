@@ -228,3 +228,248 @@ fn the_config_file_sets_the_foreign_token_policy_and_adds_rules() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("skillbox.toml") && stderr(&out).contains("foreing"), "{}", stderr(&out));
 }
+
+/// A skill directory whose skill.toml uses sample `component` (a path) plus `rest`.
+fn skill_dir(component: &str, rest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let toml_str = |s: &str| serde_json::to_string(s).unwrap();
+    std::fs::write(
+        dir.path().join("skill.toml"),
+        format!("[skill]\nname = \"greedy\"\nversion = \"0.1.0\"\ncomponent = {}\n{rest}", toml_str(component)),
+    )
+    .unwrap();
+    dir
+}
+
+const GREEDY: &str = "[limits]\nmemory = \"4GiB\"\ntimeout = \"1h\"\n";
+
+#[test]
+fn operator_caps_on_the_command_line_bound_a_greedy_manifest() {
+    let cache = tempfile::tempdir().unwrap();
+    let caps = ["--max-memory", "64MiB", "--max-timeout", "2s"];
+
+    let hello = skill_dir(skillbox_tests::HELLO_COMPONENT, GREEDY);
+    let out = skillbox(cache.path())
+        .arg("run")
+        .arg(hello.path())
+        .args(caps)
+        .args(["--input", r#"{"name":"Cap"}"#])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("Hello, Cap!"), "{}", stderr(&out));
+    // The warning names the skill, what it asked for and the cap.
+    for expected in ["greedy", "limits.timeout 1h", "cap of 2s", "limits.memory 4.0 GiB", "cap of 64.0 MiB"] {
+        assert!(stderr(&out).contains(expected), "missing {expected:?} in {}", stderr(&out));
+    }
+
+    let spin = skill_dir(skillbox_tests::SPIN_FOREVER_COMPONENT, GREEDY);
+    let started = Instant::now();
+    let out = skillbox(cache.path()).arg("run").arg(spin.path()).args(caps).args(["--input", "{}"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("time limit of 2s") && stderr(&out).contains("--max-timeout"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+
+    let hog = skill_dir(skillbox_tests::MEMORY_HOG_COMPONENT, GREEDY);
+    let out = skillbox(cache.path()).arg("run").arg(hog.path()).args(caps).args(["--input", "{}"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("memory limit of 64.0 MiB") && stderr(&out).contains("--max-memory"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = skillbox(cache.path())
+        .args(["run", skillbox_tests::HELLO, "--fuel", "1000", "--input", r#"{"name":"Ada"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("fuel limit of 1000"), "{}", stderr(&out));
+
+    for (flag, value) in [("--max-memory", "lots"), ("--max-memory", "8GiB"), ("--max-timeout", "2h"), ("--fuel", "0")]
+    {
+        let out =
+            skillbox(cache.path()).args(["run", skillbox_tests::HELLO, flag, value, "--input", "{}"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {}", stderr(&out));
+        assert!(stderr(&out).contains(flag), "{flag} {value}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn operator_caps_in_the_config_file_bound_a_greedy_manifest() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = cache.path().join("skillbox.toml");
+    std::fs::write(&config, "[limits]\nmax_memory = \"32MiB\"\nmax_timeout = \"1s\"\n").unwrap();
+    let run = |dir: &Path, input: &str| {
+        skillbox(cache.path())
+            .arg("run")
+            .arg(dir)
+            .arg("--config")
+            .arg(&config)
+            .args(["--input", input])
+            .output()
+            .unwrap()
+    };
+
+    let hog = skill_dir(skillbox_tests::MEMORY_HOG_COMPONENT, GREEDY);
+    let out = run(hog.path(), "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("memory limit of 32.0 MiB"), "{}", stderr(&out));
+
+    let spin = skill_dir(skillbox_tests::SPIN_FOREVER_COMPONENT, GREEDY);
+    let out = run(spin.path(), "{}");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("time limit of 1s"), "{}", stderr(&out));
+
+    // The command line overrides the file.
+    let out = skillbox(cache.path())
+        .arg("run")
+        .arg(spin.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["--max-timeout", "300ms", "--input", "{}"])
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("time limit of 300ms"), "{}", stderr(&out));
+
+    // inspect shows the effective limits.
+    let out = skillbox(cache.path()).arg("inspect").arg(hog.path()).arg("--config").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("effective  memory 32.0 MiB, timeout 1s"), "{}", stdout(&out));
+
+    std::fs::write(&config, "[limits]\nmax_timeout = \"forever\"\n").unwrap();
+    let out = run(hog.path(), "{}");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[limits] max_timeout") && stderr(&out).contains("skillbox.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Text a hostile skill or manifest would like to reach the operator's terminal raw.
+const HOSTILE: &str = "ok\u{1b}[2J\r\nERROR forged line \u{202e}moc.live\u{9b}";
+
+fn assert_escaped(text: &str) {
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{202e}') && !text.contains('\u{9b}'),
+        "raw control characters in:\n{text:?}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("ERROR forged")), "a forged line in:\n{text}");
+}
+
+#[test]
+fn inspect_and_manifest_errors_escape_hostile_manifest_text() {
+    let cache = tempfile::tempdir().unwrap();
+    let s = |t: &str| serde_json::to_string(t).unwrap();
+    let dir = skill_dir(skillbox_tests::HELLO_COMPONENT, "");
+    std::fs::write(
+        dir.path().join("skill.toml"),
+        format!(
+            "[skill]\nname = \"hostile\"\nversion = \"0.1.0\"\ndescription = {}\ncomponent = {}\n\
+             [[credentials]]\nname = \"token\"\nkind = \"bearer\"\nhosts = [\"api.example.com\"]\npurpose = {}\n",
+            s(HOSTILE),
+            s(skillbox_tests::HELLO_COMPONENT),
+            s(HOSTILE)
+        ),
+    )
+    .unwrap();
+    let out = skillbox(cache.path()).arg("inspect").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_escaped(&stdout(&out));
+    assert!(stdout(&out).contains("ok\\x1b[2J\\r\\nERROR forged line \\u{202e}moc.live\\u{9b}"), "{}", stdout(&out));
+    let out = skillbox(cache.path()).arg("inspect").arg("--json").arg(dir.path()).output().unwrap();
+    assert_escaped(&stdout(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["manifest"]["skill"]["description"], HOSTILE);
+
+    // A manifest error quotes the bad value: escaped.
+    std::fs::write(
+        dir.path().join("skill.toml"),
+        format!(
+            "[skill]\nname = \"hostile\"\nversion = \"0.1.0\"\ncomponent = {}\n\
+             [[credentials]]\nname = \"token\"\nkind = \"bearer\"\nhosts = [{}]\n",
+            s(skillbox_tests::HELLO_COMPONENT),
+            s(HOSTILE)
+        ),
+    )
+    .unwrap();
+    let out = skillbox(cache.path()).arg("run").arg(dir.path()).args(["--input", "{}"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\\x1b[2J"), "{}", stderr(&out));
+    assert_escaped(&stderr(&out));
+}
+
+#[test]
+fn skill_stdio_errors_and_results_are_escaped() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = skill_dir(skillbox_tests::REFLECT_PROBE_COMPONENT, "");
+    let input = serde_json::json!({ "stdout": HOSTILE, "stderr": HOSTILE, "fail": HOSTILE }).to_string();
+    let out = skillbox(cache.path()).arg("run").arg(dir.path()).args(["--input", &input]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_escaped(&stderr(&out));
+    // Both stdio lines and the error are there, escaped.
+    assert!(stderr(&out).matches("ok\\x1b[2J").count() >= 3, "{}", stderr(&out));
+
+    let input = serde_json::json!({ "result": HOSTILE }).to_string();
+    let out = skillbox(cache.path()).arg("run").arg(dir.path()).args(["--input", &input]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_escaped(&stdout(&out));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(json["result"], HOSTILE, "the JSON means the same");
+}
+
+#[test]
+fn build_does_not_pass_skillbox_variables_to_the_build_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("skill.toml"),
+        "[skill]\nname = \"envdump\"\nversion = \"0.1.0\"\ncomponent = \"out.wasm\"\n\
+         [build]\ncommand = \"env > env.txt; cp \\\"$SRC\\\" out.wasm\"\n",
+    )
+    .unwrap();
+    let out = skillbox(dir.path())
+        .arg("build")
+        .arg(dir.path())
+        .env("SRC", skillbox_tests::HELLO_COMPONENT)
+        .env("SKILLBOX_MASTER_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+        .env("SKILLBOX_PASSPHRASE", "correct horse battery staple")
+        .env("SKILLBOX_VAULT", "/tmp/some/vault.db")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env = std::fs::read_to_string(dir.path().join("env.txt")).unwrap();
+    assert!(env.contains("SRC="), "{env}");
+    assert!(!env.contains("SKILLBOX_") && !env.contains("correct horse") && !env.contains("00112233"), "{env}");
+}
+
+#[test]
+fn audit_list_escapes_a_hostile_credential_name_and_error() {
+    let cache = tempfile::tempdir().unwrap();
+    let vault = cache.path().join("vault.db");
+    let key = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+    let cli = |args: &[&str]| {
+        skillbox(cache.path())
+            .args(args)
+            .env("SKILLBOX_VAULT", &vault)
+            .env("SKILLBOX_MASTER_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["vault", "init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A declared credential makes `run` open the vault; the guest then opens a name of its own.
+    let dir = skill_dir(
+        skillbox_tests::REFLECT_PROBE_COMPONENT,
+        "[[credentials]]\nname = \"token\"\nkind = \"bearer\"\nhosts = [\"api.example.com\"]\n",
+    );
+    let input = serde_json::json!({ "open": [HOSTILE] }).to_string();
+    let out = cli(&["run", dir.path().to_str().unwrap(), "--input", &input]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The host's warning about the denial quotes the name: escaped too.
+    assert!(stderr(&out).contains("does not declare a credential named `ok\\x1b[2J"), "{}", stderr(&out));
+    assert_escaped(&stderr(&out));
+    let out = cli(&["audit", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("cred=ok\\x1b[2J\\r\\nERROR forged line"), "{}", stdout(&out));
+    assert_escaped(&stdout(&out));
+}

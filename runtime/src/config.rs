@@ -20,7 +20,15 @@
 //! [tripwire]
 //! threshold = 3               # tripwires by one skill build ...
 //! window = "24h"              # ... within this window suspend its grants
+//!
+//! [limits]                    # caps on what any skill.toml's [limits] may ask for
+//! max_memory = "256MiB"       # default 512MiB (at most 4GiB)
+//! max_timeout = "30s"         # default 60s (at most 1h)
+//! fuel = 1000000000           # default: no fuel cap
 //! ```
+//!
+//! A skill whose manifest asks for more than a cap runs at the cap, with a warning.
+//! `skillbox run --max-memory/--max-timeout/--fuel` override the file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +39,7 @@ use skillbox_scan::rules::{Rule, RuleSet};
 
 use crate::RuntimeConfig;
 use crate::error::{Error, Result};
+use crate::manifest::{parse_memory_named, parse_timeout_named};
 
 /// The config file's name in `$XDG_CONFIG_HOME/skillbox/`.
 pub const CONFIG_FILE: &str = "skillbox.toml";
@@ -42,6 +51,16 @@ struct File {
     scan: ScanTable,
     #[serde(default)]
     tripwire: TripwireTable,
+    #[serde(default)]
+    limits: LimitsTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsTable {
+    max_memory: Option<String>,
+    max_timeout: Option<String>,
+    fuel: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +132,19 @@ impl RuntimeConfig {
         }
         if let Some(window) = file.tripwire.window {
             scan.tripwire_window = window;
+        }
+        let limits = &mut self.limits;
+        if let Some(text) = &file.limits.max_memory {
+            limits.max_memory = parse_memory_named("[limits] max_memory", text).map_err(bad)?;
+        }
+        if let Some(text) = &file.limits.max_timeout {
+            limits.max_timeout = parse_timeout_named("[limits] max_timeout", text).map_err(bad)?;
+        }
+        if let Some(fuel) = file.limits.fuel {
+            if fuel == 0 {
+                return Err(bad("[limits] fuel must be more than 0 (or leave it out for no fuel cap)".into()));
+            }
+            limits.fuel = Some(fuel);
         }
         Ok(self)
     }

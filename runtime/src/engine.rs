@@ -18,18 +18,19 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Builds the engine. `max_instances` sizes the pooling allocator and so
 /// bounds how many invocations can be live at once.
-pub(crate) fn build_engine(max_instances: u32) -> Result<Engine> {
+/// `max_memory` is the operator's memory cap: no instance's memory grows past it.
+pub(crate) fn build_engine(max_instances: u32, max_memory: u64) -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     // Fuel is compiled into every function, so it is on for all skills;
     // skills without a fuel limit get u64::MAX. Measured cost is in the noise.
     config.consume_fuel(true);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(max_instances)));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(max_instances, max_memory)));
     Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))
 }
 
-fn pooling(max_instances: u32) -> PoolingAllocationConfig {
+fn pooling(max_instances: u32, max_memory: u64) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     // A Rust wasip2 component holds its main module plus a few small shims:
     // leave room for several core instances, memories and tables each.
@@ -41,8 +42,11 @@ fn pooling(max_instances: u32) -> PoolingAllocationConfig {
     pool.max_memories_per_component(4);
     pool.max_tables_per_component(16);
     pool.max_core_instances_per_component(32);
-    // The per-store limiter enforces each manifest's own, smaller limit.
-    pool.max_memory_size(MAX_MEMORY as usize);
+    // The operator's cap bounds every instance (rounded up to whole 64 KiB wasm pages); the
+    // per-store limiter enforces each skill's own, possibly smaller, effective limit.
+    const PAGE: u64 = 64 * 1024;
+    let max_memory = max_memory.clamp(PAGE, MAX_MEMORY).div_ceil(PAGE) * PAGE;
+    pool.max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX));
     pool
 }
 

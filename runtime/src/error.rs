@@ -96,32 +96,42 @@ pub enum Error {
     InvalidInput(String),
 
     /// The skill ran past its wall-clock limit and was stopped.
-    #[error("skill `{skill}` hit its time limit of {} and was stopped (raise `limits.timeout` in its skill.toml if it needs longer)", humantime::format_duration(*limit))]
+    #[error("skill `{skill}` hit its time limit of {} and was stopped ({})", humantime::format_duration(*limit),
+        if *operator_cap { "the operator's cap, lower than its skill.toml asks; raise `--max-timeout` or `[limits] max_timeout` in skillbox.toml if it needs longer" }
+        else { "raise `limits.timeout` in its skill.toml if it needs longer" })]
     TimeLimit {
         /// The skill's name.
         skill: String,
         /// The limit that was hit.
         limit: Duration,
+        /// The limit was the operator's cap, not the manifest's own.
+        operator_cap: bool,
     },
 
     /// The skill tried to grow its memory past its limit and was stopped.
-    #[error("skill `{skill}` hit its memory limit of {} and was stopped (raise `limits.memory` in its skill.toml if it needs more)", bytesize::ByteSize::b(*limit).display().iec())]
+    #[error("skill `{skill}` hit its memory limit of {} and was stopped ({})", bytesize::ByteSize::b(*limit).display().iec(),
+        if *operator_cap { "the operator's cap, lower than its skill.toml asks; raise `--max-memory` or `[limits] max_memory` in skillbox.toml if it needs more" }
+        else { "raise `limits.memory` in its skill.toml if it needs more" })]
     MemoryLimit {
         /// The skill's name.
         skill: String,
         /// The limit in bytes.
         limit: u64,
+        /// The limit was the operator's cap, not the manifest's own.
+        operator_cap: bool,
     },
 
     /// The skill used up its fuel (instruction budget) and was stopped.
-    #[error(
-        "skill `{skill}` used up its fuel limit of {limit} and was stopped (raise `limits.fuel` in its skill.toml)"
-    )]
+    #[error("skill `{skill}` used up its fuel limit of {limit} and was stopped ({})",
+        if *operator_cap { "the operator's cap; raise `--fuel` or `[limits] fuel` in skillbox.toml" }
+        else { "raise `limits.fuel` in its skill.toml" })]
     FuelLimit {
         /// The skill's name.
         skill: String,
         /// The fuel it was given.
         limit: u64,
+        /// The limit was the operator's cap, not the manifest's own.
+        operator_cap: bool,
     },
 
     /// The guest trapped (panicked, hit `unreachable`, divided by zero...).

@@ -22,6 +22,7 @@
 
 mod cache;
 pub mod config;
+pub mod display;
 mod engine;
 mod error;
 mod inspect;
@@ -31,6 +32,7 @@ mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use skillbox_egress::EgressConfig;
 use skillbox_host_api::HostServices;
@@ -63,6 +65,74 @@ pub struct RuntimeConfig {
     pub egress: EgressConfig,
     /// The leak scanner: foreign-token rules and policy, view limits, tripwire threshold.
     pub scan: ScanConfig,
+    /// The operator's caps on what a manifest's `[limits]` may ask for.
+    pub limits: OperatorLimits,
+}
+
+/// The operator's caps on a skill's limits: a manifest that asks for more memory, time or
+/// fuel than these runs at the cap instead (with a warning naming the skill).
+///
+/// Set with `skillbox run --max-memory/--max-timeout/--fuel` or the `[limits]` table of
+/// `skillbox.toml`. The defaults ([`OperatorLimits::DEFAULT_MAX_MEMORY`],
+/// [`OperatorLimits::DEFAULT_MAX_TIMEOUT`], no fuel cap) bound what a skill author alone
+/// can take from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorLimits {
+    /// Most linear memory any skill may grow to, in bytes (at most 4 GiB).
+    pub max_memory: u64,
+    /// Longest wall-clock time any invocation may take.
+    pub max_timeout: Duration,
+    /// Most fuel (wasmtime instruction budget) any invocation may use; `None` leaves it to
+    /// the manifest (whose default is no fuel limit).
+    pub fuel: Option<u64>,
+}
+
+impl OperatorLimits {
+    /// Default memory cap: 512 MiB.
+    pub const DEFAULT_MAX_MEMORY: u64 = 512 * 1024 * 1024;
+    /// Default time cap: 60 s.
+    pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The limits a skill whose manifest asks for `asked` actually runs with: each one the
+    /// smaller of what it asks and the cap. The second value says which were capped.
+    pub fn apply(&self, asked: &Limits) -> (Limits, Capped) {
+        let max_memory = self.max_memory.min(manifest::MAX_MEMORY);
+        let capped = Capped {
+            memory: asked.memory > max_memory,
+            timeout: asked.timeout > self.max_timeout,
+            fuel: match (asked.fuel, self.fuel) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(asked), Some(cap)) => asked > cap,
+            },
+        };
+        let effective = Limits {
+            memory: asked.memory.min(max_memory),
+            timeout: asked.timeout.min(self.max_timeout),
+            fuel: match (asked.fuel, self.fuel) {
+                (Some(a), Some(c)) => Some(a.min(c)),
+                (a, c) => a.or(c),
+            },
+        };
+        (effective, capped)
+    }
+}
+
+impl Default for OperatorLimits {
+    fn default() -> Self {
+        OperatorLimits { max_memory: Self::DEFAULT_MAX_MEMORY, max_timeout: Self::DEFAULT_MAX_TIMEOUT, fuel: None }
+    }
+}
+
+/// Which of a manifest's limits an operator cap lowered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capped {
+    /// `limits.memory` was above the memory cap.
+    pub memory: bool,
+    /// `limits.timeout` was above the time cap.
+    pub timeout: bool,
+    /// `limits.fuel` was above the fuel cap, or absent while there is one.
+    pub fuel: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +143,7 @@ impl Default for RuntimeConfig {
             max_stdio_bytes: 64 * 1024,
             egress: EgressConfig::default(),
             scan: ScanConfig::default(),
+            limits: OperatorLimits::default(),
         }
     }
 }
@@ -115,7 +186,7 @@ impl Runtime {
     }
 
     fn with_services(config: RuntimeConfig, services: HostServices) -> Result<Runtime> {
-        let engine = engine::build_engine(config.max_concurrent)?;
+        let engine = engine::build_engine(config.max_concurrent, config.limits.max_memory)?;
         engine::EpochTicker::start(&engine);
         let linker = build_linker(&engine)?;
         let cache = match &config.cache_dir {
@@ -149,6 +220,11 @@ impl Runtime {
         let compiled = skill::compile(&self.inner, &path)?;
         let path = path.canonicalize().unwrap_or(path);
         Ok(inspect::inspect_component(&self.inner.engine, &compiled.component, path, compiled.digest, compiled.size))
+    }
+
+    /// The limits a skill with `manifest` runs with here: its own, capped by the operator's.
+    pub fn effective_limits(&self, manifest: &Manifest) -> Limits {
+        self.inner.config.limits.apply(&manifest.limits).0
     }
 
     /// Like [`Runtime::load`], also saying whether the compile cache was hit.

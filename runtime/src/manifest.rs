@@ -322,13 +322,18 @@ fn de_memory<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Err
 
 /// Parses a memory size such as `"64MiB"` and checks it is within bounds.
 pub fn parse_memory(text: &str) -> std::result::Result<u64, String> {
+    parse_memory_named("limits.memory", text)
+}
+
+/// Like [`parse_memory`], naming `key` (`--max-memory`, `[limits] max_memory`) in errors.
+pub fn parse_memory_named(key: &str, text: &str) -> std::result::Result<u64, String> {
     let bytes = text
         .trim()
         .parse::<bytesize::ByteSize>()
-        .map_err(|e| format!("limits.memory {text:?} is not a size ({e}); write it like \"64MiB\" or \"512KiB\""))?
+        .map_err(|e| format!("{key} {text:?} is not a size ({e}); write it like \"64MiB\" or \"512KiB\""))?
         .as_u64();
     if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
-        return Err(format!("limits.memory {text:?} must be between 1MiB and 4GiB"));
+        return Err(format!("{key} {text:?} must be between 1MiB and 4GiB"));
     }
     Ok(bytes)
 }
@@ -340,10 +345,15 @@ fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, 
 
 /// Parses a duration such as `"5s"` or `"250ms"` and checks it is within bounds.
 pub fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    parse_timeout_named("limits.timeout", text)
+}
+
+/// Like [`parse_timeout`], naming `key` (`--max-timeout`, `[limits] max_timeout`) in errors.
+pub fn parse_timeout_named(key: &str, text: &str) -> std::result::Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("limits.timeout {text:?} is not a duration ({e}); write it like \"5s\" or \"250ms\""))?;
+        .map_err(|e| format!("{key} {text:?} is not a duration ({e}); write it like \"5s\" or \"250ms\""))?;
     if duration.is_zero() || duration > MAX_TIMEOUT {
-        return Err(format!("limits.timeout {text:?} must be more than 0 and at most 1h"));
+        return Err(format!("{key} {text:?} must be more than 0 and at most 1h"));
     }
     Ok(duration)
 }

@@ -10,11 +10,13 @@ use skillbox_host_api::{Invocation, SkillCtx, SkillError, SkillPolicy, SkillPre}
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::RuntimeInner;
 use crate::cache::CacheOutcome;
+use crate::display::escape;
 use crate::error::{Error, Result, SkillFailure};
+use crate::manifest::Limits;
 use crate::manifest::Manifest;
 use crate::store::StoreState;
+use crate::{Capped, RuntimeInner};
 
 /// A skill ready to run: manifest checked, component compiled and pre-linked.
 ///
@@ -28,6 +30,9 @@ pub struct Skill {
 struct SkillInner {
     runtime: Arc<RuntimeInner>,
     manifest: Manifest,
+    /// The manifest's limits, capped by the operator's.
+    limits: Limits,
+    capped: Capped,
     name: Arc<str>,
     digest: Arc<str>,
     policy: Arc<SkillPolicy>,
@@ -86,14 +91,23 @@ impl Skill {
             Arc::new(manifest.policy().map_err(|message| Error::Manifest { path: manifest.path.clone(), message })?);
         let name: Arc<str> = manifest.skill.name.as_str().into();
         tracing::debug!(skill = %name, digest = %compiled.digest, cache = ?compiled.outcome, "loaded skill");
+        let (limits, capped) = runtime.config.limits.apply(&manifest.limits);
+        warn_capped(&name, &manifest.limits, &limits, capped);
         let digest = compiled.digest.into();
-        let inner = SkillInner { runtime, manifest, name, digest, policy, component: compiled.component, pre };
+        let inner =
+            SkillInner { runtime, manifest, limits, capped, name, digest, policy, component: compiled.component, pre };
         Ok((Skill { inner: Arc::new(inner) }, compiled.outcome))
     }
 
     /// The skill's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+
+    /// The limits it runs with: its manifest's, capped by the operator's
+    /// ([`RuntimeConfig::limits`](crate::RuntimeConfig::limits)).
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
     }
 
     /// The skill's name.
@@ -128,7 +142,7 @@ impl Skill {
         let runtime = &self.inner.runtime;
         // The semaphore is never closed, so acquire only fails if it were.
         let _slot = runtime.slots.acquire().await.expect("invocation semaphore is never closed");
-        let limits = &self.inner.manifest.limits;
+        let limits = &self.inner.limits;
         let started = Instant::now();
         tracing::debug!(skill = %self.inner.name, user = %context.user, environment = %context.environment, "invoking");
 
@@ -235,7 +249,7 @@ impl Skill {
 
     fn new_store(&self, invocation: Invocation, deadline: Instant) -> Result<Store<StoreState>> {
         let runtime = &self.inner.runtime;
-        let limits = &self.inner.manifest.limits;
+        let limits = &self.inner.limits;
         let host = SkillCtx::new(invocation, runtime.services.clone());
         let state = StoreState::new(host, limits.memory, runtime.config.max_stdio_bytes);
         let mut store = Store::new(&runtime.engine, state);
@@ -274,11 +288,12 @@ impl Skill {
         let stdout = clean("stdout", stdout);
         let stderr = clean("stderr", stderr);
         let skill = &*self.inner.name;
+        // Escaped: a skill must not forge log lines or send terminal control sequences.
         for line in String::from_utf8_lossy(&stdout).lines() {
-            tracing::info!(target: "skill::stdout", skill, "{line}");
+            tracing::info!(target: "skill::stdout", skill, "{}", escape(line));
         }
         for line in String::from_utf8_lossy(&stderr).lines() {
-            tracing::warn!(target: "skill::stderr", skill, "{line}");
+            tracing::warn!(target: "skill::stderr", skill, "{}", escape(line));
         }
         if out_dropped + err_dropped > 0 {
             tracing::warn!(skill, out_dropped, err_dropped, "guest output past the capture cap was dropped");
@@ -289,16 +304,17 @@ impl Skill {
     /// Turns a wasmtime error from instantiate/call into the error a caller can act on.
     fn classify_failure(&self, error: wasmtime::Error, memory_limit_hit: bool, stderr: &[u8]) -> Error {
         let skill = self.name().to_owned();
-        let limits = &self.inner.manifest.limits;
+        let limits = &self.inner.limits;
         if error.downcast_ref::<DeadlineExceeded>().is_some() || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
         {
-            return Error::TimeLimit { skill, limit: limits.timeout };
+            return Error::TimeLimit { skill, limit: limits.timeout, operator_cap: self.inner.capped.timeout };
         }
         if memory_limit_hit {
-            return Error::MemoryLimit { skill, limit: limits.memory };
+            return Error::MemoryLimit { skill, limit: limits.memory, operator_cap: self.inner.capped.memory };
         }
         if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-            return Error::FuelLimit { skill, limit: limits.fuel.unwrap_or(u64::MAX) };
+            let limit = limits.fuel.unwrap_or(u64::MAX);
+            return Error::FuelLimit { skill, limit, operator_cap: self.inner.capped.fuel };
         }
         let mut message = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
@@ -336,7 +352,42 @@ fn stderr_tail(stderr: &[u8]) -> Option<String> {
     while !text.is_char_boundary(start) {
         start += 1;
     }
-    Some(text[start..].replace('\n', " | "))
+    Some(escape(&text[start..].replace('\n', " | ")).into_owned())
+}
+
+/// Says, once per load, which of a skill's limits the operator's caps lowered.
+fn warn_capped(skill: &str, asked: &Limits, effective: &Limits, capped: Capped) {
+    let size = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
+    if capped.memory {
+        tracing::warn!(
+            skill,
+            "skill `{skill}` asks for limits.memory {}; it runs at the operator's cap of {}",
+            size(asked.memory),
+            size(effective.memory)
+        );
+    }
+    if capped.timeout {
+        tracing::warn!(
+            skill,
+            "skill `{skill}` asks for limits.timeout {}; it runs at the operator's cap of {}",
+            humantime::format_duration(asked.timeout),
+            humantime::format_duration(effective.timeout)
+        );
+    }
+    match (capped.fuel, asked.fuel) {
+        (true, Some(asked)) => tracing::warn!(
+            skill,
+            "skill `{skill}` asks for limits.fuel {asked}; it runs at the operator's fuel cap of {}",
+            effective.fuel.unwrap_or(u64::MAX)
+        ),
+        // No fuel limit of its own is the common case, not worth a warning.
+        (true, None) => tracing::info!(
+            skill,
+            "skill `{skill}` runs at the operator's fuel cap of {}",
+            effective.fuel.unwrap_or(u64::MAX)
+        ),
+        (false, _) => {}
+    }
 }
 
 /// A compiled component and what identifies it.

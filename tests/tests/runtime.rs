@@ -319,3 +319,108 @@ mod cache {
         assert!(skill.invoke(r#"{"name":"again"}"#).await.unwrap().json.contains("Hello, again!"));
     }
 }
+
+/// The operator's caps (`RuntimeConfig::limits`) bound whatever a manifest asks for.
+mod operator_caps {
+    use super::*;
+    use skillbox_runtime::{OperatorLimits, Runtime, RuntimeConfig};
+
+    const GREEDY: &str = "[limits]\nmemory = \"4GiB\"\ntimeout = \"1h\"\n";
+
+    fn capped(limits: OperatorLimits) -> Runtime {
+        Runtime::new(RuntimeConfig { cache_dir: None, limits, ..RuntimeConfig::default() }).unwrap()
+    }
+
+    fn greedy(component: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        temp_skill(&format!(
+            "[skill]\nname = \"greedy\"\nversion = \"0.1.0\"\ncomponent = \"{{component:{component}}}\"\n{GREEDY}"
+        ))
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let limits = OperatorLimits::default();
+        assert_eq!(limits.max_memory, 512 * 1024 * 1024);
+        assert_eq!(limits.max_timeout, Duration::from_secs(60));
+        assert_eq!(limits.fuel, None);
+        assert_eq!(RuntimeConfig::default().limits, limits);
+    }
+
+    #[tokio::test]
+    async fn a_greedy_manifest_runs_at_the_caps() {
+        let rt = capped(OperatorLimits {
+            max_memory: 32 * 1024 * 1024,
+            max_timeout: Duration::from_millis(300),
+            fuel: None,
+        });
+        let (_dir, manifest) = greedy("hello");
+        let skill = rt.load(&manifest).unwrap();
+        assert_eq!(skill.limits().memory, 32 * 1024 * 1024);
+        assert_eq!(skill.limits().timeout, Duration::from_millis(300));
+        assert_eq!(skill.manifest().limits.memory, 4 * 1024 * 1024 * 1024);
+        assert!(skill.invoke(r#"{"name":"Ada"}"#).await.unwrap().json.contains("Hello, Ada!"));
+
+        let (_dir, manifest) = greedy("spin-forever");
+        let started = Instant::now();
+        let err = rt.load(&manifest).unwrap().invoke("{}").await.unwrap_err();
+        assert!(
+            matches!(err, Error::TimeLimit { limit, operator_cap: true, .. } if limit == Duration::from_millis(300)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--max-timeout"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "stopped only after {:?}", started.elapsed());
+
+        let (_dir, manifest) = greedy("memory-hog");
+        let err = rt.load(&manifest).unwrap().invoke("{}").await.unwrap_err();
+        assert!(
+            matches!(err, Error::MemoryLimit { limit, operator_cap: true, .. } if limit == 32 * 1024 * 1024),
+            "{err}"
+        );
+        assert!(err.to_string().contains("32.0 MiB") && err.to_string().contains("--max-memory"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_manifest_below_the_caps_keeps_its_own_limits() {
+        let rt = capped(OperatorLimits::default());
+        let hog = rt.load(skillbox_tests::MEMORY_HOG).unwrap();
+        assert_eq!(hog.limits().memory, 16 * 1024 * 1024);
+        let err = hog.invoke("{}").await.unwrap_err();
+        assert!(matches!(err, Error::MemoryLimit { operator_cap: false, .. }), "{err}");
+        assert!(err.to_string().contains("limits.memory"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_fuel_cap_applies_to_skills_without_one() {
+        let rt = capped(OperatorLimits { fuel: Some(1000), ..OperatorLimits::default() });
+        let err = rt.load(skillbox_tests::HELLO).unwrap().invoke(r#"{"name":"Ada"}"#).await.unwrap_err();
+        assert!(matches!(err, Error::FuelLimit { limit: 1000, operator_cap: true, .. }), "{err}");
+        assert!(err.to_string().contains("--fuel"), "{err}");
+        // A manifest's own smaller budget wins over a larger cap.
+        let rt = capped(OperatorLimits { fuel: Some(u64::MAX / 2), ..OperatorLimits::default() });
+        assert_eq!(rt.load(skillbox_tests::MISBEHAVE).unwrap().limits().fuel, Some(50_000_000));
+    }
+
+    #[test]
+    fn the_config_file_limits_table_sets_the_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("skillbox.toml");
+        std::fs::write(&file, "[limits]\nmax_memory = \"256MiB\"\nmax_timeout = \"30s\"\nfuel = 5000\n").unwrap();
+        let config = RuntimeConfig::default().apply_file(&file).unwrap();
+        assert_eq!(
+            config.limits,
+            OperatorLimits { max_memory: 256 * 1024 * 1024, max_timeout: Duration::from_secs(30), fuel: Some(5000) }
+        );
+        for (text, expected) in [
+            ("[limits]\nmax_memory = \"lots\"\n", "[limits] max_memory"),
+            ("[limits]\nmax_memory = \"8GiB\"\n", "between 1MiB and 4GiB"),
+            ("[limits]\nmax_timeout = \"0s\"\n", "[limits] max_timeout"),
+            ("[limits]\nmax_timeout = \"2h\"\n", "at most 1h"),
+            ("[limits]\nfuel = 0\n", "[limits] fuel"),
+            ("[limits]\nmax_memroy = \"1GiB\"\n", "max_memroy"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = RuntimeConfig::default().apply_file(&file).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("skillbox.toml"), "{text}: {err}");
+        }
+    }
+}
