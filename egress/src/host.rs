@@ -69,6 +69,11 @@ impl HostPattern {
         if text.contains("://") || text.contains(['/', '@', '?', '#']) || text.contains(char::is_whitespace) {
             return Err(fail("give a host with an optional port, not a URL"));
         }
+        if text.contains('%') {
+            // The URL parser would decode it (`%2a` is `*`), so the pattern would not mean what
+            // it says. Found by fuzzing.
+            return Err(fail("percent-encoding is not allowed in a host pattern; write the name as it is"));
+        }
         let (host_text, port_text) = split_port(text).map_err(fail)?;
         let port = match port_text {
             None => PortMatch::Default,
@@ -87,9 +92,14 @@ impl HostPattern {
         } else {
             match Host::parse(name).map_err(|e| fail(&format!("not a valid host name ({e})")))? {
                 Host::Domain(domain) => {
-                    let domain = domain.trim_end_matches('.').to_owned();
+                    let domain = domain.strip_suffix('.').unwrap_or(&domain).to_owned();
                     if domain.is_empty() {
                         return Err(fail("the host name is empty"));
+                    }
+                    // `a..b` or `11..`: an empty label makes a name that URLs spell differently
+                    // (`11..` trimmed to `11` would be the IP 0.0.0.11). Found by fuzzing.
+                    if domain.split('.').any(str::is_empty) {
+                        return Err(fail("the host name has an empty label (`..`)"));
                     }
                     HostMatch::Name(domain)
                 }
@@ -260,6 +270,11 @@ mod tests {
             "*.1.2.3.4",
             "*.com",
             "*.co.uk",
+            // Fuzzing regression: `11..` parsed as the name `11`, whose text form is an IP.
+            "11..",
+            "a..b.com",
+            // Fuzzing regression: `%2a` decoded to a `*` inside a name.
+            "%2aaaaa22222D",
             "*.github.io",
             "x.com:",
             "x.com:99999",
