@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use skillbox_egress::{Auth, HostPattern, Injection, ResponseScope};
-use skillbox_vault::{Access, CredentialKind, CredentialRef, NewGrant, Resolved, ResponseMode, SecretValue, Vault};
+use skillbox_vault::{
+    Access, CredentialKind, CredentialRef, Generation, NewGrant, Resolved, ResponseMode, SecretValue, Vault,
+};
 use wasmtime::component::Resource;
 
 use crate::approval::{Approval, ApprovalRequest};
@@ -31,6 +33,14 @@ pub struct OpenCredential {
     version: u32,
     /// What of a response the guest gets: the manifest's `response`, narrowed by the grant.
     response: ResponseScope,
+    /// How to ask the vault again whether access still holds, and the vault generation it
+    /// last held at: compared before every use, so a revocation bites mid-run.
+    recheck: Access,
+    generation: std::sync::Mutex<Option<Generation>>,
+    /// The earlier of the credential's and the grant's expiry.
+    deadline: Option<SystemTime>,
+    /// Opened by a one-time approval (no grant).
+    grant_less: bool,
     credential: CredentialRef,
     service: String,
     scopes: Vec<String>,
@@ -187,6 +197,8 @@ impl SkillCtx {
             ))));
         };
         let access = self.access(name);
+        // Taken before the resolve: any change after it makes the first use check again.
+        let generation = vault.generation().ok();
         let resolved = match vault.resolve(&access) {
             Ok(resolved) => resolved,
             Err(refused @ skillbox_vault::Error::NotGranted { .. }) => {
@@ -194,7 +206,44 @@ impl SkillCtx {
             }
             Err(e) => return Err(e.into()),
         };
-        self.open_resolved(declared, resolved)
+        let mut open = self.open_resolved(declared, resolved)?;
+        if open.recheck.one_time_approval.is_none() && open.grant_less {
+            open.recheck.one_time_approval = Some(open.recheck.user.clone());
+        }
+        *open.generation.get_mut().unwrap_or_else(|p| p.into_inner()) = generation;
+        Ok(open)
+    }
+
+    /// Before every use of `open`: has it expired, or has the vault changed since it was
+    /// last checked and now refuses it (revoked, ungranted, suspended, expired)? A refusal is
+    /// a denial like one at `open`.
+    pub(crate) fn check_still_granted(&mut self, open: &OpenCredential, operation: &str) -> Result<(), HostError> {
+        let expired = open.deadline.is_some_and(|d| SystemTime::now() >= d);
+        let Some(vault) = self.services.vault.clone() else { return Ok(()) };
+        let current = vault.generation().ok();
+        let known = *open.generation.lock().unwrap_or_else(|p| p.into_inner());
+        if !expired && current.is_some() && current == known {
+            return Ok(());
+        }
+        match vault.recheck(&open.recheck) {
+            Ok(()) if !expired => {
+                *open.generation.lock().unwrap_or_else(|p| p.into_inner()) = current;
+                Ok(())
+            }
+            Ok(()) => {
+                let error = HostError::Guest(WitError::Expired(format!(
+                    "credential `{}` (or its grant) expired during this run",
+                    open.name()
+                )));
+                self.record_denial(Some(open.name()), operation, &error);
+                Err(error)
+            }
+            Err(refused) => {
+                let error = HostError::from(refused);
+                self.record_denial(Some(open.name()), operation, &error);
+                Err(error)
+            }
+        }
     }
 
     fn access(&self, name: &str) -> Access {
@@ -290,7 +339,14 @@ impl SkillCtx {
             name: credential.name.clone(),
         };
         tracing::debug!(skill = %self.invocation.skill, credential = %declared.name, "opened credential");
+        let deadline = [credential.expires_at, grant.as_ref().and_then(|g| g.expires_at)].into_iter().flatten().min();
+        let grant_less = grant.is_none();
+        let recheck = self.access(&declared.name);
         Ok(OpenCredential {
+            recheck,
+            generation: std::sync::Mutex::new(None),
+            deadline,
+            grant_less,
             declared,
             id: credential.id.clone(),
             version: credential.version,

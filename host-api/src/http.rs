@@ -28,6 +28,9 @@ impl http::Host for SkillCtxView<'_> {
             Some(handle) => Some(table.get(handle)?),
             None => None,
         };
+        if let Some(open) = credential {
+            self.ctx.check_still_granted(open, "http.send")?;
+        }
         let injection = credential.map(|c| c.injection(&self.ctx.services)).transpose()?;
         let method = request.method.clone();
         let request =

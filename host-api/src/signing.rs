@@ -33,6 +33,7 @@ impl signing::Host for SkillCtxView<'_> {
         // The tripwire: the MAC goes wherever the skill sends it, so the message is outbound.
         self.ctx.check_outbound("signing.hmac", &message)?;
         let open = self.table.get(&key)?;
+        self.ctx.check_still_granted(open, "signing.hmac")?;
         let SecretValue::HmacKey(secret) = &open.value else {
             return Err(HostError::wrong_kind(format!(
                 "credential `{}` is a {} credential; signing needs an hmac_key credential",

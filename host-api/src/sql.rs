@@ -153,6 +153,7 @@ impl SkillCtxView<'_> {
         params: Vec<Value>,
     ) -> Result<Outcome, HostError> {
         let open = self.table.get(&db)?;
+        self.ctx.check_still_granted(open, op.name())?;
         let (name, vault_ref) = (open.name().to_owned(), open.vault_ref().clone());
         let SecretValue::Database(database) = &open.value else {
             return Err(HostError::wrong_kind(format!(

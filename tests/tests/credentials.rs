@@ -540,3 +540,79 @@ mod attack {
         assert!(denied.iter().all(|r| !r.success && r.skill.as_deref() == Some("cred-probe")));
     }
 }
+
+/// Revocation bites mid-run: a credential opened at the start of an invocation is refused at
+/// its next use once it has been revoked, ungranted or suspended, whoever changed the vault.
+mod mid_run {
+    use super::*;
+
+    /// A `cred-probe` manifest that may also reach `server` without a credential.
+    fn probe_skill(vault: &TestVault, server: &TestServer) -> (tempfile::TempDir, Skill) {
+        let mut grant = NewGrant::new("cred-probe", CredentialRef::new("github"));
+        grant.hosts = Some(vec![server.host()]);
+        grant.any_digest = true;
+        vault.vault.grant(&grant, "test").unwrap();
+        let (dir, manifest) = temp_skill(&format!(
+            "[skill]\nname = \"cred-probe\"\nversion = \"0.1.0\"\ncomponent = \"{{component:cred-probe}}\"\n\
+             [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n\
+             [network]\nallow = [\"{}\"]\n",
+            server.host()
+        ));
+        (dir, vault.runtime().load(&manifest).unwrap())
+    }
+
+    /// Opens the token, makes an unauthenticated request during which the server runs
+    /// `change` on the vault, then uses the token again: that use must be refused.
+    async fn use_after(change: impl Fn(&TestVault) + Send + Sync + 'static) -> (Value, Vec<Received>, Arc<TestVault>) {
+        let vault = Arc::new(TestVault::new());
+        vault.add("github", "bearer", TOKEN);
+        let in_handler = vault.clone();
+        let server = TestServer::start("127.0.0.1", move |req: &Received| {
+            if req.target.starts_with("/change") {
+                change(&in_handler);
+            }
+            Reply::json(200, json!({ "ok": true }))
+        })
+        .await;
+        let (_dir, skill) = probe_skill(&vault, &server);
+        let steps = json!([
+            { "open": "github" },
+            { "send": { "url": format!("{}/before", server.base_url()) }, "auth": "github" },
+            { "send": { "url": format!("{}/change", server.base_url()) } },
+            { "send": { "url": format!("{}/after", server.base_url()) }, "auth": "github" },
+        ]);
+        let output = skill.invoke(&json!({ "steps": steps }).to_string()).await.unwrap();
+        (json(&output.json)["results"].clone(), server.received(), vault)
+    }
+
+    fn after_case(results: &Value) -> String {
+        assert!(results[1]["ok"]["status"] == 200, "the use before the change worked: {results}");
+        results[3]["error"]["case"].as_str().unwrap_or_else(|| panic!("the use after must fail: {results}")).to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_during_the_run_refuses_the_next_use() {
+        let (results, received, vault) = use_after(|v| {
+            v.vault.revoke(&CredentialRef::new("github"), "leaked mid-run", "test").unwrap();
+        })
+        .await;
+        assert_eq!(after_case(&results), "revoked");
+        assert!(!received.iter().any(|r| r.target == "/after"), "nothing went out after the revocation");
+        let denied =
+            vault.vault.audit_list(&AuditQuery { action: Some(AuditAction::Denied), ..Default::default() }).unwrap();
+        assert!(denied.iter().any(|r| r.detail["operation"] == "http.send"), "{denied:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ungrant_by_another_process_refuses_the_next_use() {
+        // Another handle on the same file stands in for another process (its own connection).
+        let (results, received, _vault) = use_after(|v| {
+            let source = skillbox_runtime::vault::MasterKeySource::Hex(v.master_key_hex.clone().into());
+            let other = skillbox_runtime::vault::Vault::open(&v.dir.path().join("vault.db"), &source).unwrap();
+            other.ungrant("cred-probe", "github", Environment::Dev, "default", "other-host").unwrap();
+        })
+        .await;
+        assert_eq!(after_case(&results), "not-granted");
+        assert!(!received.iter().any(|r| r.target == "/after"));
+    }
+}

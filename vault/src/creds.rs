@@ -274,6 +274,11 @@ impl Vault {
     }
 
     pub(crate) fn audit(&self, conn: &Connection, row: &NewRow<'_>) -> Result<()> {
+        // Every state change is audited through here; those that can change an access decision
+        // move the generation the host compares before each use.
+        if !matches!(row.action, "read" | "use" | "denied" | "leak" | "tripwire" | "backup" | "pin" | "anchor") {
+            self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         audit::append(conn, &self.audit_key, &self.vault_id, row)
     }
 

@@ -392,6 +392,38 @@ impl Vault {
         list_grants(&self.records(), &inner.conn, None, filter)
     }
 
+    /// A token that changes whenever an access decision may have changed: a grant, ungrant,
+    /// revocation, suspension, rotation or deletion made through this handle, or any commit by
+    /// another process (SQLite's `data_version`). Cheap enough to compare before every use.
+    pub fn generation(&self) -> Result<Generation> {
+        let inner = self.lock();
+        let data_version: i64 = inner.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(Generation { data_version, changes: self.changes.load(std::sync::atomic::Ordering::SeqCst) })
+    }
+
+    /// Whether `access` would still be granted now (grant present, not suspended or expired,
+    /// digest still pinned to this component, credential not revoked or expired), without
+    /// decrypting anything or writing an audit row. The host calls it before a use when
+    /// [`Vault::generation`] has moved since the credential was opened, so a revocation bites
+    /// mid-run. A refusal is the same error a fresh resolve would give.
+    pub fn recheck(&self, access: &Access) -> Result<()> {
+        let inner = self.lock();
+        let rk = self.records();
+        let (grant, _row) = find_access(&rk, &inner.conn, access, now_ms()).map_err(|d| *d.error)?;
+        if let Some(g) = grant
+            && !g.any_digest
+            && let Some(pinned) = &g.skill_digest
+            && pinned != &access.skill_digest
+        {
+            return Err(Error::DigestMismatch {
+                skill: access.skill.clone(),
+                pinned: pinned.clone(),
+                found: access.skill_digest.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Resolves a skill's request for a credential: finds the grant (skill,
     /// declared name, environment, owner), checks it has not expired, that the
     /// credential is active and unexpired, and the component digest (pinning it
@@ -410,102 +442,7 @@ impl Vault {
         let rk = self.records();
 
         // 1. Find the grant and the credential (or the credential alone with a one-time approval).
-        let outcome: std::result::Result<(Option<GrantInfo>, crate::creds::CurrentRow), Denial> = (|| {
-            let deny = |error, credential_id| Err(Denial { error: Box::new(error), credential_id });
-            let (grant, row) = if access.one_time_approval.is_some() {
-                let r =
-                    CredentialRef { owner: access.owner.clone(), environment: env, name: access.declared_name.clone() };
-                match crate::creds::load_current(&rk, &tx, &r)
-                    .map_err(|e| Denial { error: Box::new(e), credential_id: None })?
-                {
-                    Some(row) => (None, row),
-                    None => return deny(not_found(&r), None),
-                }
-            } else {
-                let grant = tx
-                    .prepare_cached(&format!(
-                        "SELECT {GRANT_COLS_NO_JOIN} FROM grants g \
-                         WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4"
-                    ))
-                    .and_then(|mut s| {
-                        s.query_row(params![access.skill, access.declared_name, env.as_str(), access.owner], read_grant)
-                            .optional()
-                    })
-                    .map_err(|e| Denial { error: Box::new(e.into()), credential_id: None })?;
-                let Some(grant) = grant else {
-                    return deny(
-                        Error::NotGranted {
-                            skill: access.skill.clone(),
-                            name: access.declared_name.clone(),
-                            environment: env,
-                            owner: access.owner.clone(),
-                        },
-                        None,
-                    );
-                };
-                let cid = Some(grant.credential_id.clone());
-                rk.check(&tx, Table::Grants, "id = ?1", [&grant.id])
-                    .map_err(|e| Denial { error: Box::new(e), credential_id: None })?;
-                if grant.suspended_at.is_some() {
-                    let mut grant = grant;
-                    grant.credential_name = crate::creds::credential_name(&tx, &grant.credential_id)
-                        .map_err(|e| Denial { error: Box::new(e), credential_id: cid.clone() })?
-                        .unwrap_or_else(|| grant.alias.clone());
-                    return deny(
-                        Error::Suspended {
-                            command: grant.grant_command(),
-                            skill: access.skill.clone(),
-                            credential: grant.credential_name,
-                            environment: env,
-                            reason: grant.suspended_reason.unwrap_or_else(|| "no reason recorded".into()),
-                        },
-                        cid,
-                    );
-                }
-                if let Some(exp) = grant.expires_at
-                    && to_ms(exp) <= now
-                {
-                    return deny(
-                        Error::GrantExpired {
-                            skill: access.skill.clone(),
-                            name: access.declared_name.clone(),
-                            environment: env,
-                            expired_at: fmt_ms(to_ms(exp)),
-                        },
-                        cid,
-                    );
-                }
-                let row = load_current_by_id(&rk, &tx, &grant.credential_id)
-                    .map_err(|e| Denial { error: Box::new(e), credential_id: cid.clone() })?
-                    .ok_or_else(|| Denial {
-                        error: Box::new(Error::Corrupt { what: "grant without credential".into() }),
-                        credential_id: cid.clone(),
-                    })?;
-                let mut grant = grant;
-                grant.credential_name = row.info.name.clone();
-                (Some(grant), row)
-            };
-            let cid = Some(row.info.id.clone());
-            if row.info.status == Status::Revoked {
-                return deny(
-                    Error::Revoked {
-                        name: row.info.name.clone(),
-                        environment: env,
-                        reason: row.info.revoked_reason.clone().unwrap_or_else(|| "no reason given".into()),
-                    },
-                    cid,
-                );
-            }
-            if let Some(exp) = row.info.expires_at
-                && to_ms(exp) <= now
-            {
-                return deny(
-                    Error::Expired { name: row.info.name.clone(), environment: env, expired_at: fmt_ms(to_ms(exp)) },
-                    cid,
-                );
-            }
-            Ok((grant, row))
-        })();
+        let outcome = find_access(&rk, &tx, access, now);
 
         // 2. Digest pinning (trust on first use).
         let outcome = outcome.and_then(|(grant, row)| {
@@ -638,4 +575,108 @@ impl Vault {
             }
         }
     }
+}
+
+/// Step 1 of a resolve, shared with [`Vault::recheck`]: the grant (checked: MAC, suspension,
+/// expiry) and the credential's current row (checked: MAC, revocation, expiry).
+fn find_access(
+    rk: &RecordKey<'_>,
+    tx: &Connection,
+    access: &Access,
+    now: i64,
+) -> std::result::Result<(Option<GrantInfo>, crate::creds::CurrentRow), Denial> {
+    let env = access.environment;
+    let deny = |error, credential_id| Err(Denial { error: Box::new(error), credential_id });
+    let (grant, row) = if access.one_time_approval.is_some() {
+        let r = CredentialRef { owner: access.owner.clone(), environment: env, name: access.declared_name.clone() };
+        match crate::creds::load_current(&rk, &tx, &r)
+            .map_err(|e| Denial { error: Box::new(e), credential_id: None })?
+        {
+            Some(row) => (None, row),
+            None => return deny(not_found(&r), None),
+        }
+    } else {
+        let grant = tx
+            .prepare_cached(&format!(
+                "SELECT {GRANT_COLS_NO_JOIN} FROM grants g \
+                     WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![access.skill, access.declared_name, env.as_str(), access.owner], read_grant)
+                    .optional()
+            })
+            .map_err(|e| Denial { error: Box::new(e.into()), credential_id: None })?;
+        let Some(grant) = grant else {
+            return deny(
+                Error::NotGranted {
+                    skill: access.skill.clone(),
+                    name: access.declared_name.clone(),
+                    environment: env,
+                    owner: access.owner.clone(),
+                },
+                None,
+            );
+        };
+        let cid = Some(grant.credential_id.clone());
+        rk.check(&tx, Table::Grants, "id = ?1", [&grant.id])
+            .map_err(|e| Denial { error: Box::new(e), credential_id: None })?;
+        if grant.suspended_at.is_some() {
+            let mut grant = grant;
+            grant.credential_name = crate::creds::credential_name(&tx, &grant.credential_id)
+                .map_err(|e| Denial { error: Box::new(e), credential_id: cid.clone() })?
+                .unwrap_or_else(|| grant.alias.clone());
+            return deny(
+                Error::Suspended {
+                    command: grant.grant_command(),
+                    skill: access.skill.clone(),
+                    credential: grant.credential_name,
+                    environment: env,
+                    reason: grant.suspended_reason.unwrap_or_else(|| "no reason recorded".into()),
+                },
+                cid,
+            );
+        }
+        if let Some(exp) = grant.expires_at
+            && to_ms(exp) <= now
+        {
+            return deny(
+                Error::GrantExpired {
+                    skill: access.skill.clone(),
+                    name: access.declared_name.clone(),
+                    environment: env,
+                    expired_at: fmt_ms(to_ms(exp)),
+                },
+                cid,
+            );
+        }
+        let row = load_current_by_id(&rk, &tx, &grant.credential_id)
+            .map_err(|e| Denial { error: Box::new(e), credential_id: cid.clone() })?
+            .ok_or_else(|| Denial {
+                error: Box::new(Error::Corrupt { what: "grant without credential".into() }),
+                credential_id: cid.clone(),
+            })?;
+        let mut grant = grant;
+        grant.credential_name = row.info.name.clone();
+        (Some(grant), row)
+    };
+    let cid = Some(row.info.id.clone());
+    if row.info.status == Status::Revoked {
+        return deny(
+            Error::Revoked {
+                name: row.info.name.clone(),
+                environment: env,
+                reason: row.info.revoked_reason.clone().unwrap_or_else(|| "no reason given".into()),
+            },
+            cid,
+        );
+    }
+    if let Some(exp) = row.info.expires_at
+        && to_ms(exp) <= now
+    {
+        return deny(
+            Error::Expired { name: row.info.name.clone(), environment: env, expired_at: fmt_ms(to_ms(exp)) },
+            cid,
+        );
+    }
+    Ok((grant, row))
 }

@@ -108,6 +108,8 @@ pub struct Vault {
     /// HKDF sub-key of the vault secret: MACs credentials, versions and grants rows.
     record_key: Key32,
     history_depth: u32,
+    /// Bumped by every change that can affect an access decision (see `Vault::generation`).
+    changes: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -317,6 +319,7 @@ impl Vault {
             fp_key,
             record_key,
             history_depth: options.history_depth,
+            changes: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 conn,
                 keys: Keys { master_wrap: derived.wrap, source_kind: source.describe(), keks },
@@ -410,6 +413,7 @@ impl Vault {
             fp_key,
             record_key,
             history_depth,
+            changes: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 conn,
                 keys: Keys { master_wrap: derived.wrap, source_kind: source.describe(), keks: HashMap::new() },

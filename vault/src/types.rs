@@ -234,6 +234,13 @@ string_enum! {
     what = "grant status"
 }
 
+/// What [`crate::Vault::generation`] returns: compare two for equality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    pub(crate) data_version: i64,
+    pub(crate) changes: u64,
+}
+
 /// The identity of a credential: (owner, environment, name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CredentialRef {
