@@ -122,15 +122,28 @@ impl Vault {
     /// with `VACUUM INTO`. The copy is still encrypted and opens with the same
     /// master key. Audited as `backup` (the row is in the copy).
     pub fn backup(&self, dest: &Path, actor: &str) -> Result<()> {
-        if dest.exists() {
-            return Err(Error::InvalidInput {
-                what: "backup path",
-                reason: format!("{} already exists; choose a new file name", dest.display()),
-            });
-        }
         let dest_str = dest
             .to_str()
             .ok_or_else(|| Error::InvalidInput { what: "backup path", reason: "must be valid UTF-8".into() })?;
+        // Created empty, 0600 and exclusively before any byte is written (`VACUUM INTO` fills
+        // an empty file), so the copy is never readable by others, not even for a moment, and
+        // an existing file (or a symlink planted at the path) is never overwritten.
+        let mut create = std::fs::OpenOptions::new();
+        create.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut create, 0o600);
+        match create.open(dest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::InvalidInput {
+                    what: "backup path",
+                    reason: format!("{} already exists; choose a new file name", dest.display()),
+                });
+            }
+            Err(source) => {
+                return Err(Error::Io { action: "creating the backup file", path: dest.to_path_buf(), source });
+            }
+        }
         let inner = self.lock();
         let tx = inner.conn.unchecked_transaction()?;
         let detail = serde_json::json!({ "path": dest_str }).to_string();
@@ -145,7 +158,10 @@ impl Vault {
             },
         )?;
         tx.commit().map_err(|source| Error::Audit { source })?;
-        inner.conn.execute("VACUUM INTO ?1", [dest_str])?;
+        if let Err(e) = inner.conn.execute("VACUUM INTO ?1", [dest_str]) {
+            let _ = std::fs::remove_file(dest);
+            return Err(e.into());
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -1458,6 +1458,25 @@ fn backup_is_a_consistent_encrypted_copy() {
     assert!(b.audit_verify().unwrap().is_ok());
 }
 
+#[cfg(unix)]
+#[test]
+fn backup_is_created_0600_and_never_through_a_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-backup-canary");
+    let dest = dir.path().join("backup.db");
+    v.backup(&dest, "admin").unwrap();
+    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+    // A dangling symlink at the path (someone wants the copy somewhere they can read it):
+    // `exists()` says no, but the backup must not follow it.
+    let elsewhere = dir.path().join("elsewhere.db");
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    assert!(v.backup(&link, "admin").is_err(), "refuses a path that is a symlink");
+    assert!(!elsewhere.exists(), "nothing was written through the symlink");
+}
+
 #[test]
 fn vault_is_send_and_sync_and_threads_share_it() {
     fn assert_send_sync<T: Send + Sync>() {}
