@@ -24,7 +24,7 @@ use crate::auth::Applied;
 use crate::auth::ResponseScope;
 use crate::decode;
 use crate::host::display_host;
-use crate::{EgressError, HostPattern, Injection, Redactor, RequestPart, Scanner};
+use crate::{EgressError, HostPattern, Injection, RequestPart, Scanner};
 use skillbox_scan::{Blocked, Cleared};
 
 /// Runtime-wide settings for outbound HTTP. Set by the operator, never by a skill.
@@ -131,7 +131,7 @@ impl fmt::Debug for Egress {
 #[derive(Debug)]
 struct Prepared {
     /// The credentials whose short secret the guest wrote into the request itself (see
-    /// [`Redactor::without_short`]).
+    /// [`Redactor::without_short`](crate::Redactor::without_short)).
     wrote_short: Vec<usize>,
     method: Method,
     /// The URL the guest asked for (no credential, no fragment).
@@ -184,17 +184,19 @@ impl Egress {
         scanner: &Scanner,
     ) -> Result<Exchange, EgressError> {
         let started = Instant::now();
-        let secrets = match injection {
-            Some(i) => scanner.secrets.with(i.applied().material.clone()),
-            None => scanner.secrets.clone(),
+        // The invocation's secrets plus what this credential puts on the wire, in one scanner
+        // that every step below uses.
+        let scanner = &match injection {
+            Some(i) => Scanner { secrets: scanner.secrets.with(i.applied().material.clone()), ..scanner.clone() },
+            None => scanner.clone(),
         };
-        let redact = |text: &str| -> String { secrets.redact_str(text).into_owned() };
+        let redact = |text: &str| -> String { scanner.secrets.redact_str(text).into_owned() };
 
         // 1-3: destination first, then the tripwire; nothing here has contacted a server.
-        let prepared = self.admit(policy, request, injection, scanner, &secrets)?;
+        let prepared = self.admit(policy, request, injection, scanner)?;
         let outcome = tokio::time::timeout(
             self.config.timeout,
-            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, &secrets, started),
+            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, started),
         )
         .await
         .unwrap_or(Err(EgressError::Timeout { after: self.config.timeout }));
@@ -219,13 +221,12 @@ impl Egress {
         request: Request,
         injection: Option<&Injection>,
         scanner: &Scanner,
-        secrets: &Redactor,
     ) -> Result<Prepared, EgressError> {
         let url = parse_url(&request.url)?;
         check_scheme(&url, &self.config)?;
         check_allowlist(&url, policy, injection)?;
-        tripwire(&request, &url, scanner, secrets)?;
-        let wrote_short = short_secrets_written(&request, secrets, scanner);
+        tripwire(&request, &url, scanner)?;
+        let wrote_short = short_secrets_written(&request, scanner);
         let mut prepared = prepare(request, url, &self.config)?;
         prepared.wrote_short = wrote_short;
         Ok(prepared)
@@ -237,10 +238,9 @@ impl Egress {
         mut prepared: Prepared,
         credential: Option<(&Injection, &Applied)>,
         scanner: &Scanner,
-        secrets: &Redactor,
         started: Instant,
     ) -> Result<Exchange, EgressError> {
-        let secret = |bytes: &[u8]| secrets.contains_secret(bytes);
+        let secret = |bytes: &[u8]| scanner.secrets.contains_secret(bytes);
         let scope = credential.map_or(ResponseScope::Full, |(i, _)| i.response());
         let credential_origin = prepared.url.origin();
         let mut credential = credential;
@@ -306,13 +306,14 @@ impl Egress {
             // A short secret the guest wrote itself is not redacted from the answer: the echo
             // of a right guess must look like the echo of a wrong one.
             let unredacted;
-            let secrets = if prepared.wrote_short.is_empty() {
-                secrets
+            let scanner = if prepared.wrote_short.is_empty() {
+                scanner
             } else {
-                unredacted = secrets.without_short(&prepared.wrote_short);
+                unredacted =
+                    Scanner { secrets: scanner.secrets.without_short(&prepared.wrote_short), ..scanner.clone() };
                 &unredacted
             };
-            let scanned = scan_response(status, &headers, body, scope, scanner, secrets)?;
+            let scanned = scan_response(status, &headers, body, scope, scanner)?;
             return Ok(Exchange {
                 response: scanned.response,
                 final_url: prepared.url.to_string(),
@@ -392,10 +393,9 @@ fn parse_url(text: &str) -> Result<Url, EgressError> {
 /// Step 3, the tripwire: no guest-written part may hold a secret in any decoded view. Runs only
 /// once the destination is known to be allowed, so it answers nothing about requests that are
 /// refused anyway. A hit ends the invocation (the host turns it into a trap).
-fn tripwire(request: &Request, url: &Url, scanner: &Scanner, secrets: &Redactor) -> Result<(), EgressError> {
+fn tripwire(request: &Request, url: &Url, scanner: &Scanner) -> Result<(), EgressError> {
     let check = |part: RequestPart, bytes: &[u8]| -> Result<(), EgressError> {
-        let scan = Scanner { secrets: secrets.clone(), ..scanner.clone() };
-        match scan.outbound(bytes) {
+        match scanner.outbound(bytes) {
             Ok(None) => Ok(()),
             Ok(Some(hit)) => Err(EgressError::Tripwire { part, credential: hit.label.to_string(), view: hit.view }),
             Err(_) => Err(EgressError::Tripwire { part, credential: String::new(), view: "unscannable".into() }),
@@ -414,12 +414,12 @@ fn tripwire(request: &Request, url: &Url, scanner: &Scanner, secrets: &Redactor)
 
 /// The credentials whose secret shorter than the floor a guest-written part holds, raw or
 /// decoded.
-fn short_secrets_written(request: &Request, secrets: &Redactor, scanner: &Scanner) -> Vec<usize> {
+fn short_secrets_written(request: &Request, scanner: &Scanner) -> Vec<usize> {
     let parts = std::iter::once(request.method.as_bytes())
         .chain(std::iter::once(request.url.as_bytes()))
         .chain(request.headers.iter().flat_map(|(n, v)| [n.as_bytes(), v.as_bytes()]))
         .chain(std::iter::once(request.body.as_slice()));
-    let mut written: Vec<usize> = parts.flat_map(|part| secrets.short_written(part, &scanner.limits)).collect();
+    let mut written: Vec<usize> = parts.flat_map(|part| scanner.secrets.short_written(part, &scanner.limits)).collect();
     written.sort_unstable();
     written.dedup();
     written
@@ -577,10 +577,8 @@ fn scan_response(
     headers: &HeaderMap,
     body: Vec<u8>,
     scope: ResponseScope,
-    scanner: &Scanner,
-    secrets: &Redactor,
+    scan: &Scanner,
 ) -> Result<Scanned, EgressError> {
-    let scan = Scanner { secrets: secrets.clone(), ..scanner.clone() };
     let mut foreign = Vec::new();
     let mut redacted = false;
     let mut clear = |bytes: &[u8], foreign: &mut Vec<String>| -> Result<Vec<u8>, EgressError> {
@@ -593,7 +591,7 @@ fn scan_response(
     if scope != ResponseScope::Status {
         for (name, value) in headers {
             let name_bytes = name.as_str().as_bytes();
-            if secrets.contains_secret(name_bytes) {
+            if scan.secrets.contains_secret(name_bytes) {
                 tracing::warn!("dropped a response header whose name contains a secret");
                 continue;
             }

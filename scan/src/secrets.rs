@@ -411,8 +411,9 @@ impl Redactor {
     }
 
     /// Whether `haystack` contains any secret in the raw view (short whole values included).
+    /// One pass: [`Redactor::ranges`] covers everything [`Redactor::find`] reports.
     pub fn contains_secret(&self, haystack: &[u8]) -> bool {
-        self.find(haystack).is_some() || !self.ranges(haystack).is_empty()
+        !self.ranges(haystack).is_empty()
     }
 
     /// The merged, sorted byte ranges of every raw-view occurrence in `haystack`.
