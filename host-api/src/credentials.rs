@@ -83,7 +83,7 @@ impl OpenCredential {
             self.response,
             hosts.join(",")
         );
-        let injection = services.injection(key, || self.prepare_injection().map(Arc::new))?;
+        let injection = services.injection(key, || self.prepare_injection())?;
         Ok(self.injection.get_or_init(|| injection))
     }
 

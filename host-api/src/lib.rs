@@ -94,8 +94,37 @@ impl Default for ScanConfig {
     }
 }
 
-/// Matchers are built once per credential version and shared by every invocation that opens it.
-type MatcherCache = Mutex<HashMap<(String, u32, String), Arc<SecretMatcher>>>;
+/// Things built once per credential version (matchers, prepared injections) and shared by
+/// every invocation that opens it. Bounded: when full it is emptied wholesale, since old
+/// versions are not tracked.
+#[derive(Debug)]
+struct BuildCache<K, V> {
+    entries: Mutex<HashMap<K, Arc<V>>>,
+}
+
+impl<K: std::hash::Hash + Eq, V> Default for BuildCache<K, V> {
+    fn default() -> Self {
+        BuildCache { entries: Mutex::default() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> BuildCache<K, V> {
+    const MAX_ENTRIES: usize = 1024;
+
+    /// The entry under `key`, built by `build` (outside the lock) on first use.
+    fn get_or_build<E>(&self, key: K, build: impl FnOnce() -> Result<V, E>) -> Result<Arc<V>, E> {
+        let lock = || self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let built = Arc::new(build()?);
+        let mut entries = lock();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        Ok(entries.entry(key).or_insert(built).clone())
+    }
+}
 
 /// Long-lived services shared by every invocation: the vault, the approver,
 /// the HTTP client, the scanner settings. Built once per runtime.
@@ -105,8 +134,8 @@ pub struct HostServices {
     approver: Arc<dyn Approver>,
     egress: Egress,
     scan: ScanConfig,
-    matchers: MatcherCache,
-    injections: Mutex<HashMap<String, Arc<skillbox_egress::Injection>>>,
+    matchers: BuildCache<(String, u32, String), SecretMatcher>,
+    injections: BuildCache<String, skillbox_egress::Injection>,
 }
 
 impl HostServices {
@@ -117,8 +146,8 @@ impl HostServices {
             approver: Arc::new(DenyAll),
             egress: Egress::new(egress)?,
             scan: ScanConfig::default(),
-            matchers: Mutex::default(),
-            injections: Mutex::default(),
+            matchers: BuildCache::default(),
+            injections: BuildCache::default(),
         })
     }
 
@@ -137,31 +166,16 @@ impl HostServices {
     fn injection<E>(
         &self,
         key: String,
-        build: impl FnOnce() -> Result<Arc<skillbox_egress::Injection>, E>,
+        build: impl FnOnce() -> Result<skillbox_egress::Injection, E>,
     ) -> Result<Arc<skillbox_egress::Injection>, E> {
-        if let Some(found) = self.injections.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(found.clone());
-        }
-        let built = build()?;
-        let mut cache = self.injections.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= 1024 {
-            cache.clear();
-        }
-        Ok(cache.entry(key).or_insert(built).clone())
+        self.injections.get_or_build(key, build)
     }
 
     /// The matcher for one credential version's secret fields, built on first use.
     fn matcher(&self, key: (String, u32, String), fields: &[&[u8]]) -> Arc<SecretMatcher> {
-        let mut cache = self.matchers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = cache.get(&key) {
-            return m.clone();
-        }
-        // Bounded: old versions are dropped wholesale rather than tracked.
-        if cache.len() >= 1024 {
-            cache.clear();
-        }
-        let matcher = Arc::new(SecretMatcher::new(&key.2, fields));
-        cache.insert(key, matcher.clone());
+        let label = key.2.clone();
+        let Ok(matcher) =
+            self.matchers.get_or_build(key, || Ok::<_, std::convert::Infallible>(SecretMatcher::new(&label, fields)));
         matcher
     }
 
