@@ -79,13 +79,13 @@ async fn echo_server() -> TestServer {
     .await
 }
 
-/// Runs the blocking CLI off the async runtime that serves the test server.
-async fn run_skill(cli: &Cli, base_url: String) -> Output {
-    let skill = Path::new(skillbox_tests::GITHUB_ISSUES).to_owned();
+/// Runs `skillbox run SKILL --allow-http-loopback --input INPUT` off the async runtime that
+/// serves the test server.
+async fn run_cli(cli: &Cli, skill: &str, input: String) -> Output {
+    let skill = Path::new(skill).to_owned();
     let vault = cli.vault();
     let cache = cli.dir.path().join("cache");
     tokio::task::spawn_blocking(move || {
-        let input = json!({ "owner": "o", "repo": "r", "base_url": base_url }).to_string();
         Command::new(env!("CARGO_BIN_EXE_skillbox"))
             .arg("run")
             .arg(&skill)
@@ -94,12 +94,19 @@ async fn run_skill(cli: &Cli, base_url: String) -> Output {
             .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
             .env("SKILLBOX_CACHE_DIR", cache)
             .env_remove("RUST_LOG")
+            .env_remove("SKILLBOX_CONFIG")
             .stdin(Stdio::null())
             .output()
             .unwrap()
     })
     .await
     .unwrap()
+}
+
+/// Runs `github-issues` against `base_url`.
+async fn run_skill(cli: &Cli, base_url: String) -> Output {
+    let input = json!({ "owner": "o", "repo": "r", "base_url": base_url }).to_string();
+    run_cli(cli, skillbox_tests::GITHUB_ISSUES, input).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,27 +173,9 @@ fn a_skill_without_credentials_needs_no_vault_or_key() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// Runs `cred-probe` with `steps` through the CLI (off the async runtime).
+/// Runs `cred-probe` with `steps` through the CLI.
 async fn run_probe(cli: &Cli, steps: serde_json::Value) -> Output {
-    let vault = cli.vault();
-    let cache = cli.dir.path().join("cache");
-    tokio::task::spawn_blocking(move || {
-        let input = json!({ "steps": steps }).to_string();
-        Command::new(env!("CARGO_BIN_EXE_skillbox"))
-            .arg("run")
-            .arg(skillbox_tests::CRED_PROBE)
-            .args(["--allow-http-loopback", "--input", &input])
-            .env("SKILLBOX_VAULT", vault)
-            .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
-            .env("SKILLBOX_CACHE_DIR", cache)
-            .env_remove("RUST_LOG")
-            .env_remove("SKILLBOX_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    run_cli(cli, skillbox_tests::CRED_PROBE, json!({ "steps": steps }).to_string()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
