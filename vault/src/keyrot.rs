@@ -162,15 +162,6 @@ impl Vault {
             let _ = std::fs::remove_file(dest);
             return Err(e.into());
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600)).map_err(|source| Error::Io {
-                action: "restricting backup permissions",
-                path: dest.to_path_buf(),
-                source,
-            })?;
-        }
         Ok(())
     }
 }
