@@ -154,19 +154,48 @@ pub(crate) fn find_refusal<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'
     None
 }
 
+/// Where a [`FilteringResolver`] gets its answers: the system resolver, or (in this crate's
+/// unit tests) a fixed table, so tests can make a name resolve to any address. The filter runs
+/// on the answers either way.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Lookup {
+    /// `getaddrinfo` through tokio.
+    #[default]
+    System,
+    /// Names mapped to addresses; a name not listed has no addresses.
+    #[cfg(test)]
+    Fixed(Arc<Vec<(String, Vec<IpAddr>)>>),
+}
+
+impl Lookup {
+    async fn addresses(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
+        match self {
+            // Port 0: reqwest replaces it with the URL's port.
+            Lookup::System => Ok(tokio::net::lookup_host((host, 0)).await?.collect()),
+            #[cfg(test)]
+            Lookup::Fixed(table) => Ok(table
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(host))
+                .flat_map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, 0)))
+                .collect()),
+        }
+    }
+}
+
 /// A DNS resolver that only ever hands reqwest permitted addresses.
 #[derive(Debug, Clone)]
 pub(crate) struct FilteringResolver {
     pub(crate) rules: Arc<AddressRules>,
+    pub(crate) lookup: Lookup,
 }
 
 impl Resolve for FilteringResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let rules = Arc::clone(&self.rules);
+        let lookup = self.lookup.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            // Port 0: reqwest replaces it with the URL's port.
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let resolved = lookup.addresses(&host).await?;
             let localhost = is_localhost_name(&host);
             let mut permitted: Vec<SocketAddr> = Vec::new();
             let mut first_refusal = None;

@@ -19,7 +19,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::{Host, Url};
 
-use crate::address::{AddressRules, FilteringResolver, check_ip, find_refusal};
+use crate::address::{AddressRules, FilteringResolver, Lookup, check_ip, find_refusal};
 use crate::auth::Applied;
 use crate::auth::ResponseScope;
 use crate::decode;
@@ -145,6 +145,11 @@ impl Egress {
     /// on our behalf and bypass the address check), no automatic redirects (the pipeline
     /// follows them itself), and the filtering DNS resolver.
     pub fn new(config: EgressConfig) -> Result<Self, EgressError> {
+        Self::with_lookup(config, Lookup::System)
+    }
+
+    /// [`Egress::new`] with the resolver's answers taken from `lookup`.
+    pub(crate) fn with_lookup(config: EgressConfig, lookup: Lookup) -> Result<Self, EgressError> {
         let rules = Arc::new(AddressRules {
             allow_loopback: config.allow_http_loopback,
             allowed_private: config.allowed_private.clone(),
@@ -156,7 +161,7 @@ impl Egress {
             .referer(false)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .dns_resolver(Arc::new(FilteringResolver { rules: Arc::clone(&rules) }))
+            .dns_resolver(Arc::new(FilteringResolver { rules: Arc::clone(&rules), lookup }))
             .build()
             .map_err(|e| EgressError::Setup(error_text(&e)))?;
         Ok(Self { client, config, rules })
