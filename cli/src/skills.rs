@@ -36,9 +36,11 @@ pub struct RunArgs {
     /// Why the skill is run; recorded in the audit trail.
     #[arg(long, default_value = "", value_name = "TEXT")]
     purpose: String,
-    /// Allow connections to loopback addresses (127.0.0.0/8, ::1, `localhost`), plain http
-    /// included, for local test servers. The host must still be one the skill may reach
-    /// (a credential's hosts or `[network] allow`).
+    /// Allow plain http to loopback, for local test servers: `http://127.x.y.z`, `http://[::1]`
+    /// and `http://localhost`, connecting only to loopback addresses (a name that resolves to
+    /// any other address is refused), redirects included. Nothing else: loopback over https
+    /// stays refused, and so does plain http to any other host. The host must still be one the
+    /// skill may reach (a credential's hosts or `[network] allow`).
     #[arg(long)]
     allow_http_loopback: bool,
     /// Cap the skill's memory (e.g. 256MiB): a manifest asking for more runs at this

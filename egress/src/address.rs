@@ -6,14 +6,17 @@
 //! a second DNS answer (DNS rebinding) could swap the target. reqwest does not call a resolver
 //! for IP-literal hosts, so the pipeline checks those directly with [`check_ip`].
 //!
-//! Refused unless listed in `allowed_private`: loopback (unless `allow_http_loopback`),
+//! The rules depend on the scheme, so each scheme has its own client and resolver
+//! ([`AddressRules`]). Over `https`, refused unless listed in `allowed_private`: loopback,
 //! 0.0.0.0/8, RFC 1918, CGNAT 100.64/10, link-local 169.254/16 (cloud metadata lives at
 //! 169.254.169.254), IETF protocol assignments 192.0.0/24, documentation and benchmarking
 //! ranges, multicast, 240/4 and broadcast; for IPv6 the unspecified and loopback addresses,
 //! fe80::/10, deprecated site-local fec0::/10, ULA fc00::/7, multicast, discard 100::/64,
 //! documentation 2001:db8::/32 and 3fff::/20, Teredo 2001::/32; addresses that embed an IPv4
 //! address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 64:ff9b::/96, 6to4
-//! 2002::/16) are judged by the embedded IPv4 address.
+//! 2002::/16) are judged by the embedded IPv4 address. Plain `http` (only under
+//! `allow_http_loopback`) goes to loopback and nowhere else, and a name only when every address
+//! it resolves to is loopback.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -23,28 +26,45 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-/// What the address check permits beyond public unicast addresses.
+/// Where one scheme's connections may go.
 #[derive(Debug, Clone)]
-pub(crate) struct AddressRules {
-    pub(crate) allow_loopback: bool,
-    pub(crate) allowed_private: Vec<IpNet>,
+pub(crate) enum AddressRules {
+    /// `https`: public unicast addresses, and the ranges the operator opened
+    /// (`allowed_private`). Loopback only when one of those ranges covers it.
+    Public {
+        /// The operator's `allowed_private` ranges.
+        allowed_private: Vec<IpNet>,
+    },
+    /// Plain `http` under `allow_http_loopback`: loopback addresses (127.0.0.0/8, ::1, and
+    /// their IPv4-mapped forms) and nothing else; a name only when *every* address it resolves
+    /// to is loopback.
+    LoopbackOnly,
 }
 
 /// `Ok` when a connection to `ip` is permitted, else the kind of address it is.
 pub(crate) fn check_ip(ip: IpAddr, rules: &AddressRules) -> Result<(), &'static str> {
+    let allowed_private = match rules {
+        AddressRules::LoopbackOnly if is_loopback(ip) => return Ok(()),
+        AddressRules::LoopbackOnly => return Err("non-loopback"),
+        AddressRules::Public { allowed_private } => allowed_private,
+    };
     let embedded = match ip {
         IpAddr::V6(v6) if !v6.is_loopback() && !v6.is_unspecified() => embedded_v4(v6).map(IpAddr::V4),
         _ => None,
     };
     // An operator who allows 10.1.0.0/16 also allows ::ffff:10.1.2.3, which reaches the same host.
-    if rules.allowed_private.iter().any(|net| net.contains(&ip) || embedded.is_some_and(|v4| net.contains(&v4))) {
+    if allowed_private.iter().any(|net| net.contains(&ip) || embedded.is_some_and(|v4| net.contains(&v4))) {
         return Ok(());
     }
     match special_kind(ip) {
         None => Ok(()),
-        Some("loopback") if rules.allow_loopback => Ok(()),
         Some(kind) => Err(kind),
     }
+}
+
+/// Whether a connection to `ip` stays on this machine: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z.
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// The kind of special-purpose address `ip` is, or `None` for ordinary public unicast.
@@ -125,7 +145,8 @@ pub(crate) fn is_localhost_name(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost")
 }
 
-/// Raised by [`FilteringResolver`] when a name resolves only to refused addresses; the
+/// Raised by [`FilteringResolver`] when a name resolves to no permitted address (or, under
+/// [`AddressRules::LoopbackOnly`], to any refused one); the
 /// pipeline finds it in reqwest's error source chain and reports `AddressNotAllowed`.
 #[derive(Debug)]
 pub(crate) struct AddressRefused {
@@ -136,7 +157,7 @@ pub(crate) struct AddressRefused {
 
 impl fmt::Display for AddressRefused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} resolves only to refused addresses (first: {}, {})", self.host, self.addr, self.reason)
+        write!(f, "{} resolves to a refused address ({}, {})", self.host, self.addr, self.reason)
     }
 }
 
@@ -197,11 +218,15 @@ impl Resolve for FilteringResolver {
         Box::pin(async move {
             let resolved = lookup.addresses(&host).await?;
             let localhost = is_localhost_name(&host);
+            // Plain http: one refused address refuses the name. (Connecting only to the
+            // loopback ones would be as safe, but a name that also points off the machine is
+            // not what the operator opened.)
+            let all_or_nothing = matches!(*rules, AddressRules::LoopbackOnly);
             let mut permitted: Vec<SocketAddr> = Vec::new();
             let mut first_refusal = None;
             for addr in resolved {
-                let verdict = if localhost && !addr.ip().is_loopback() {
-                    Err("non-loopback address for a localhost name")
+                let verdict = if localhost && !is_loopback(addr.ip()) {
+                    Err("non-loopback (a localhost name must resolve to loopback)")
                 } else {
                     check_ip(addr.ip(), &rules)
                 };
@@ -212,7 +237,7 @@ impl Resolve for FilteringResolver {
                     }
                 }
             }
-            if permitted.is_empty() {
+            if permitted.is_empty() || (all_or_nothing && first_refusal.is_some()) {
                 return Err(match first_refusal {
                     Some((addr, reason)) => Box::new(AddressRefused { host, addr, reason }) as Box<_>,
                     None => format!("{host} has no addresses").into(),
@@ -228,8 +253,8 @@ impl Resolve for FilteringResolver {
 mod tests {
     use super::*;
 
-    fn rules(allow_loopback: bool, allowed: &[&str]) -> AddressRules {
-        AddressRules { allow_loopback, allowed_private: allowed.iter().map(|n| n.parse().unwrap()).collect() }
+    fn rules(allowed: &[&str]) -> AddressRules {
+        AddressRules::Public { allowed_private: allowed.iter().map(|n| n.parse().unwrap()).collect() }
     }
 
     fn refused(ip: &str, r: &AddressRules) -> bool {
@@ -238,7 +263,7 @@ mod tests {
 
     #[test]
     fn special_purpose_addresses_are_refused() {
-        let r = rules(false, &[]);
+        let r = rules(&[]);
         for ip in [
             "0.0.0.0",
             "0.1.2.3",
@@ -286,25 +311,33 @@ mod tests {
 
     #[test]
     fn public_addresses_are_permitted() {
-        let r = rules(false, &[]);
+        let r = rules(&[]);
         for ip in ["1.1.1.1", "140.82.112.3", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:1.1.1.1"] {
             assert!(!refused(ip, &r), "{ip} was refused");
         }
     }
 
     #[test]
-    fn loopback_only_when_allowed() {
-        let r = rules(true, &[]);
-        assert!(!refused("127.0.0.1", &r));
-        assert!(!refused("::1", &r));
-        assert!(!refused("::ffff:127.0.0.1", &r));
-        assert!(refused("10.0.0.1", &r));
-        assert!(refused("169.254.169.254", &r));
+    fn plain_http_rules_permit_loopback_and_nothing_else() {
+        let r = AddressRules::LoopbackOnly;
+        for ip in ["127.0.0.1", "127.5.6.7", "::1", "::ffff:127.0.0.1"] {
+            assert!(!refused(ip, &r), "{ip} was refused");
+        }
+        for ip in ["1.1.1.1", "10.0.0.1", "169.254.169.254", "0.0.0.0", "::", "::127.0.0.1", "64:ff9b::7f00:1"] {
+            assert!(refused(ip, &r), "{ip} was permitted");
+        }
+    }
+
+    #[test]
+    fn https_rules_refuse_loopback_unless_an_operator_range_covers_it() {
+        assert!(refused("127.0.0.1", &rules(&[])));
+        assert!(refused("::1", &rules(&["10.0.0.0/8"])));
+        assert!(!refused("127.0.0.1", &rules(&["127.0.0.0/8"])));
     }
 
     #[test]
     fn allowed_private_ranges_open_exactly_those() {
-        let r = rules(false, &["10.1.0.0/16", "fd12::/16"]);
+        let r = rules(&["10.1.0.0/16", "fd12::/16"]);
         assert!(!refused("10.1.2.3", &r));
         assert!(refused("10.2.0.1", &r));
         assert!(!refused("fd12::5", &r));

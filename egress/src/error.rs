@@ -70,7 +70,7 @@ pub enum EgressError {
     /// The URL scheme is not permitted for this host.
     #[error(
         "scheme `{scheme}` is not allowed for {host}: use https; plain http is only permitted to 127.0.0.0/8, ::1 \
-         and localhost when the runtime allows it (`skillbox run --allow-http-loopback`)"
+         and localhost (resolving to loopback only) when the runtime allows it (`skillbox run --allow-http-loopback`)"
     )]
     SchemeNotAllowed {
         /// The scheme of the refused URL.
@@ -101,17 +101,19 @@ pub enum EgressError {
         /// The credential's allowed host patterns.
         allowed: Vec<String>,
     },
-    /// The host is, or resolved only to, an address the runtime does not connect to.
+    /// The host is, or resolved to, an address this request may not connect to: over `https` a
+    /// special-purpose one (loopback included), over plain `http` anything but loopback.
     #[error(
-        "{host} resolves to {addr}, a {reason} address, which skills may not reach; an operator can allow a \
-         private range in the runtime's egress config (`allowed_private`)"
+        "{host} resolves to {addr}, a {reason} address, which this request may not reach; over https an \
+         operator can open a private range in the runtime's egress config (`allowed_private`); plain http goes \
+         only to loopback (127.0.0.0/8, ::1, localhost), and only under `skillbox run --allow-http-loopback`"
     )]
     AddressNotAllowed {
         /// The host as written in the URL.
         host: String,
         /// The first refused address.
         addr: IpAddr,
-        /// Which kind of special-purpose address it is.
+        /// Which kind of address it is (`non-loopback` for plain http).
         reason: &'static str,
     },
     /// A redirect pointed to a host the request may not go to.

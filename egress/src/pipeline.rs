@@ -19,7 +19,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::{Host, Url};
 
-use crate::address::{AddressRules, FilteringResolver, Lookup, check_ip, find_refusal};
+use crate::address::{AddressRules, FilteringResolver, Lookup, check_ip, find_refusal, is_loopback};
 use crate::auth::Applied;
 use crate::auth::ResponseScope;
 use crate::decode;
@@ -30,8 +30,11 @@ use skillbox_scan::{Blocked, Cleared};
 /// Runtime-wide settings for outbound HTTP. Set by the operator, never by a skill.
 #[derive(Debug, Clone)]
 pub struct EgressConfig {
-    /// Permit plain `http` to loopback (127.0.0.0/8, ::1, `localhost`) and connections to
-    /// loopback addresses at all. For tests and local development
+    /// Permit plain `http` to loopback, and nothing more: to URLs whose host is a loopback
+    /// literal (127.0.0.0/8, `[::1]`) or `localhost`, connecting only to loopback addresses (a
+    /// name is refused when any address it resolves to is not loopback), redirects included.
+    /// Loopback over `https` stays refused (unless `allowed_private` opens it), and so does
+    /// plain `http` to anything else. For tests and local development
     /// (`skillbox run --allow-http-loopback`).
     pub allow_http_loopback: bool,
     /// Private or special-purpose ranges an operator explicitly opens (e.g. an internal API at
@@ -115,9 +118,16 @@ pub struct Exchange {
 }
 
 /// The outbound HTTP client and its policy pipeline; build one per runtime and share it.
+///
+/// Invariant: `https` goes only through `client`, plain `http` only through `http_client`,
+/// whose resolver hands out loopback addresses only, so the scheme decides the address rules.
 pub struct Egress {
+    /// `https` only (reqwest refuses other schemes on it); resolver under `rules`.
     client: reqwest::Client,
+    /// Plain `http` to loopback; present only under `allow_http_loopback`.
+    http_client: Option<reqwest::Client>,
     config: EgressConfig,
+    /// The `https` address rules (plain `http` is always [`AddressRules::LoopbackOnly`]).
     rules: Arc<AddressRules>,
 }
 
@@ -141,30 +151,44 @@ struct Prepared {
 }
 
 impl Egress {
-    /// Builds the shared client: rustls with the webpki roots, no proxy (a proxy would connect
+    /// Builds the shared clients: rustls with the webpki roots, no proxy (a proxy would connect
     /// on our behalf and bypass the address check), no automatic redirects (the pipeline
-    /// follows them itself), and the filtering DNS resolver.
+    /// follows them itself), and the filtering DNS resolver; one for `https`, and one for plain
+    /// `http` to loopback when `allow_http_loopback` is set.
     pub fn new(config: EgressConfig) -> Result<Self, EgressError> {
         Self::with_lookup(config, Lookup::System)
     }
 
     /// [`Egress::new`] with the resolver's answers taken from `lookup`.
     pub(crate) fn with_lookup(config: EgressConfig, lookup: Lookup) -> Result<Self, EgressError> {
-        let rules = Arc::new(AddressRules {
-            allow_loopback: config.allow_http_loopback,
-            allowed_private: config.allowed_private.clone(),
-        });
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .dns_resolver(Arc::new(FilteringResolver { rules: Arc::clone(&rules), lookup }))
-            .build()
-            .map_err(|e| EgressError::Setup(error_text(&e)))?;
-        Ok(Self { client, config, rules })
+        let rules = Arc::new(AddressRules::Public { allowed_private: config.allowed_private.clone() });
+        let build = |rules: Arc<AddressRules>, https_only: bool| {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .https_only(https_only)
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .referer(false)
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+                .dns_resolver(Arc::new(FilteringResolver { rules, lookup: lookup.clone() }))
+                .build()
+                .map_err(|e| EgressError::Setup(error_text(&e)))
+        };
+        let client = build(Arc::clone(&rules), true)?;
+        let http_client = match config.allow_http_loopback {
+            true => Some(build(Arc::new(AddressRules::LoopbackOnly), false)?),
+            false => None,
+        };
+        Ok(Self { client, http_client, config, rules })
+    }
+
+    /// The address rules for `url`'s scheme.
+    fn rules_for(&self, url: &Url) -> &AddressRules {
+        match url.scheme() {
+            "http" => &AddressRules::LoopbackOnly,
+            _ => &self.rules,
+        }
     }
 
     /// The configuration this client was built with.
@@ -253,7 +277,7 @@ impl Egress {
         let mut redirects = 0u32;
         loop {
             // 4. Address check for IP literals (names: the resolver).
-            check_literal(&prepared.url, &self.rules)?;
+            check_literal(&prepared.url, self.rules_for(&prepared.url))?;
             // 5. Inject, on the wire copy only. The host owns content negotiation: it decodes
             //    what it asks for, so the guest never sees a compressed body it could hide a
             //    reflected secret in.
@@ -339,7 +363,15 @@ impl Egress {
         url: Url,
         headers: HeaderMap,
     ) -> Result<reqwest::Response, EgressError> {
-        let mut builder = self.client.request(prepared.method.clone(), url).headers(headers);
+        // check_scheme let only loopback http through, and only under allow_http_loopback.
+        let client = match url.scheme() {
+            "http" => self.http_client.as_ref().ok_or_else(|| EgressError::SchemeNotAllowed {
+                scheme: "http".into(),
+                host: display_host(&prepared.url),
+            })?,
+            _ => &self.client,
+        };
+        let mut builder = client.request(prepared.method.clone(), url).headers(headers);
         if !prepared.body.is_empty() {
             builder = builder.body(prepared.body.clone());
         }
@@ -462,11 +494,13 @@ fn prepare(request: Request, url: Url, config: &EgressConfig) -> Result<Prepared
     Ok(Prepared { wrote_short: Vec::new(), method, url, headers, body: Bytes::from(request.body) })
 }
 
-/// Step 1 (and every redirect): `https` anywhere; `http` only to loopback when allowed.
+/// Step 1 (and every redirect): `https` anywhere; plain `http` only under
+/// `allow_http_loopback`, and only to a loopback literal or `localhost`. Where an `http` request
+/// then connects is held to [`AddressRules::LoopbackOnly`] (its own client and resolver).
 fn check_scheme(url: &Url, config: &EgressConfig) -> Result<(), EgressError> {
     let loopback = match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Ipv4(ip)) => is_loopback(ip.into()),
+        Some(Host::Ipv6(ip)) => is_loopback(ip.into()),
         Some(Host::Domain(name)) => name.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
         None => false,
     };
@@ -490,7 +524,8 @@ fn check_allowlist(url: &Url, policy: &Policy, injection: Option<&Injection>) ->
     }
 }
 
-/// Step 4 for IP-literal hosts, which reqwest connects to without asking the resolver.
+/// Step 4 for IP-literal hosts, which reqwest connects to without asking the resolver, under
+/// the rules of the URL's scheme.
 fn check_literal(url: &Url, rules: &AddressRules) -> Result<(), EgressError> {
     let ip = match url.host() {
         Some(Host::Ipv4(ip)) => ip.into(),
@@ -645,4 +680,146 @@ fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    //! `allow_http_loopback` against names resolved through a fixed table, so a name can be made
+    //! to resolve anywhere (the checks run on the answers exactly as on the system resolver's).
+
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::Redactor;
+
+    /// A loopback HTTP server that answers every request `200 ok` and counts connections.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    /// An egress with `allow_http_loopback` whose resolver answers from `table`; 10.0.0.0/8
+    /// is opened as a private range, so only the loopback rule can refuse 10.0.0.1.
+    fn egress(table: &[(&str, &[&str])]) -> Egress {
+        let table = table
+            .iter()
+            .map(|(name, ips)| (name.to_string(), ips.iter().map(|ip| ip.parse::<IpAddr>().unwrap()).collect()))
+            .collect();
+        let config = EgressConfig {
+            allow_http_loopback: true,
+            allowed_private: vec!["10.0.0.0/8".parse().unwrap()],
+            timeout: Duration::from_secs(5),
+            ..EgressConfig::default()
+        };
+        Egress::with_lookup(config, Lookup::Fixed(Arc::new(table))).unwrap()
+    }
+
+    fn allow(patterns: &[&str]) -> Policy {
+        Policy { network_allow: patterns.iter().map(|p| HostPattern::parse(p).unwrap()).collect() }
+    }
+
+    async fn get(egress: &Egress, policy: &Policy, url: &str) -> Result<Exchange, EgressError> {
+        let request = Request { method: "GET".into(), url: url.into(), ..Request::default() };
+        egress.send(policy, request, None, &Scanner::secrets(Redactor::new(["unused-secret-value"]))).await
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_localhost_goes_to_loopback_only() {
+        let (addr, connections) = server().await;
+        let port = addr.port();
+        let policy = allow(&["localhost:*"]);
+        let url = format!("http://localhost:{port}/");
+        // Resolving to loopback only: permitted.
+        let ok = get(&egress(&[("localhost", &["127.0.0.1"])]), &policy, &url).await.unwrap();
+        assert_eq!(ok.response.status, 200);
+        // Off loopback (public, or a private range the operator opened): refused before connecting.
+        for ips in [&["93.184.216.34"][..], &["10.0.0.1"], &["127.0.0.1", "10.0.0.1"], &["10.0.0.1", "127.0.0.1"]] {
+            let err = get(&egress(&[("localhost", ips)]), &policy, &url).await.unwrap_err();
+            assert!(matches!(err, EgressError::AddressNotAllowed { .. }), "{ips:?}: {err}");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "only the loopback-only answer may connect");
+    }
+
+    #[tokio::test]
+    async fn https_to_loopback_stays_refused_with_the_flag() {
+        let (addr, connections) = server().await;
+        let port = addr.port();
+        let policy = allow(&["localhost:*", "127.0.0.1:*", "api.example.test:*"]);
+        let e = egress(&[("localhost", &["127.0.0.1"]), ("api.example.test", &["127.0.0.1"])]);
+        for url in [
+            format!("https://127.0.0.1:{port}/"),
+            format!("https://localhost:{port}/"),
+            format!("https://api.example.test:{port}/"),
+        ] {
+            let err = get(&e, &policy, &url).await.unwrap_err();
+            assert!(matches!(err, EgressError::AddressNotAllowed { .. }), "{url}: {err}");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn redirects_from_loopback_http_are_held_to_the_same_rule() {
+        let (addr, connections) = server().await;
+        let port = addr.port();
+        let (redirector, _) =
+            redirect_server(vec![format!("http://localhost:{port}/"), format!("https://127.0.0.1:{port}/")]).await;
+        let policy = allow(&["localhost:*", "127.0.0.1:*"]);
+        let e = egress(&[("localhost", &["127.0.0.1", "10.0.0.1"])]);
+        for _ in 0..2 {
+            let err = get(&e, &policy, &format!("http://{redirector}/")).await.unwrap_err();
+            assert!(matches!(err, EgressError::AddressNotAllowed { .. }), "{err}");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+    }
+
+    /// A loopback server whose n-th connection is answered with a 302 to `targets[n]`.
+    async fn redirect_server(targets: Vec<String>) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        tokio::spawn(async move {
+            for target in targets {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 302 Found\r\nlocation: {target}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        (addr, served)
+    }
 }

@@ -480,3 +480,31 @@ async fn malformed_or_dangerous_requests_are_refused() {
     }
     assert_eq!(a.hits(), 0);
 }
+
+#[tokio::test]
+async fn loopback_is_reached_over_plain_http_only() {
+    // A listener that only counts connections: with the flag on, https to loopback (by literal
+    // or by `localhost`) must be refused before anything connects.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let patterns: Vec<HostPattern> =
+        [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")]
+            .iter()
+            .map(|h| HostPattern::parse(h).unwrap())
+            .collect();
+    for host in ["127.0.0.1", "localhost", "[::1]"] {
+        let url = format!("https://{host}:{port}/");
+        let err = egress(true).send(&allow(&patterns), get(&url), None, &scanner()).await.unwrap_err();
+        assert!(matches!(err, EgressError::AddressNotAllowed { .. }), "{url}: {err}");
+        assert!(err.to_string().contains("--allow-http-loopback"), "the refusal names the flag's scope: {err}");
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
