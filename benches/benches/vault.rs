@@ -38,6 +38,11 @@ fn resolve(c: &mut Criterion) {
         user: "bench".into(),
         purpose: None,
         one_time_approval: None,
+        // What the runtime pins for a typical HTTP credential (compared on every resolve).
+        policy: Some(
+            r#"{"hosts":["api.github.com"],"http":"bearer","kind":"bearer","limits.fuel":null,"limits.memory":67108864,"limits.timeout_ms":5000,"network.allow":[],"response":"full","sql.write":false}"#
+                .into(),
+        ),
     };
     vault.resolve(&access).unwrap();
     let mut g = c.benchmark_group("vault");

@@ -221,3 +221,80 @@ async fn a_tripwire_exits_4_and_three_suspend_the_grant_until_granted_again() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("200"), "{}", String::from_utf8_lossy(&out.stdout));
     cli.ok(&["audit", "verify"], None);
 }
+
+/// `github-issues` under a manifest of the test's own, in `dir`, allowing `hosts`.
+fn issues_manifest(dir: &Path, hosts: &[String]) -> String {
+    let manifest = std::fs::read_to_string(Path::new(skillbox_tests::GITHUB_ISSUES).join("skill.toml"))
+        .unwrap()
+        .replace(
+            "component = \"../target/wasm32-wasip2/release/github_issues.wasm\"",
+            &format!("component = {:?}", skillbox_tests::GITHUB_ISSUES_COMPONENT),
+        )
+        .replace("hosts = [\"api.github.com\"]", &format!("hosts = {hosts:?}"));
+    std::fs::write(dir.join("skill.toml"), manifest).unwrap();
+    dir.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_only_host_change_is_refused_until_the_operator_grants_it() {
+    let github = github_server().await;
+    let attacker = echo_server().await;
+    let cli = Cli::new();
+    cli.ok(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"], Some(TOKEN));
+    let skill_dir = tempfile::tempdir().unwrap();
+    let skill = issues_manifest(skill_dir.path(), &[github.host()]);
+
+    // Granted from the skill's directory: the policy the operator looked at is pinned now.
+    let out = cli.run(&["grant", &skill, "github"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("policy sha256")) && stderr(&out).contains(&github.host()),
+        "{}",
+        stderr(&out)
+    );
+    let run = |base_url: String| {
+        let input = json!({ "owner": "o", "repo": "r", "base_url": base_url }).to_string();
+        run_cli(&cli, &skill, input)
+    };
+    let out = run(github.base_url()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = cli.ok(&["grants"], None);
+    assert!(table.contains("POLICY") && table.contains(&github.host()), "shows the pinned hosts: {table}");
+    let grants: serde_json::Value = serde_json::from_str(&cli.ok(&["grants", "--json"], None)).unwrap();
+    let pinned = grants[0]["policy"].as_str().unwrap().to_owned();
+    assert!(table.contains(&hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&pinned))[..12]), "{table}");
+
+    // The skill's author ships a manifest-only update that adds another host.
+    issues_manifest(skill_dir.path(), &[github.host(), attacker.host()]);
+    let out = run(attacker.base_url()).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "denied: {err}");
+    assert!(err.contains("policy") && err.contains("changed"), "{err}");
+    assert!(err.contains(&format!("hosts: [\"{}\"] -> [", github.host())) && err.contains(&attacker.host()), "{err}");
+    assert!(err.contains("skillbox grant github-issues github"), "{err}");
+    assert!(attacker.received().is_empty(), "the token went nowhere: {:?}", attacker.received());
+    // Nor does the old host get it under the new policy.
+    assert_eq!(run(github.base_url()).await.status.code(), Some(4));
+    assert_eq!(github.received().len(), 1);
+
+    // The operator reviews the change and approves it.
+    let out = cli.run(&["grant", &skill, "github"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(attacker.base_url()).await;
+    assert!(out.status.success(), "approved now: {}", stderr(&out));
+    assert_eq!(attacker.received().len(), 1);
+}
+
+#[test]
+fn granting_from_a_directory_a_name_the_manifest_does_not_declare_is_an_error() {
+    let cli = Cli::new();
+    cli.ok(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"], Some(TOKEN));
+    cli.ok(&["cred", "add", "other", "--type", "bearer", "--service", "x", "--value-stdin"], Some(TOKEN));
+    let skill_dir = tempfile::tempdir().unwrap();
+    let skill = issues_manifest(skill_dir.path(), &["api.github.com".into()]);
+    let out = cli.run(&["grant", &skill, "other"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not declare a credential named 'other'"), "{}", stderr(&out));
+    // Under the name it declares, it is fine.
+    cli.ok(&["grant", &skill, "other", "--as", "github"], None);
+}

@@ -272,13 +272,18 @@ fn grant_with_a_skill_path_pins_the_component_digest() {
     std::fs::create_dir(&skill).unwrap();
     std::fs::write(
         skill.join("skill.toml"),
-        "[skill]\nname = \"triage\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n",
+        "[skill]\nname = \"triage\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n\
+         [[credentials]]\nname = \"gh\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n",
     )
     .unwrap();
     std::fs::write(skill.join("c.wasm"), b"not really wasm").unwrap();
     let out = env.ok(&["grant", skill.to_str().unwrap(), "gh", "--json"], None);
     let g: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(g["skill"], "triage");
+    // ...and its policy for the credential, as the operator sees it now.
+    let policy: serde_json::Value = serde_json::from_str(g["policy"].as_str().unwrap()).unwrap();
+    assert_eq!(policy["hosts"], serde_json::json!(["api.github.com"]));
+    assert_eq!(policy["kind"], "bearer");
     // sha256("not really wasm")
     assert_eq!(g["skill_digest"].as_str().unwrap().len(), 64);
     let expected = sha256_hex(&skill.join("c.wasm"));

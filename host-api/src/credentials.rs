@@ -2,8 +2,8 @@
 //!
 //! `open` is where access is decided: the name must be declared in the
 //! manifest, and the vault must hold a grant of it to this skill (this
-//! component digest) for this environment and user — or the approver must
-//! allow it now. The handle the guest gets is an index into the store's
+//! component digest, this policy) for this environment and user — or the
+//! approver must allow it now. The handle the guest gets is an index into the store's
 //! resource table; the secret stays in [`OpenCredential`] on the host side.
 
 use std::sync::{Arc, OnceLock};
@@ -257,6 +257,7 @@ impl SkillCtx {
             user: inv.user.clone(),
             purpose: (!inv.purpose.is_empty()).then(|| inv.purpose.clone()),
             one_time_approval: None,
+            policy: inv.policy.pinned(name),
         }
     }
 
@@ -298,6 +299,7 @@ impl SkillCtx {
             Approval::Always => {
                 let mut grant = NewGrant::new(access.skill.clone(), credential);
                 grant.skill_digest = Some(access.skill_digest.clone());
+                grant.policy = access.policy.clone();
                 grant.reason = Some("approved on first use".into());
                 vault.grant(&grant, &access.user)?;
                 Ok(vault.resolve(&access)?)

@@ -142,7 +142,7 @@ impl From<skillbox_vault::Error> for HostError {
             V::NotGranted { .. } | V::GrantNotFound { .. } | V::NotFound { .. } => WitError::NotGranted(message),
             V::GrantExpired { .. } | V::Expired { .. } => WitError::Expired(message),
             V::Revoked { .. } => WitError::Revoked(message),
-            V::DigestMismatch { .. } | V::Suspended { .. } => WitError::Denied(message),
+            V::DigestMismatch { .. } | V::PolicyChanged { .. } | V::Suspended { .. } => WitError::Denied(message),
             _ => WitError::Upstream(format!("credential vault: {message}")),
         })
     }

@@ -62,7 +62,7 @@ pub use bindings::skillbox::skill::types::SkillError;
 pub use bindings::{Skill, SkillPre};
 pub use credentials::OpenCredential;
 pub use error::{HostError, Tripped};
-pub use policy::{CredentialDecl, HttpAuth, SkillPolicy};
+pub use policy::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
 
 /// Longest log message a guest may write; longer ones are truncated.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;

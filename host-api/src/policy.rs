@@ -4,6 +4,10 @@
 //! the credentials the skill declares (kind, how HTTP applies each one, the
 //! hosts it may go to), the hosts it may reach without credentials, and
 //! whether SQL may write. Everything not listed is denied.
+//!
+//! [`SkillPolicy::pinned`] renders the part of it a grant pins for one credential.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use skillbox_egress::{HostPattern, Policy, ResponseScope};
@@ -18,12 +22,59 @@ pub struct SkillPolicy {
     pub network: Policy,
     /// `[sql] write`: whether `sql.execute` and writing queries are allowed.
     pub sql_write: bool,
+    /// The `[limits]` the manifest asks for (before any operator cap): part of what a
+    /// grant pins, so a manifest cannot quietly raise them.
+    pub limits: DeclaredLimits,
+}
+
+/// A manifest's `[limits]`, as asked (the runtime applies the operator's caps on top).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeclaredLimits {
+    /// Linear memory, bytes.
+    pub memory: u64,
+    /// Wall-clock time per invocation, milliseconds.
+    pub timeout_ms: u64,
+    /// Fuel per invocation (`None`: unmetered).
+    pub fuel: Option<u64>,
 }
 
 impl SkillPolicy {
     /// The declaration named `name`, if the manifest has one.
     pub fn credential(&self, name: &str) -> Option<&CredentialDecl> {
         self.credentials.iter().find(|c| c.name == name)
+    }
+
+    /// What a grant of credential `name` pins of this policy: the credential's kind, HTTP
+    /// style, hosts and response scope, the skill's `[network] allow`, `[sql] write` and
+    /// limits, as canonical JSON (a flat object, keys sorted, host lists sorted and
+    /// deduplicated), so that equal policies give equal text and a change names its key.
+    /// `None` when the manifest does not declare `name`.
+    pub fn pinned(&self, name: &str) -> Option<String> {
+        use serde_json::{Value, json};
+        let decl = self.credential(name)?;
+        let hosts = |patterns: &[HostPattern]| {
+            let mut list: Vec<String> = patterns.iter().map(ToString::to_string).collect();
+            list.sort();
+            list.dedup();
+            Value::from(list)
+        };
+        let response = match decl.response {
+            ResponseScope::Status => "status",
+            ResponseScope::Headers => "headers",
+            ResponseScope::Full => "full",
+        };
+        let fields: BTreeMap<&str, Value> = BTreeMap::from([
+            ("kind", json!(decl.kind.as_str())),
+            ("http", serde_json::to_value(&decl.http).unwrap_or(Value::Null)),
+            ("hosts", hosts(&decl.hosts)),
+            ("response", json!(response)),
+            ("network.allow", hosts(&self.network.network_allow)),
+            ("sql.write", json!(self.sql_write)),
+            ("limits.memory", json!(self.limits.memory)),
+            ("limits.timeout_ms", json!(self.limits.timeout_ms)),
+            ("limits.fuel", json!(self.limits.fuel)),
+        ]);
+        Some(serde_json::to_string(&fields).expect("JSON values serialize"))
     }
 }
 

@@ -47,7 +47,7 @@ pub use inspect::{ComponentInfo, Item};
 pub use manifest::{Limits, Manifest};
 pub use skill::{InvocationContext, Output, Skill};
 pub use skillbox_egress as egress;
-pub use skillbox_host_api::{Approval, ApprovalRequest, Approver, DenyAll, ScanConfig, Tripped};
+pub use skillbox_host_api::{Approval, ApprovalRequest, Approver, DenyAll, ScanConfig, SkillPolicy, Tripped};
 pub use skillbox_vault as vault;
 
 use store::StoreState;

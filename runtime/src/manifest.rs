@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use skillbox_egress::{ForeignAction, HostPattern, Policy, ResponseScope};
-use skillbox_host_api::{CredentialDecl, HttpAuth, SkillPolicy};
+use skillbox_host_api::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
 use skillbox_vault::CredentialKind;
 
 use crate::error::{Error, Result};
@@ -199,7 +199,12 @@ impl Manifest {
         if let Some(foreign) = &self.scan.foreign {
             foreign.parse::<ForeignAction>().map_err(|e| format!("[scan] foreign: {e}"))?;
         }
-        Ok(SkillPolicy { credentials, network: Policy { network_allow: allow }, sql_write: self.sql.write })
+        let limits = DeclaredLimits {
+            memory: self.limits.memory,
+            timeout_ms: u64::try_from(self.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            fuel: self.limits.fuel,
+        };
+        Ok(SkillPolicy { credentials, network: Policy { network_allow: allow }, sql_write: self.sql.write, limits })
     }
 
     /// The directory the manifest lives in.

@@ -223,6 +223,44 @@ async fn approval_always_records_a_pinned_grant() {
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].skill, "github-issues");
     assert_eq!(grants[0].skill_digest.as_deref().map(str::len), Some(64));
+    // What was shown is what is pinned: the hosts in the approval request.
+    assert!(grants[0].policy_digest().is_some());
+    assert_eq!(grants[0].pinned_hosts().unwrap().len(), 1);
+}
+
+/// A manifest that raises its limits or lets SQL write, with the same component, is a
+/// changed policy: the grant pinned on first use refuses it until an operator grants again.
+#[tokio::test]
+async fn a_manifest_that_raises_its_limits_is_refused_until_granted_again() {
+    let server = github_server().await;
+    let vault = TestVault::new();
+    vault.add("github", "bearer", TOKEN);
+    vault.grant("github-issues", "github", Some(&[&server.host()]));
+    let manifest = |extra: &str| {
+        temp_skill(&format!(
+            "[skill]\nname = \"github-issues\"\nversion = \"0.1.0\"\ncomponent = \"{{component:github-issues}}\"\n\
+             {extra}[[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n"
+        ))
+    };
+    let runtime = vault.runtime();
+    let (_a, original) = manifest("");
+    runtime.load(&original).unwrap().invoke(&issues_input(&server)).await.unwrap(); // pins
+    for (extra, changed) in [
+        ("[limits]\nmemory = \"1GiB\"\n", "limits.memory"),
+        ("[limits]\ntimeout = \"10m\"\n", "limits.timeout_ms"),
+        ("[sql]\nwrite = true\n", "sql.write"),
+        ("[network]\nallow = [\"collector.example\"]\n", "network.allow"),
+    ] {
+        let (_d, updated) = manifest(extra);
+        let skill = runtime.load(&updated).unwrap();
+        let err = skill.invoke(&issues_input(&server)).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Denied { .. }), "{changed}: {text}");
+        assert!(text.contains(&format!("{changed}: ")), "{changed}: {text}");
+    }
+    assert_eq!(server.received().len(), 1, "only the approved run sent anything");
+    // The same manifest again is still fine.
+    runtime.load(&original).unwrap().invoke(&issues_input(&server)).await.unwrap();
 }
 
 #[tokio::test]
@@ -287,11 +325,11 @@ async fn an_any_digest_grant_accepts_any_build() {
     vault.vault.grant(&grant, "test").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let copy = tampered_copy(skillbox_tests::GITHUB_ISSUES_COMPONENT, dir.path());
-    let (_d, manifest) = temp_skill(&format!(
-        "[skill]\nname = \"github-issues\"\nversion = \"0.1.0\"\ncomponent = {:?}\n\
-         [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"api.github.com\"]\n",
-        copy.to_str().unwrap()
-    ));
+    // The same manifest (so the same policy) over another build.
+    let manifest = std::fs::read_to_string(format!("{}/skill.toml", skillbox_tests::GITHUB_ISSUES))
+        .unwrap()
+        .replace("../target/wasm32-wasip2/release/github_issues.wasm", copy.to_str().unwrap());
+    let (_d, manifest) = temp_skill(&manifest);
     let runtime = vault.runtime();
     for skill in [runtime.load(skillbox_tests::GITHUB_ISSUES).unwrap(), runtime.load(&manifest).unwrap()] {
         assert!(skill.invoke(&issues_input(&server)).await.unwrap().json.contains("First"));
@@ -449,6 +487,8 @@ mod attack {
              [network]\nallow = [\"{}\"]\n",
             other.host()
         ));
+        // A wider manifest is a new policy: the operator grants again.
+        vault.grant("cred-probe", "github", Some(&[&redirector.host()]));
         let skill = vault.runtime().load(&manifest).unwrap();
         let results = probe(&skill, send).await;
         assert_eq!(results[0]["ok"]["status"], 200, "{}", results[0]);

@@ -682,7 +682,8 @@ mod tests {
                 .conn
                 .execute_batch(
                     "ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; \
-                     ALTER TABLE grants DROP COLUMN mac; PRAGMA user_version = 2;",
+                     ALTER TABLE grants DROP COLUMN mac; ALTER TABLE grants DROP COLUMN policy; \
+                     PRAGMA user_version = 2;",
                 )
                 .unwrap();
             old

@@ -229,6 +229,28 @@ pub enum Error {
         /// The digest presented now (hex).
         found: String,
     },
+    /// The skill's security policy for the credential (hosts, HTTP style, response scope,
+    /// network allowlist, SQL writes, limits) is not the one the grant pinned.
+    #[error(
+        "the policy of skill '{skill}' for credential '{name}' changed since it was approved \
+         (pinned policy sha256 {pinned}..., now {found}...): {changes}. The credential is not used \
+         until an operator approves the new policy: review skill.toml, then run `{command}` \
+         (give the skill's directory instead of its name to pin exactly the manifest you reviewed)"
+    )]
+    PolicyChanged {
+        /// Skill.
+        skill: String,
+        /// The declared name (the grant's alias).
+        name: String,
+        /// The pinned policy's digest (hex prefix).
+        pinned: String,
+        /// The digest of the policy presented now (hex prefix).
+        found: String,
+        /// What changed, key by key (`hosts: [..] -> [..]`).
+        changes: String,
+        /// The `skillbox grant` command that approves the new policy.
+        command: String,
+    },
     /// The grant was suspended automatically after repeated tripwires (the
     /// skill kept trying to send, return or log a secret).
     #[error(
@@ -298,6 +320,7 @@ impl Error {
                 | Error::Revoked { .. }
                 | Error::Expired { .. }
                 | Error::DigestMismatch { .. }
+                | Error::PolicyChanged { .. }
                 | Error::Suspended { .. }
         )
     }

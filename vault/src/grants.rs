@@ -15,11 +15,11 @@ use crate::types::*;
 /// resolve hot path avoids joins, which SQLite re-prepares on every rebind.
 const GRANT_COLS_NO_JOIN: &str = "g.id, g.skill, g.alias, g.credential_id, '', g.environment, g.owner, g.access_level, \
      g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts, \
-     g.suspended_at, g.suspended_reason, g.response";
+     g.suspended_at, g.suspended_reason, g.response, g.policy";
 
 const GRANT_COLS: &str = "g.id, g.skill, g.alias, g.credential_id, c.name, g.environment, g.owner, g.access_level, \
      g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts, \
-     g.suspended_at, g.suspended_reason, g.response";
+     g.suspended_at, g.suspended_reason, g.response, g.policy";
 
 fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
     let bad = |what: &str| rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text);
@@ -56,7 +56,24 @@ fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
         suspended_at: suspended_at.map(from_ms),
         suspended_reason: r.get(16)?,
         response: response.map(|m| m.parse()).transpose().map_err(|_| bad("response"))?,
+        policy: r.get(18)?,
     })
+}
+
+/// A policy to pin: a JSON object of bounded size (the runtime writes it; a grant stores it).
+fn check_policy(policy: &str) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidInput { what: "skill policy", reason };
+    if policy.len() > crate::policy::MAX_POLICY_BYTES {
+        return Err(invalid(format!(
+            "it is {} bytes, over the {}-byte limit; list fewer hosts",
+            policy.len(),
+            crate::policy::MAX_POLICY_BYTES
+        )));
+    }
+    match serde_json::from_str::<serde_json::Value>(policy) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        _ => Err(invalid("it must be a JSON object (the runtime's canonical policy text)".into())),
+    }
 }
 
 pub(crate) fn list_grants(
@@ -131,6 +148,9 @@ impl Vault {
         if let Some(d) = &g.skill_digest {
             check_digest(d)?;
         }
+        if let Some(p) = &g.policy {
+            check_policy(p)?;
+        }
         if let Some(hosts) = &g.hosts {
             for h in hosts {
                 if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
@@ -161,13 +181,13 @@ impl Vault {
         let hosts = g.hosts.as_ref().map(|h| serde_json::to_string(h).expect("strings serialize"));
         tx.execute(
             "INSERT INTO grants (id, skill, alias, credential_id, environment, owner, access_level, granted_by, granted_at, \
-             expires_at, reason, skill_digest, any_digest, hosts, response) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+             expires_at, reason, skill_digest, any_digest, hosts, response, policy) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
              ON CONFLICT (skill, alias, environment, owner) DO UPDATE SET id = excluded.id, credential_id = excluded.credential_id, \
              access_level = excluded.access_level, granted_by = excluded.granted_by, granted_at = excluded.granted_at, \
              expires_at = excluded.expires_at, reason = excluded.reason, skill_digest = excluded.skill_digest, \
              any_digest = excluded.any_digest, hosts = excluded.hosts, response = excluded.response, \
-             suspended_at = NULL, suspended_reason = NULL",
+             policy = excluded.policy, suspended_at = NULL, suspended_reason = NULL",
             params![
                 id,
                 g.skill,
@@ -184,6 +204,7 @@ impl Vault {
                 g.any_digest,
                 hosts,
                 g.response.map(ResponseMode::as_str),
+                g.policy,
             ],
         )?;
         rk.seal(&tx, Table::Grants, "id = ?1", [&id])?;
@@ -192,6 +213,8 @@ impl Vault {
             "expires_at": g.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             "reason": g.reason, "skill_digest": g.skill_digest, "any_digest": g.any_digest, "hosts": g.hosts,
             "response": g.response.map(ResponseMode::as_str),
+            "policy_digest": g.policy.as_deref().map(crate::policy::digest),
+            "policy": g.policy.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
         })
         .to_string();
         self.audit(
@@ -402,7 +425,7 @@ impl Vault {
     }
 
     /// Whether `access` would still be granted now (grant present, not suspended or expired,
-    /// digest still pinned to this component, credential not revoked or expired), without
+    /// digest and policy still the pinned ones, credential not revoked or expired), without
     /// decrypting anything or writing an audit row. The host calls it before a use when
     /// [`Vault::generation`] has moved since the credential was opened, so a revocation bites
     /// mid-run. A refusal is the same error a fresh resolve would give.
@@ -410,24 +433,18 @@ impl Vault {
         let inner = self.lock();
         let rk = self.records();
         let (grant, _row) = find_access(&rk, &inner.conn, access, now_ms()).map_err(|d| *d.error)?;
-        if let Some(g) = grant
-            && !g.any_digest
-            && let Some(pinned) = &g.skill_digest
-            && pinned != &access.skill_digest
-        {
-            return Err(Error::DigestMismatch {
-                skill: access.skill.clone(),
-                pinned: pinned.clone(),
-                found: access.skill_digest.clone(),
-            });
+        if let Some(g) = grant {
+            // A pin still missing here (a grant made again mid-run) is taken at the next open.
+            check_pins(&g, access)?;
         }
         Ok(())
     }
 
     /// Resolves a skill's request for a credential: finds the grant (skill,
     /// declared name, environment, owner), checks it has not expired, that the
-    /// credential is active and unexpired, and the component digest (pinning it
-    /// on first use unless the grant says `any_digest`); then decrypts.
+    /// credential is active and unexpired, the component digest (pinning it on
+    /// first use unless the grant says `any_digest`) and the policy
+    /// ([`Access::policy`], pinned on first use); then decrypts.
     ///
     /// Every outcome writes an audit row. On success the row is committed
     /// before the value is returned; if it cannot be written, this fails with
@@ -438,42 +455,39 @@ impl Vault {
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let env = access.environment;
-        let mut pinned_now = false;
         let rk = self.records();
 
         // 1. Find the grant and the credential (or the credential alone with a one-time approval).
         let outcome = find_access(&rk, &tx, access, now);
 
-        // 2. Digest pinning (trust on first use).
+        // 2. Digest and policy pinning (trust on first use).
+        let mut pinned_now = Pins::default();
         let outcome = outcome.and_then(|(grant, row)| {
             let Some(mut g) = grant else { return Ok((None, row)) };
-            if g.any_digest {
-                return Ok((Some(g), row));
+            let denial = |e: Error| Denial { error: Box::new(e), credential_id: Some(row.info.id.clone()) };
+            let pins = check_pins(&g, access).map_err(denial)?;
+            if pins.digest || pins.policy {
+                (|| {
+                    if pins.digest {
+                        check_digest(&access.skill_digest)?;
+                        tx.prepare_cached("UPDATE grants SET skill_digest = ?2 WHERE id = ?1")?
+                            .execute(params![g.id, access.skill_digest])?;
+                        g.skill_digest = Some(access.skill_digest.clone());
+                    }
+                    if pins.policy
+                        && let Some(policy) = &access.policy
+                    {
+                        check_policy(policy)?;
+                        tx.prepare_cached("UPDATE grants SET policy = ?2 WHERE id = ?1")?
+                            .execute(params![g.id, policy])?;
+                        g.policy = Some(policy.clone());
+                    }
+                    rk.seal(&tx, Table::Grants, "id = ?1", [&g.id])
+                })()
+                .map_err(denial)?;
+                pinned_now = pins;
             }
-            match &g.skill_digest {
-                Some(pinned) if pinned != &access.skill_digest => Err(Denial {
-                    error: Box::new(Error::DigestMismatch {
-                        skill: access.skill.clone(),
-                        pinned: pinned.clone(),
-                        found: access.skill_digest.clone(),
-                    }),
-                    credential_id: Some(row.info.id.clone()),
-                }),
-                Some(_) => Ok((Some(g), row)),
-                None => {
-                    check_digest(&access.skill_digest)
-                        .and_then(|()| {
-                            tx.prepare_cached("UPDATE grants SET skill_digest = ?2 WHERE id = ?1")?
-                                .execute(params![g.id, access.skill_digest])?;
-                            rk.seal(&tx, Table::Grants, "id = ?1", [&g.id])?;
-                            Ok(())
-                        })
-                        .map_err(|e| Denial { error: Box::new(e), credential_id: Some(row.info.id.clone()) })?;
-                    g.skill_digest = Some(access.skill_digest.clone());
-                    pinned_now = true;
-                    Ok((Some(g), row))
-                }
-            }
+            Ok((Some(g), row))
         });
 
         // 3. Decrypt (still inside the transaction; nothing leaves before the commit).
@@ -511,9 +525,21 @@ impl Vault {
         };
         match outcome {
             Ok((grant, info, value)) => {
-                if pinned_now {
-                    let detail = serde_json::json!({ "skill_digest": access.skill_digest, "trust_on_first_use": true })
-                        .to_string();
+                if pinned_now.digest || pinned_now.policy {
+                    let mut pinned = Vec::new();
+                    if pinned_now.digest {
+                        pinned.push("component");
+                    }
+                    if pinned_now.policy {
+                        pinned.push("policy");
+                    }
+                    let detail = serde_json::json!({
+                        "pinned": pinned,
+                        "skill_digest": access.skill_digest,
+                        "policy_digest": grant.as_ref().and_then(GrantInfo::policy_digest),
+                        "trust_on_first_use": true,
+                    })
+                    .to_string();
                     self.audit(
                         &tx,
                         &NewRow {
@@ -575,6 +601,48 @@ impl Vault {
             }
         }
     }
+}
+
+/// What a use would pin now (trust on first use): the component digest, the policy.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pins {
+    digest: bool,
+    policy: bool,
+}
+
+/// Step 2 of a resolve, shared with [`Vault::recheck`]: the component must be the one the
+/// grant pinned (unless `any_digest`) and the policy the one it pinned; what is not pinned
+/// yet is returned, to be pinned by the caller.
+fn check_pins(g: &GrantInfo, access: &Access) -> Result<Pins> {
+    let mut pins = Pins::default();
+    if !g.any_digest {
+        match &g.skill_digest {
+            Some(pinned) if pinned != &access.skill_digest => {
+                return Err(Error::DigestMismatch {
+                    skill: access.skill.clone(),
+                    pinned: pinned.clone(),
+                    found: access.skill_digest.clone(),
+                });
+            }
+            Some(_) => {}
+            None => pins.digest = true,
+        }
+    }
+    match (&g.policy, &access.policy) {
+        (Some(pinned), Some(now)) if pinned != now => {
+            return Err(Error::PolicyChanged {
+                skill: access.skill.clone(),
+                name: access.declared_name.clone(),
+                pinned: crate::policy::digest(pinned)[..16].to_owned(),
+                found: crate::policy::digest(now)[..16].to_owned(),
+                changes: crate::policy::diff(pinned, now),
+                command: g.grant_command(),
+            });
+        }
+        (None, Some(_)) => pins.policy = true,
+        _ => {}
+    }
+    Ok(pins)
 }
 
 /// Step 1 of a resolve, shared with [`Vault::recheck`]: the grant (checked: MAC, suspension,

@@ -29,6 +29,7 @@ mod crypto;
 mod error;
 mod grants;
 mod keyrot;
+mod policy;
 mod records;
 mod schema;
 mod secret;

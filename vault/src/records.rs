@@ -43,7 +43,7 @@ impl Table {
             Table::Versions => "credential_id, version, key_id, status, fingerprint",
             Table::Grants => {
                 "id, credential_id, skill, alias, environment, owner, access_level, expires_at, skill_digest, \
-                 any_digest, hosts, suspended_at, suspended_reason, response"
+                 any_digest, hosts, suspended_at, suspended_reason, response, policy"
             }
         }
     }
@@ -66,6 +66,16 @@ impl Table {
     fn count(self) -> usize {
         self.columns().split(',').count()
     }
+
+    /// Columns added after schema 3 (at the end of [`Table::columns`]) are MACed only when
+    /// set, so a row sealed before they existed still checks. Still unambiguous: the MAC
+    /// input is a length-prefixed list, and one with a trailing part is a different list.
+    fn optional_tail(self) -> usize {
+        match self {
+            Table::Grants => 1, // policy (schema 4)
+            _ => 0,
+        }
+    }
 }
 
 /// The sub-key and the vault id the MACs are made with.
@@ -79,6 +89,10 @@ impl RecordKey<'_> {
         let mut parts: Vec<Vec<u8>> = Vec::with_capacity(table.count() + 1);
         parts.push(self.vault_id.to_vec());
         for i in 0..table.count() {
+            let optional = i >= table.count() - table.optional_tail();
+            if optional && matches!(row.get_ref(first + i)?, ValueRef::Null) {
+                continue;
+            }
             let mut v = Vec::new();
             match row.get_ref(first + i)? {
                 ValueRef::Null => v.push(0),

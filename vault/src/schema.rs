@@ -113,6 +113,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE versions ADD COLUMN mac BLOB;
     ALTER TABLE grants ADD COLUMN mac BLOB;
     "#,
+    // 4: the policy a grant pinned (canonical JSON; NULL = pinned on first use). The
+    // grants MAC covers it when set, so rows sealed before stay valid (records.rs).
+    r#"
+    ALTER TABLE grants ADD COLUMN policy TEXT;
+    "#,
 ];
 
 /// The schema version that added record MACs: a file older than this gets

@@ -410,6 +410,9 @@ pub struct NewGrant {
     /// Narrow what the skill gets back from requests made with this credential
     /// (`None`: as the manifest says).
     pub response: Option<ResponseMode>,
+    /// The skill's security policy for this credential to pin now (canonical JSON, as
+    /// [`Access::policy`]); otherwise pinned on first use.
+    pub policy: Option<String>,
 }
 
 impl NewGrant {
@@ -426,6 +429,7 @@ impl NewGrant {
             any_digest: false,
             hosts: None,
             response: None,
+            policy: None,
         }
     }
 }
@@ -474,9 +478,23 @@ pub struct GrantInfo {
     pub suspended_reason: Option<String>,
     /// Response narrowing (`None`: as the manifest says).
     pub response: Option<ResponseMode>,
+    /// The pinned policy (canonical JSON of the security-relevant parts of the skill's
+    /// manifest for this credential); `None` until first use.
+    pub policy: Option<String>,
 }
 
 impl GrantInfo {
+    /// sha256 (hex) of the pinned policy, if one is pinned.
+    pub fn policy_digest(&self) -> Option<String> {
+        self.policy.as_deref().map(crate::policy::digest)
+    }
+
+    /// The hosts the credential may be sent to under this grant: the operator's override,
+    /// else the pinned policy's `hosts`; `None` when neither says (not pinned yet).
+    pub fn pinned_hosts(&self) -> Option<Vec<String>> {
+        self.hosts.clone().or_else(|| self.policy.as_deref().and_then(crate::policy::hosts))
+    }
+
     /// The `skillbox grant` command that makes this grant again, with its
     /// environment, owner, alias, access, hosts, digest choice and response
     /// mode (not its expiry or reason): what re-enables it when suspended.
@@ -549,6 +567,11 @@ pub struct Access {
     pub purpose: Option<String>,
     /// Skip the grant check once, approved by this person (audited as such).
     pub one_time_approval: Option<String>,
+    /// The security-relevant policy the skill runs with for this credential, as canonical
+    /// JSON (a flat object; see [`crate::policy`]): pinned by the grant on first use and
+    /// compared on every later use. `None` skips the policy check (embedders without a
+    /// manifest).
+    pub policy: Option<String>,
 }
 
 /// What [`crate::Vault::resolve`] returns: metadata, the grant used, and the value.

@@ -45,6 +45,7 @@ fn access(skill: &str, name: &str) -> Access {
         user: "tester".into(),
         purpose: Some("test".into()),
         one_time_approval: None,
+        policy: None,
     }
 }
 
@@ -966,7 +967,8 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     // Turn it back into a version-1 file.
     let c = raw(&db);
     c.execute_batch(
-        "ALTER TABLE grants DROP COLUMN response; ALTER TABLE grants DROP COLUMN suspended_reason; \
+        "ALTER TABLE grants DROP COLUMN policy; \
+         ALTER TABLE grants DROP COLUMN response; ALTER TABLE grants DROP COLUMN suspended_reason; \
          ALTER TABLE grants DROP COLUMN suspended_at; ALTER TABLE grants DROP COLUMN mac; \
          ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; PRAGMA user_version = 1;",
     )
@@ -985,8 +987,8 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
 
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
     let c = raw(&db);
-    assert_eq!(version(&c), 3);
-    for col in ["suspended_at", "suspended_reason", "response"] {
+    assert_eq!(version(&c), 4);
+    for col in ["suspended_at", "suspended_reason", "response", "policy"] {
         assert!(columns(&c).contains(&col.to_string()), "{col} was not added");
     }
     let g = &v.grants(&GrantFilter::default()).unwrap()[0];
@@ -1001,7 +1003,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     drop(v);
     // Opening again is a no-op.
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
-    assert_eq!(version(&raw(&db)), 3);
+    assert_eq!(version(&raw(&db)), 4);
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].status, GrantStatus::Suspended);
 }
 
@@ -1097,6 +1099,8 @@ fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_veri
             "UPDATE grants SET suspended_at = NULL, suspended_reason = NULL",
         ),
         ("grant response", Pre::None, "UPDATE grants SET response = 'full'"),
+        ("grant policy (widened)", Pre::None, "UPDATE grants SET policy = '{\"hosts\":[\"gh.attacker.example\"]}'"),
+        ("grant policy (cleared)", Pre::None, "UPDATE grants SET policy = NULL"),
     ];
     for &(field, pre, sql) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -1104,7 +1108,7 @@ fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_veri
         let dev = add_bearer(&v, "gh", "tok-dev");
         let prod = add_bearer_in(&v, cref("gh").env(Environment::Production), "tok-prod");
         v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
-        v.resolve(&access("triage", "gh")).unwrap(); // pins the digest
+        v.resolve(&with_policy(access("triage", "gh"), POLICY)).unwrap(); // pins the digest and policy
         match pre {
             Pre::None => {}
             Pre::Revoke => v.revoke(&cref("gh"), "leaked", "t").unwrap(),
@@ -1592,4 +1596,90 @@ fn sigkill_at_each_master_key_rotation_step_leaves_a_usable_vault() {
         }
         assert!(v.audit_verify().unwrap().is_ok(), "{step}");
     }
+}
+
+// ---------------------------------------------------------------- pinned policies
+
+const POLICY: &str = r#"{"hosts":["api.github.com"],"http":"bearer","kind":"bearer","sql.write":false}"#;
+
+fn with_policy(mut a: Access, policy: &str) -> Access {
+    a.policy = Some(policy.into());
+    a
+}
+
+#[test]
+fn the_policy_is_pinned_on_first_use_and_a_changed_one_is_refused_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-policy");
+    v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].policy, None);
+
+    v.resolve(&with_policy(access("triage", "gh"), POLICY)).unwrap();
+    let g = &v.grants(&GrantFilter::default()).unwrap()[0];
+    assert_eq!(g.policy.as_deref(), Some(POLICY));
+    assert_eq!(g.pinned_hosts().unwrap(), ["api.github.com"]);
+    assert_eq!(g.policy_digest().unwrap().len(), 64);
+    let pin = v.audit_list(&AuditQuery { action: Some(AuditAction::Pin), ..Default::default() }).unwrap();
+    assert_eq!(pin.len(), 1);
+    assert_eq!(pin[0].detail["pinned"], serde_json::json!(["component", "policy"]));
+    assert_eq!(pin[0].detail["policy_digest"].as_str(), g.policy_digest().as_deref());
+
+    // The same policy again: used. A manifest-only change of hosts: refused, naming the change.
+    v.resolve(&with_policy(access("triage", "gh"), POLICY)).unwrap();
+    let widened = POLICY.replace(r#"["api.github.com"]"#, r#"["api.github.com","gh.attacker.example"]"#);
+    let e = v.resolve(&with_policy(access("triage", "gh"), &widened)).unwrap_err();
+    assert!(matches!(e, Error::PolicyChanged { .. }) && e.is_denied(), "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains(r#"hosts: ["api.github.com"] -> ["api.github.com","gh.attacker.example"]"#),
+        "names what changed: {m}"
+    );
+    assert!(m.contains("`skillbox grant triage gh`"), "names the command: {m}");
+    assert!(!m.contains("tok-gh"), "{m}");
+    assert!(v.recheck(&with_policy(access("triage", "gh"), &widened)).is_err(), "recheck refuses too");
+    assert!(v.recheck(&with_policy(access("triage", "gh"), POLICY)).is_ok());
+    let denied = v.audit_list(&AuditQuery { action: Some(AuditAction::Denied), ..Default::default() }).unwrap();
+    assert_eq!(denied.len(), 1);
+    assert!(denied[0].error.as_deref().unwrap().contains("policy"), "{:?}", denied[0].error);
+
+    // Granting again with the new policy approves it (pinned at once, not on first use).
+    let mut g = NewGrant::new("triage", cref("gh"));
+    g.policy = Some(widened.clone());
+    let info = v.grant(&g, "admin").unwrap();
+    assert_eq!(info.policy.as_deref(), Some(widened.as_str()));
+    v.resolve(&with_policy(access("triage", "gh"), &widened)).unwrap();
+    assert!(v.resolve(&with_policy(access("triage", "gh"), POLICY)).is_err(), "the old policy is now the change");
+    assert!(v.audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_policy_to_pin_must_be_a_bounded_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-policy");
+    for bad in ["not json".to_string(), "[1]".to_string(), format!(r#"{{"hosts":["{}"]}}"#, "a".repeat(70_000))] {
+        let mut g = NewGrant::new("triage", cref("gh"));
+        g.policy = Some(bad);
+        let e = v.grant(&g, "admin").unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { what: "skill policy", .. }), "{e}");
+    }
+}
+
+#[test]
+fn a_version_3_vault_keeps_its_record_macs_when_the_policy_column_is_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    add_bearer(&v, "gh", "tok-gh-v3");
+    v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
+    v.resolve(&access("triage", "gh")).unwrap();
+    drop(v);
+    raw(&db).execute_batch("ALTER TABLE grants DROP COLUMN policy; PRAGMA user_version = 3;").unwrap();
+
+    let v = Vault::open(&db, &key(KEY_A)).unwrap();
+    assert_eq!(raw(&db).query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 4);
+    assert!(v.audit_verify().unwrap().is_ok(), "rows sealed at schema 3 still check");
+    v.resolve(&with_policy(access("triage", "gh"), POLICY)).unwrap();
+    assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].policy.as_deref(), Some(POLICY));
+    assert!(v.audit_verify().unwrap().is_ok());
 }

@@ -22,6 +22,7 @@ use skillbox_vault::{
 
 use crate::GlobalOpts;
 use crate::exit::{self, with_code};
+use skillbox_runtime::display::escape;
 
 /// Vault-related subcommands, flattened into the top level.
 #[derive(Debug, Subcommand)]
@@ -703,10 +704,15 @@ fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
 
 /// A skill name, or a skill directory / skill.toml → (name, Some(component sha256)).
 fn skill_name(arg: &str) -> anyhow::Result<(String, Option<String>)> {
+    skill_arg(arg).map(|(name, digest, _)| (name, digest))
+}
+
+/// [`skill_name`], plus the manifest's policy when `arg` is a skill directory / skill.toml.
+fn skill_arg(arg: &str) -> anyhow::Result<(String, Option<String>, Option<skillbox_runtime::SkillPolicy>)> {
     let p = Path::new(arg);
     let looks_like_path = arg.contains('/') || arg.ends_with(".toml") || p.is_dir();
     if !looks_like_path {
-        return Ok((arg.to_string(), None));
+        return Ok((arg.to_string(), None, None));
     }
     let manifest = skillbox_runtime::Manifest::load(p).map_err(usage)?;
     let component = manifest.component_path();
@@ -718,14 +724,28 @@ fn skill_name(arg: &str) -> anyhow::Result<(String, Option<String>)> {
     })?;
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
-    Ok((manifest.skill.name.clone(), Some(digest)))
+    let policy = manifest.policy().map_err(|m| usage(anyhow::anyhow!(m)))?;
+    Ok((manifest.skill.name.clone(), Some(digest), Some(policy)))
 }
 
 fn grant(a: GrantArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
-    let (skill, digest) = skill_name(&a.skill)?;
+    let (skill, digest, policy) = skill_arg(&a.skill)?;
     let r = cref(&a.credential, &a.id)?;
     let mut g = NewGrant::new(skill, r);
     g.alias = a.alias;
+    // From a skill directory, the policy the operator is looking at is pinned now.
+    if let Some(policy) = &policy {
+        let declared = g.alias.as_deref().unwrap_or(&g.credential.name);
+        g.policy = Some(policy.pinned(declared).ok_or_else(|| {
+            usage(anyhow::anyhow!(
+                "skill '{}' ({}) does not declare a credential named '{}': add a [[credentials]] entry with \
+                 that name to its skill.toml, or pass the name it declares with `--as NAME`",
+                escape(&g.skill),
+                escape(&a.skill),
+                escape(declared)
+            ))
+        })?);
+    }
     g.access = a.access.parse::<AccessLevel>().map_err(usage)?;
     g.expires_at = a.expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
     g.reason = a.reason;
@@ -769,9 +789,21 @@ fn grant(a: GrantArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             Some(m) => format!("; responses narrowed to {m}"),
             None => String::new(),
         };
+        let policy = match (info.policy_digest(), info.pinned_hosts()) {
+            (Some(d), Some(hosts)) if !hosts.is_empty() => {
+                format!("; policy sha256 {} pinned, hosts {}", &d[..16], escape(&hosts.join(", ")))
+            }
+            (Some(d), _) => format!("; policy sha256 {} pinned", &d[..16]),
+            (None, _) => "; policy pinned on first use".to_string(),
+        };
         eprintln!(
-            "granted '{}' ({}) to skill '{}' as '{}' in {} ({}; {pin}{response})",
-            info.credential_name, info.access, info.skill, info.alias, info.environment, info.owner
+            "granted '{}' ({}) to skill '{}' as '{}' in {} ({}; {pin}{policy}{response})",
+            escape(&info.credential_name),
+            info.access,
+            escape(&info.skill),
+            escape(&info.alias),
+            info.environment,
+            escape(&info.owner)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -122,8 +122,8 @@ pub fn grants(list: &[GrantInfo]) {
         return;
     }
     println!(
-        "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<9} {:<20} {:<14} {:<8} HOSTS",
-        "SKILL", "AS", "CREDENTIAL", "ENV", "OWNER", "ACCESS", "STATUS", "EXPIRES", "DIGEST", "RESPONSE"
+        "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<9} {:<20} {:<14} {:<14} {:<8} HOSTS",
+        "SKILL", "AS", "CREDENTIAL", "ENV", "OWNER", "ACCESS", "STATUS", "EXPIRES", "DIGEST", "POLICY", "RESPONSE"
     );
     for g in list {
         let digest = match (&g.skill_digest, g.any_digest) {
@@ -131,8 +131,16 @@ pub fn grants(list: &[GrantInfo]) {
             (Some(d), _) => d[..12.min(d.len())].to_string(),
             (None, _) => "first use".to_string(),
         };
+        let policy = g.policy_digest().map_or_else(|| "first use".to_string(), |d| d[..12].to_string());
+        // The hosts the credential may go to: the operator's override, else the pinned manifest's.
+        let hosts = match (&g.hosts, g.pinned_hosts()) {
+            (Some(h), _) => format!("{} (--hosts)", e(h.join(","))),
+            (None, Some(h)) if h.is_empty() => "(none)".to_string(),
+            (None, Some(h)) => e(h.join(",")),
+            (None, None) => "(manifest, pinned on first use)".to_string(),
+        };
         println!(
-            "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<9} {:<20} {:<14} {:<8} {}",
+            "{:<20} {:<20} {:<20} {:<11} {:<10} {:<6} {:<9} {:<20} {:<14} {:<14} {:<8} {}",
             e(&g.skill),
             e(&g.alias),
             e(&g.credential_name),
@@ -142,8 +150,9 @@ pub fn grants(list: &[GrantInfo]) {
             g.status,
             opt_t(g.expires_at),
             digest,
+            policy,
             g.response.map(|m| m.as_str()).unwrap_or("-"),
-            g.hosts.as_ref().map(|h| e(h.join(","))).unwrap_or_else(|| "(manifest)".into())
+            hosts
         );
     }
     // Why each suspended grant is off, and how to turn it back on.
