@@ -285,19 +285,55 @@ fn parse_hex_key(s: &str) -> Result<Key32> {
     Ok(Key32(out))
 }
 
+/// Reads a key file without following a symbolic link at its last component, and refuses one
+/// that group or others may access; both checks run on the opened file (`cap_std`), not on a
+/// second lookup of the path.
 fn read_key_file(path: &Path) -> Result<Key32> {
-    let io = |action, source| Error::Io { action, path: path.to_path_buf(), source };
-    let meta = std::fs::metadata(path).map_err(|e| io("reading key file", e))?;
+    let io = |source| Error::Io { action: "reading key file", path: path.to_path_buf(), source };
+    let invalid = |reason: String| Error::InvalidMasterKey { reason };
+    let Some(name) = path.file_name() else {
+        return Err(invalid(format!("key file {} does not name a file", path.display())));
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = cap_std::fs::Dir::open_ambient_dir(parent, cap_std::ambient_authority()).map_err(io)?;
+    let link = dir.symlink_metadata(name).map_err(io)?;
+    if link.file_type().is_symlink() {
+        return Err(invalid(format!(
+            "key file {} is a symbolic link; skillbox does not follow one to a key (whoever can change the \
+             link chooses the key). Pass the file itself: --key-file {}",
+            path.display(),
+            std::fs::canonicalize(path).map_or_else(|_| "TARGET".into(), |t| t.display().to_string())
+        )));
+    }
+    if !link.is_file() {
+        return Err(invalid(format!("key file {} is not a regular file", path.display())));
+    }
+    let mut file = dir.open(name).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
+        use cap_std::fs::MetadataExt;
+        // The file opened must be the one checked above, not a link swapped in since.
+        if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+            return Err(invalid(format!("key file {} changed while it was being opened; try again", path.display())));
+        }
+        let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(Error::KeyFilePermissions { path: path.to_path_buf(), mode });
         }
     }
     let _ = meta;
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| io("reading key file", e))?);
+    // Room for the largest plausible key file, reserved up front so no reallocation leaves an
+    // unwiped copy of the key behind.
+    const MAX: u64 = 1024;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX as usize + 1));
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, MAX + 1), &mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX {
+        return Err(invalid(format!("key file {} is larger than any key file ({MAX} bytes at most)", path.display())));
+    }
     if bytes.len() == 32 {
         return Ok(Key32::from_slice(&bytes).expect("32 bytes"));
     }

@@ -228,16 +228,75 @@ pub(crate) fn new_kdf(iterations: u32) -> Result<KdfParams> {
     Ok(KdfParams { salt, iterations })
 }
 
+/// Refuses a vault path that someone other than this user could redirect: its last component
+/// is a symbolic link, or its directory is writable by others or owned by another user (who
+/// could swap the file, or plant the `-wal`/`-shm` files SQLite creates beside it). Checked on
+/// a handle to the directory (`cap_std`); SQLite then opens the path again, which leaves the
+/// window described in `docs/threat-model.md`. A missing directory passes (the caller's own
+/// open reports it).
+fn check_vault_path(path: &Path) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidInput { what: "vault path", reason };
+    let Some(name) = path.file_name() else {
+        return Err(invalid(format!("{} does not name a file: give the vault file's path", path.display())));
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let io = |source| Error::Io { action: "checking the vault's directory", path: parent.to_path_buf(), source };
+    let dir = match cap_std::fs::Dir::open_ambient_dir(parent, cap_std::ambient_authority()) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    #[cfg(unix)]
+    {
+        use cap_std::fs::MetadataExt;
+        let meta = dir.dir_metadata().map_err(io)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let mode = meta.mode() & 0o7777;
+        let problem = if mode & 0o002 != 0 {
+            Some(format!("is writable by every user (mode {mode:04o})"))
+        } else if meta.uid() != me && meta.uid() != 0 {
+            Some(format!("belongs to uid {}, not to you (uid {me}) or root", meta.uid()))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(invalid(format!(
+                "the vault's directory {} {problem}, so someone else could replace the vault or plant the \
+                 files SQLite writes beside it. Keep the vault in a directory only you can write (`chmod o-w {}`, \
+                 or a private directory via --vault / SKILLBOX_VAULT)",
+                parent.display(),
+                parent.display()
+            )));
+        }
+    }
+    match dir.symlink_metadata(name) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(invalid(format!(
+            "{} is a symbolic link; skillbox does not follow one to the vault (whoever can change the link \
+             chooses the file). Point --vault / SKILLBOX_VAULT at the file itself: {}",
+            path.display(),
+            std::fs::canonicalize(path).map_or_else(|_| "(the link's target)".into(), |t| t.display().to_string())
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Vault {
     /// Creates a new vault file at `path` (which must not exist) keyed by `source`.
     ///
     /// For a passphrase, a random salt is generated and PBKDF2-HMAC-SHA256
     /// runs with 600,000 iterations; the parameters are stored in the vault.
+    /// A path whose last component is a symbolic link, or whose directory others can write,
+    /// is refused.
     pub fn init(path: &Path, source: &MasterKeySource, options: &InitOptions) -> Result<Vault> {
         if options.history_depth == 0 {
             return Err(Error::InvalidInput { what: "history depth", reason: "must be at least 1".into() });
         }
         source.check_new()?;
+        check_vault_path(path)?;
         let material = source.material()?;
         // Create the file ourselves, owner-only, refusing to clobber anything.
         let mut opts = std::fs::OpenOptions::new();
@@ -328,10 +387,12 @@ impl Vault {
         })
     }
 
-    /// Opens an existing vault. The master key is checked before anything is
+    /// Opens an existing vault. A path whose last component is a symbolic link, or whose
+    /// directory others can write, is refused. The master key is checked before anything is
     /// written: with a wrong key this returns [`Error::WrongMasterKey`] and the
     /// file is untouched. Pending schema migrations run after the check.
     pub fn open(path: &Path, source: &MasterKeySource) -> Result<Vault> {
+        check_vault_path(path)?;
         let material = source.material()?;
         match std::fs::metadata(path) {
             Ok(m) if m.len() > 0 => {}
