@@ -318,6 +318,108 @@ mod cache {
         assert_eq!(outcome, CacheOutcome::Compiled);
         assert!(skill.invoke(r#"{"name":"again"}"#).await.unwrap().json.contains("Hello, again!"));
     }
+
+    /// Loading a cache entry loads native code: only what this user alone could have written
+    /// is loaded (issue 8, item 9).
+    #[cfg(unix)]
+    mod ownership {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+        use std::path::{Path, PathBuf};
+
+        use super::*;
+
+        fn config(dir: &Path) -> RuntimeConfig {
+            RuntimeConfig { cache_dir: Some(dir.to_owned()), ..RuntimeConfig::default() }
+        }
+
+        fn chmod(path: &Path, mode: u32) {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+
+        fn mode(path: &Path) -> u32 {
+            std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+        }
+
+        /// A cache in `dir` holding a valid entry for HELLO; returns the entry's path.
+        fn populated(dir: &Path) -> PathBuf {
+            let (_, outcome) = Runtime::new(config(dir)).unwrap().load_reporting_cache(skillbox_tests::HELLO).unwrap();
+            assert_eq!(outcome, CacheOutcome::Compiled);
+            let entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            assert_eq!(entries.len(), 1, "{entries:?}");
+            entries.into_iter().next().unwrap()
+        }
+
+        fn outcome(dir: &Path) -> CacheOutcome {
+            Runtime::new(config(dir)).unwrap().load_reporting_cache(skillbox_tests::HELLO).unwrap().1
+        }
+
+        #[test]
+        fn new_directories_are_0700_and_entries_0600() {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("a").join("b");
+            let entry = populated(&dir);
+            assert_eq!(mode(&tmp.path().join("a")), 0o700);
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&entry), 0o600);
+        }
+
+        #[test]
+        fn a_directory_writable_by_group_or_others_is_refused_with_the_fix() {
+            let tmp = tempfile::tempdir().unwrap();
+            let entry = populated(tmp.path());
+            for bits in [0o777, 0o770, 0o1777] {
+                chmod(tmp.path(), bits);
+                let err = Runtime::new(config(tmp.path())).unwrap_err().to_string();
+                let shown = tmp.path().display().to_string();
+                assert!(err.contains(&shown) && err.contains("writable by group or others"), "{err}");
+                assert!(err.contains("chmod 700") && err.contains("SKILLBOX_CACHE_DIR"), "{err}");
+            }
+            // Nothing was written or loaded; once private again the entry is used.
+            chmod(tmp.path(), 0o700);
+            assert_eq!(mode(&entry), 0o600);
+            assert_eq!(outcome(tmp.path()), CacheOutcome::Hit);
+        }
+
+        #[test]
+        fn an_entry_writable_by_others_is_not_loaded_and_is_replaced() {
+            let tmp = tempfile::tempdir().unwrap();
+            let entry = populated(tmp.path());
+            chmod(&entry, 0o666);
+            assert_eq!(outcome(tmp.path()), CacheOutcome::Compiled, "a 0666 entry must not be loaded");
+            assert_eq!(mode(&entry), 0o600, "the fresh compile replaced it");
+            assert_eq!(outcome(tmp.path()), CacheOutcome::Hit);
+        }
+
+        #[test]
+        fn a_symlinked_entry_is_not_followed() {
+            // A valid artifact elsewhere, linked into a second cache under the entry's name.
+            let elsewhere = tempfile::tempdir().unwrap();
+            let target = populated(elsewhere.path());
+            let tmp = tempfile::tempdir().unwrap();
+            let link = tmp.path().join(target.file_name().unwrap());
+            symlink(&target, &link).unwrap();
+            assert_eq!(outcome(tmp.path()), CacheOutcome::Compiled, "a symlinked entry must not be loaded");
+            assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_file(), "replaced by a real entry");
+            assert_eq!(mode(&target), 0o600, "the link's target was not written through");
+        }
+
+        /// Only as root (as in CI containers), since only root can give a file away.
+        #[test]
+        fn a_directory_or_entry_owned_by_another_user_is_refused() {
+            let tmp = tempfile::tempdir().unwrap();
+            let entry = populated(tmp.path());
+            const NOBODY: u32 = 65534;
+            if std::os::unix::fs::chown(&entry, Some(NOBODY), None).is_err() {
+                eprintln!("skipped: not running as root, cannot chown a file to another user");
+                return;
+            }
+            assert_eq!(outcome(tmp.path()), CacheOutcome::Compiled, "another user's entry must not be loaded");
+            assert_ne!(std::fs::metadata(&entry).unwrap().uid(), NOBODY, "the fresh compile replaced it");
+            std::os::unix::fs::chown(tmp.path(), Some(NOBODY), None).unwrap();
+            let err = Runtime::new(config(tmp.path())).unwrap_err().to_string();
+            assert!(err.contains("is owned by uid 65534") && err.contains("chown"), "{err}");
+        }
+    }
 }
 
 /// The operator's caps (`RuntimeConfig::limits`) bound whatever a manifest asks for.
