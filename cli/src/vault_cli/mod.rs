@@ -50,7 +50,7 @@ pub enum VaultCommands {
 /// Where the master key may come from besides the environment.
 #[derive(Debug, Clone, Args)]
 pub struct KeyOpts {
-    /// A file holding the 32-byte master key (64 hex chars); must be mode 0600.
+    /// A file holding the 32-byte master key (64 hex chars); must be mode 0600 and not a symlink.
     #[arg(long, env = "SKILLBOX_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
 }
