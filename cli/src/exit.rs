@@ -10,7 +10,7 @@ use std::process::ExitCode;
 pub const SKILL_FAILED: u8 = 1;
 /// The command was used wrongly: bad arguments, manifest, input or file.
 pub const USAGE: u8 = 2;
-/// The skill was stopped by one of its limits (time, memory, fuel).
+/// The skill was stopped by one of its limits (time, memory, fuel, or a per-invocation host limit).
 pub const LIMIT_EXCEEDED: u8 = 3;
 /// Access was refused: a credential not granted, revoked, or a host not allowed.
 pub const DENIED: u8 = 4;
@@ -21,7 +21,8 @@ Exit codes:
   0  success
   1  the skill failed (returned an error, crashed, or returned invalid JSON)
   2  bad usage: arguments, manifest, input, component file, vault
-  3  the skill hit a limit (time, memory or fuel; its manifest's or the operator's cap)
+  3  the skill hit a limit (time, memory or fuel; its manifest's or the operator's cap;
+     or a host limit: too many host calls, handles or audit rows, a request or result too large)
   4  access denied (credential not granted, revoked, expired; host not allowed)";
 
 /// A failure whose exit code was decided where it happened.

@@ -44,6 +44,23 @@ impl std::fmt::Display for Tripped {
 
 impl std::error::Error for Tripped {}
 
+/// A per-invocation host limit the guest hit (see [`crate::limits`]): too many host calls, open
+/// handles or audit rows, or something it handed over too large. The runtime reports it as a
+/// limit error. The message names the limit and the sizes involved, never the guest's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitExceeded {
+    /// What was over which limit, and what to do instead.
+    pub message: String,
+}
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
 impl From<Tripped> for HostError {
     fn from(t: Tripped) -> Self {
         HostError::Trap(wasmtime::Error::new(t))
@@ -73,6 +90,11 @@ impl HostError {
     /// A guest-visible `wrong-kind` error.
     pub(crate) fn wrong_kind(message: impl Into<String>) -> HostError {
         HostError::Guest(WitError::WrongKind(message.into()))
+    }
+
+    /// A guest-visible `limit` error.
+    pub(crate) fn limit(message: impl Into<String>) -> HostError {
+        HostError::Guest(WitError::Limit(message.into()))
     }
 
     /// A guest-visible `upstream` error.

@@ -5,6 +5,10 @@
 //! redaction), and every use of a credential is audited with the host,
 //! method, status and duration — never the URL's path or query, which may
 //! carry data the operator should not have to store.
+//!
+//! The request's sizes are checked first, before the pipeline parses, scans or
+//! copies any part of it: a URL, header list or body over its limit is refused
+//! with `limit`, and nothing is sent.
 
 use std::time::Instant;
 
@@ -17,12 +21,24 @@ use crate::bindings::skillbox::skill::http;
 use crate::credentials::OpenCredential;
 use crate::error::HostError;
 
+/// Longest URL a request may have, in bytes.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// Most headers a request may carry.
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes a request's header names and values may hold together.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Longest method token (`GET`, `PROPFIND`, ...).
+pub const MAX_METHOD_BYTES: usize = 32;
+
 impl http::Host for SkillCtxView<'_> {
     async fn send(
         &mut self,
         request: http::Request,
         auth: Option<Resource<OpenCredential>>,
     ) -> Result<http::Response, HostError> {
+        if let Err(message) = check_sizes(&request, self.ctx.services.egress.config().max_request_body) {
+            return Err(self.ctx.refuse(message));
+        }
         let table = &*self.table;
         let credential = match &auth {
             Some(handle) => Some(table.get(handle)?),
@@ -88,4 +104,31 @@ impl http::Host for SkillCtxView<'_> {
         let Exchange { response, .. } = result?;
         Ok(http::Response { status: response.status, headers: response.headers, body: response.body })
     }
+}
+
+/// Refuses a request any part of which is over its limit; the message names sizes only.
+fn check_sizes(request: &http::Request, max_body: usize) -> Result<(), String> {
+    let over = |what: &str, size: usize, limit: usize| {
+        Err(format!("the request's {what} is {size} bytes, over the {limit}-byte limit; nothing was sent"))
+    };
+    if request.method.len() > MAX_METHOD_BYTES {
+        return over("method", request.method.len(), MAX_METHOD_BYTES);
+    }
+    if request.url.len() > MAX_URL_BYTES {
+        return over("URL", request.url.len(), MAX_URL_BYTES);
+    }
+    if request.headers.len() > MAX_HEADERS {
+        return Err(format!(
+            "the request has {} headers, over the limit of {MAX_HEADERS}; nothing was sent",
+            request.headers.len()
+        ));
+    }
+    let header_bytes: usize = request.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return over("header list", header_bytes, MAX_HEADER_BYTES);
+    }
+    if request.body.len() > max_body {
+        return over("body", request.body.len(), max_body);
+    }
+    Ok(())
 }

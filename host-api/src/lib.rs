@@ -4,7 +4,9 @@
 //! host. State is reached through a view, as `wasmtime-wasi` does it: the
 //! store's data implements [`SkillView`], which lends out a [`SkillCtxView`]
 //! (the per-invocation [`SkillCtx`] plus the store's `ResourceTable`), and
-//! every `Host` trait is implemented for that view alone.
+//! every `Host` trait is implemented for that view. wasmtime reaches them
+//! through `Metered`, a wrapper that first holds each call to the
+//! invocation's [`limits`].
 //!
 //! | module | interface |
 //! |---|---|
@@ -13,6 +15,7 @@
 //! | `http` | `skillbox:skill/http`: requests through the egress pipeline, credential injected |
 //! | `signing` | `skillbox:skill/signing`: HMAC with keys the guest cannot read |
 //! | `sql` | `skillbox:skill/sql`: PostgreSQL and SQLite on database credentials |
+//! | `metered` | all of them: the per-invocation bounds of [`limits`], checked before each call |
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -42,7 +45,9 @@ mod bindings;
 mod credentials;
 mod error;
 mod http;
+pub mod limits;
 mod log;
+mod metered;
 mod policy;
 mod signing;
 mod sql;
@@ -54,14 +59,14 @@ use std::time::Duration;
 use skillbox_egress::{Egress, EgressConfig, EgressError, ForeignAction, Scanner, SecretMatcher, ViewLimits};
 use skillbox_scan::rules::RuleSet;
 use skillbox_vault::{AuditAction, AuditEvent, CredentialRef, Environment, Vault};
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 
 pub use approval::{Approval, ApprovalRequest, Approver, DenyAll};
 pub use bindings::skillbox::skill::log::Level as LogLevel;
 pub use bindings::skillbox::skill::types::SkillError;
 pub use bindings::{Skill, SkillPre};
 pub use credentials::OpenCredential;
-pub use error::{HostError, Tripped};
+pub use error::{HostError, LimitExceeded, Tripped};
 pub use policy::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
 
 /// Longest log message a guest may write; longer ones are truncated.
@@ -241,6 +246,12 @@ pub struct SkillCtx {
     /// Set when the invocation tripped the wire; the runtime reports it instead of the trap.
     tripped: Option<Tripped>,
     sql: sql::Connections,
+    /// Counters for the per-invocation bounds (host calls, handles, log volume).
+    budget: limits::Budget,
+    /// The audit rows this invocation caused, and the repeats folded into counts.
+    ledger: Mutex<limits::AuditLedger>,
+    /// The first host limit the guest hit.
+    limit: Option<LimitExceeded>,
 }
 
 impl SkillCtx {
@@ -253,7 +264,17 @@ impl SkillCtx {
             foreign: invocation.foreign.unwrap_or(scan.foreign),
             limits: scan.limits,
         };
-        SkillCtx { invocation, services, scanner, denials: Vec::new(), tripped: None, sql: sql::Connections::default() }
+        SkillCtx {
+            invocation,
+            services,
+            scanner,
+            denials: Vec::new(),
+            tripped: None,
+            sql: sql::Connections::default(),
+            budget: limits::Budget::default(),
+            ledger: Mutex::default(),
+            limit: None,
+        }
     }
 
     /// The name of the skill this state belongs to, as its manifest gives it.
@@ -313,6 +334,8 @@ impl SkillCtx {
         event.detail["view"] = view.into();
         event.detail["digest"] = inv.digest.to_string().into();
         let mut suspended = Vec::new();
+        // Recorded whatever the row cap: it ends the invocation, so it happens once.
+        self.ledger().count_row();
         if let Some(vault) = &self.services.vault {
             let scan = &self.services.scan;
             match vault.record_tripwire(&event, scan.tripwire_threshold, scan.tripwire_window) {
@@ -353,7 +376,8 @@ impl SkillCtx {
         }
     }
 
-    /// Audits a secret or foreign token found in `channel` (no value, ever).
+    /// Audits a secret or foreign token found in `channel` (no value, ever); the same finding
+    /// again in this invocation is only counted (see [`limits`]).
     fn record_leak(&self, channel: &str, credential: Option<&str>, view: &str, rule: Option<&str>, action: &str) {
         let mut event = self.audit_event(AuditAction::Leak, credential, channel);
         event.detail["channel"] = channel.into();
@@ -362,21 +386,30 @@ impl SkillCtx {
         if let Some(rule) = rule {
             event.detail["rule"] = rule.into();
         }
-        tracing::warn!(skill = %self.invocation.skill, channel, view, rule, action, "secret found in skill traffic");
-        self.audit(event);
+        if self.audit_once(event) {
+            tracing::warn!(skill = %self.invocation.skill, channel, view, rule, action, "secret found in skill traffic");
+        }
     }
 
-    /// Notes a denial (for the runtime's exit status) and audits it when a vault is present.
-    /// The message is redacted here: refusals made before the tripwire echo the guest's own
-    /// text to the guest unredacted, but operators and callers must never see a secret.
+    /// Notes a denial (for the runtime's exit status) and audits it when a vault is present;
+    /// the same denial again in this invocation is only counted (see [`limits`]).
     fn record_denial(&mut self, credential: Option<&str>, operation: &str, error: &HostError) {
-        let message = self.scanner.secrets.redact_str(&error.message()).into_owned();
-        tracing::warn!(skill = %self.invocation.skill, operation, credential, "denied: {message}");
-        self.denials.push(message.clone());
+        let event = self.denial_event(credential, operation, &error.message());
+        let message = event.error.clone().unwrap_or_default();
+        if self.audit_once(event) {
+            tracing::warn!(skill = %self.invocation.skill, operation, credential, "denied: {message}");
+            self.denials.push(message);
+        }
+    }
+
+    /// The audit event for a refusal of `operation`. The message is redacted here: refusals
+    /// made before the tripwire echo the guest's own text to the guest unredacted, but
+    /// operators and callers must never see a secret.
+    fn denial_event(&self, credential: Option<&str>, operation: &str, message: &str) -> AuditEvent {
         let mut event = self.audit_event(AuditAction::Denied, credential, operation);
         event.success = false;
-        event.error = Some(message);
-        self.audit(event);
+        event.error = Some(self.scanner.secrets.redact_str(message).into_owned());
+        event
     }
 
     /// An audit event for this invocation, about the declared credential `credential`.
@@ -404,14 +437,21 @@ impl SkillCtx {
     }
 
     /// Appends a use event that must be recorded: if it cannot be, the
-    /// result is withheld from the guest (fail closed).
+    /// result is withheld from the guest (fail closed). Its row was reserved before the use.
     fn audit_use(&self, event: AuditEvent) -> Result<(), HostError> {
+        self.ledger().take_reserved();
         match &self.services.vault {
             Some(vault) => vault.record(&event).map_err(|e| {
                 HostError::upstream(format!("the audit log could not be written, so the result was withheld: {e}"))
             }),
             None => Ok(()),
         }
+    }
+}
+
+impl Drop for SkillCtx {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -430,16 +470,10 @@ pub trait SkillView: Send {
     fn skill(&mut self) -> SkillCtxView<'_>;
 }
 
-/// Marker type tying [`SkillView`] into wasmtime's `HasData` plumbing.
-struct HasSkill<T>(std::marker::PhantomData<T>);
-
-impl<T: 'static> HasData for HasSkill<T> {
-    type Data<'a> = SkillCtxView<'a>;
-}
-
-/// Adds every `skillbox:skill` import to `linker`.
+/// Adds every `skillbox:skill` import to `linker`, each call held to the invocation's
+/// [`limits`] first.
 ///
 /// WASI is not added here: the runtime links it separately, granting nothing.
 pub fn add_to_linker<T: SkillView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    Skill::add_to_linker::<T, HasSkill<T>>(linker, T::skill)
+    Skill::add_to_linker::<T, metered::HasMetered<T>>(linker, |state| metered::Metered(state.skill()))
 }

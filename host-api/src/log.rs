@@ -2,7 +2,10 @@
 //!
 //! Guest log lines go to `tracing` under the target `skill`, with the skill's
 //! name as a field, so an operator filters them like any other host output
-//! (`RUST_LOG=skill=debug`).
+//! (`RUST_LOG=skill=debug`). Lines past the invocation's log budget
+//! ([`MAX_LOG_LINES`](crate::limits::MAX_LOG_LINES),
+//! [`MAX_LOG_BYTES`](crate::limits::MAX_LOG_BYTES)) are dropped and counted
+//! before they get here.
 
 use crate::bindings::skillbox::skill::{log, types};
 use crate::error::HostError;

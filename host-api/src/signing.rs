@@ -15,7 +15,7 @@ use crate::credentials::OpenCredential;
 use crate::error::HostError;
 
 /// Largest message the host will sign in one call.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 impl signing::Host for SkillCtxView<'_> {
     async fn hmac(
@@ -25,10 +25,8 @@ impl signing::Host for SkillCtxView<'_> {
         message: Vec<u8>,
     ) -> Result<Vec<u8>, HostError> {
         if message.len() > MAX_MESSAGE {
-            return Err(HostError::Guest(crate::bindings::skillbox::skill::types::Error::Limit(format!(
-                "message of {} bytes is over the {MAX_MESSAGE}-byte signing limit",
-                message.len()
-            ))));
+            let message = format!("message of {} bytes is over the {MAX_MESSAGE}-byte signing limit", message.len());
+            return Err(self.ctx.refuse(message));
         }
         // The tripwire: the MAC goes wherever the skill sends it, so the message is outbound.
         self.ctx.check_outbound("signing.hmac", &message)?;

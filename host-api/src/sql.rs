@@ -20,6 +20,13 @@
 //! Result rows pass through the invocation's leak scanner like HTTP responses:
 //! a secret in a text or blob value is redacted; one in a decoded view
 //! withholds the whole result (`leak-blocked`).
+//!
+//! Sizes are checked before the host copies anything: the statement and the
+//! parameters before they are scanned, converted or bound; every result value
+//! against the result budget while it is still the driver's borrowed bytes.
+//! SQLite runs inside the host process, so its connections are also opened
+//! with a length limit: it cannot build a string or blob (from a parameter, a
+//! stored row or a function like `zeroblob`) over [`MAX_RESULT_BYTES`].
 
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -48,6 +55,10 @@ pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest statement text accepted.
 pub const MAX_STATEMENT_BYTES: usize = 1024 * 1024;
+/// Most parameters one statement may take (PostgreSQL's own maximum).
+pub const MAX_PARAMS: usize = 65_535;
+/// Most bytes (text, blobs, 8 per scalar) one statement's parameters may hold together.
+pub const MAX_PARAM_BYTES: usize = MAX_RESULT_BYTES;
 /// How long connecting to PostgreSQL may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -152,6 +163,9 @@ impl SkillCtxView<'_> {
         statement: String,
         params: Vec<Value>,
     ) -> Result<Outcome, HostError> {
+        if let Err(message) = check_sizes(&statement, &params) {
+            return Err(self.ctx.refuse(message));
+        }
         let open = self.table.get(&db)?;
         self.ctx.check_still_granted(open, op.name())?;
         let (name, vault_ref) = (open.name().to_owned(), open.vault_ref().clone());
@@ -191,7 +205,7 @@ impl SkillCtxView<'_> {
         wrote_short.dedup();
         let key = key(&vault_ref);
         let started = Instant::now();
-        let result = match check(op, write, &statement) {
+        let result = match check(op, write) {
             Ok(()) => {
                 let work = self.ctx.sql.run(&key, &vault_ref.name, &database, write, op, &statement, params);
                 match tokio::time::timeout(STATEMENT_TIMEOUT, work).await {
@@ -210,6 +224,9 @@ impl SkillCtxView<'_> {
         };
         // Database messages can echo connection details; nothing leaves unredacted.
         let result = result.map_err(|e| redact(e, self.ctx.redactor()));
+        if let Err(HostError::Guest(WitError::Limit(message))) = &result {
+            self.ctx.note_limit(message.clone());
+        }
         // Rows are server-supplied text: the leak scanner sees them before the guest does.
         let mut redacted = false;
         let result = match result {
@@ -340,20 +357,42 @@ impl SkillCtxView<'_> {
     }
 }
 
-/// Refusals that need no database: writes under a read-only manifest, sizes.
-fn check(op: Op, write: bool, statement: &str) -> Result<(), HostError> {
+/// Refusals that need no database: writes under a read-only manifest.
+fn check(op: Op, write: bool) -> Result<(), HostError> {
     if op == Op::Execute && !write {
         return Err(HostError::denied(
             "sql.execute is refused: this skill's manifest does not allow SQL writes; add `[sql]\\nwrite = true` to its skill.toml if it must change data",
         ));
     }
+    Ok(())
+}
+
+/// Refuses a statement or parameter list over its limit, before anything is scanned,
+/// converted or bound; the message names sizes only.
+fn check_sizes(statement: &str, params: &[Value]) -> Result<(), String> {
     if statement.len() > MAX_STATEMENT_BYTES {
-        return Err(limit(format!(
-            "the statement is {} bytes, over the {MAX_STATEMENT_BYTES}-byte limit",
-            statement.len()
-        )));
+        return Err(format!("the statement is {} bytes, over the {MAX_STATEMENT_BYTES}-byte limit", statement.len()));
+    }
+    if params.len() > MAX_PARAMS {
+        return Err(format!("the statement was given {} parameters, over the limit of {MAX_PARAMS}", params.len()));
+    }
+    let bytes: usize = params.iter().map(value_size).sum();
+    if bytes > MAX_PARAM_BYTES {
+        return Err(format!(
+            "the parameters hold {bytes} bytes, over the {} MiB limit; pass less data per statement",
+            MAX_PARAM_BYTES / (1024 * 1024)
+        ));
     }
     Ok(())
+}
+
+/// What a value counts against a size budget: its bytes for text and blobs, 8 for the rest.
+fn value_size(value: &Value) -> usize {
+    match value {
+        Value::Text(s) => s.len(),
+        Value::Blob(b) => b.len(),
+        _ => 8,
+    }
 }
 
 impl Connections {
@@ -436,7 +475,7 @@ fn redact(error: HostError, redactor: &skillbox_egress::Redactor) -> HostError {
     })
 }
 
-/// Counts result size and rows against the limits.
+/// Counts result size and rows against the limits, each value before it is copied.
 struct Budget {
     bytes: usize,
 }
@@ -446,20 +485,19 @@ impl Budget {
         Budget { bytes: columns.iter().map(|c| c.len()).sum() }
     }
 
-    fn add_row(&mut self, rows: usize, row: &[Value]) -> Result<(), HostError> {
+    /// Before row number `rows` (from 0) is read.
+    fn start_row(&self, rows: usize) -> Result<(), HostError> {
         if rows >= MAX_ROWS {
             return Err(limit(format!(
                 "the query returned more than {MAX_ROWS} rows; add a LIMIT or a narrower WHERE"
             )));
         }
-        self.bytes += row
-            .iter()
-            .map(|v| match v {
-                Value::Text(s) => s.len(),
-                Value::Blob(b) => b.len(),
-                _ => 8,
-            })
-            .sum::<usize>();
+        Ok(())
+    }
+
+    /// Before a value of `bytes` (8 for a scalar or NULL) is copied out of the driver.
+    fn charge(&mut self, bytes: usize) -> Result<(), HostError> {
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.bytes > MAX_RESULT_BYTES {
             return Err(limit(format!(
                 "the query's result is over the {} MiB limit; select fewer rows or columns",
@@ -892,8 +930,8 @@ async fn pg_statement(
     pin_mut!(stream);
     while let Some(row) = stream.next().await {
         let row = row.map_err(pg_error)?;
-        let values = (0..row.len()).map(|i| pg_value(&row, i)).collect::<Result<Vec<_>, _>>()?;
-        budget.add_row(rows.len(), &values)?;
+        budget.start_row(rows.len())?;
+        let values = (0..row.len()).map(|i| pg_value(&row, i, &mut budget)).collect::<Result<Vec<_>, _>>()?;
         rows.push(values);
     }
     Ok(Outcome::Rows(Rows { columns, rows }))
@@ -1037,7 +1075,21 @@ fn pg_column_supported(name: &str, ty: &Type) -> Result<(), HostError> {
     }
 }
 
-fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<Value, HostError> {
+/// The size of a column's value as the server sent it, read without copying it.
+struct RawSize(usize);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawSize {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawSize(raw.len()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Column `i` of `row` as a WIT value, charged to `budget` before it is copied.
+fn pg_value(row: &tokio_postgres::Row, i: usize, budget: &mut Budget) -> Result<Value, HostError> {
     fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
         row: &'a tokio_postgres::Row,
         i: usize,
@@ -1046,7 +1098,14 @@ fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<Value, HostError> {
             HostError::upstream(format!("could not read column `{}`: {}", row.columns()[i].name(), pg_message(&e)))
         })
     }
-    let value = match *row.columns()[i].type_() {
+    let ty = row.columns()[i].type_();
+    let variable = matches!(*ty, Type::BYTEA | Type::JSON | Type::JSONB) || pg_text_type(ty);
+    let raw = match get::<RawSize>(row, i)? {
+        Some(RawSize(size)) if variable => size,
+        _ => 8,
+    };
+    budget.charge(raw)?;
+    let value = match *ty {
         Type::BOOL => get::<bool>(row, i)?.map(Value::Boolean),
         Type::INT2 => get::<i16>(row, i)?.map(|v| Value::Integer(v.into())),
         Type::INT4 => get::<i32>(row, i)?.map(|v| Value::Integer(v.into())),
@@ -1055,10 +1114,24 @@ fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<Value, HostError> {
         Type::FLOAT4 => get::<f32>(row, i)?.map(|v| Value::Float(v.into())),
         Type::FLOAT8 => get::<f64>(row, i)?.map(Value::Float),
         Type::BYTEA => get::<Vec<u8>>(row, i)?.map(Value::Blob),
-        Type::JSON | Type::JSONB => get::<serde_json::Value>(row, i)?.map(|v| Value::Text(v.to_string())),
+        Type::JSON | Type::JSONB => match get::<serde_json::Value>(row, i)? {
+            Some(json) => {
+                // Written out again, JSON can grow (`1e2` is `100.0`): the difference counts too.
+                let text = json.to_string();
+                budget.charge(text.len().saturating_sub(raw))?;
+                Some(Value::Text(text))
+            }
+            None => None,
+        },
         _ => get::<String>(row, i)?.map(Value::Text),
     };
     Ok(value.unwrap_or(Value::Null))
+}
+
+/// The column types `pg_value` returns as text (everything `pg_column_supported` allows
+/// that is not a number, boolean, bytea or JSON).
+fn pg_text_type(ty: &Type) -> bool {
+    matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN)
 }
 
 /// A PostgreSQL error as a guest error: bad SQL is `invalid`, a write in a
@@ -1116,6 +1189,11 @@ async fn sqlite_open(path: &str, write: bool) -> Result<Arc<Mutex<rusqlite::Conn
             std::path::Path::new(&path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let mut conn = rusqlite::Connection::open_with_flags(&path, flags)
             .map_err(|e| HostError::upstream(format!("could not open SQLite database `{file}`: {e}")))?;
+        // SQLite allocates in this process: no string or blob it builds (a bound parameter,
+        // a stored value, `zeroblob(1e9)`) may be larger than a whole result may be.
+        let max_length = std::os::raw::c_int::try_from(MAX_RESULT_BYTES).expect("16 MiB fits a C int");
+        // SAFETY: `conn` is open and owned here, and `sqlite3_limit` only sets a number on it.
+        unsafe { rusqlite::ffi::sqlite3_limit(conn.handle(), rusqlite::ffi::SQLITE_LIMIT_LENGTH, max_length) };
         // ATTACH (and VACUUM INTO, which attaches) would reach files the
         // operator never granted; refuse them whatever the manifest says.
         conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
@@ -1178,10 +1256,17 @@ fn sqlite_statement(
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next().map_err(|e| sqlite_error(e, false))? {
+        budget.start_row(out.len())?;
         let values = (0..columns.len())
-            .map(|i| row.get_ref(i).map(sqlite_value).map_err(|e| sqlite_error(e, false)))
-            .collect::<Result<Vec<_>, _>>()?;
-        budget.add_row(out.len(), &values)?;
+            .map(|i| {
+                let value = row.get_ref(i).map_err(|e| sqlite_error(e, false))?;
+                budget.charge(match value {
+                    ValueRef::Text(b) | ValueRef::Blob(b) => b.len(),
+                    _ => 8,
+                })?;
+                Ok(sqlite_value(value))
+            })
+            .collect::<Result<Vec<_>, HostError>>()?;
         out.push(values);
     }
     Ok(Outcome::Rows(Rows { columns, rows: out }))
@@ -1249,6 +1334,10 @@ fn sqlite_error(e: rusqlite::Error, preparing: bool) -> HostError {
         Some(ErrorCode::OperationInterrupted) => {
             limit(format!("the statement ran longer than {}s and was stopped", STATEMENT_TIMEOUT.as_secs()))
         }
+        Some(ErrorCode::TooBig) => limit(format!(
+            "SQLite refused to build a string or blob over the {} MiB limit on a value: {e}",
+            MAX_RESULT_BYTES / (1024 * 1024)
+        )),
         _ if preparing || matches!(e, rusqlite::Error::SqlInputError { .. }) => {
             HostError::invalid(format!("SQLite rejected the statement: {e}"))
         }

@@ -134,6 +134,17 @@ pub enum Error {
         operator_cap: bool,
     },
 
+    /// The skill hit a per-invocation host limit (too many host calls, handles or audit
+    /// rows; a parameter, request or result too large: see
+    /// [`limits`](crate::limits)) and was stopped, or failed after one was refused.
+    #[error("skill `{skill}` hit a host limit: {message}")]
+    HostLimit {
+        /// The skill's name.
+        skill: String,
+        /// Which limit, the sizes involved, and what to do instead.
+        message: String,
+    },
+
     /// The guest trapped (panicked, hit `unreachable`, divided by zero...).
     #[error("skill `{skill}` crashed: {message}")]
     Trap {
@@ -181,7 +192,10 @@ pub enum Error {
 impl Error {
     /// True when the skill was stopped because it hit one of its limits.
     pub fn is_limit(&self) -> bool {
-        matches!(self, Error::TimeLimit { .. } | Error::MemoryLimit { .. } | Error::FuelLimit { .. })
+        matches!(
+            self,
+            Error::TimeLimit { .. } | Error::MemoryLimit { .. } | Error::FuelLimit { .. } | Error::HostLimit { .. }
+        )
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
-use skillbox_host_api::{Invocation, SkillCtx, SkillError, SkillPolicy, SkillPre};
+use skillbox_host_api::{Invocation, LimitExceeded, SkillCtx, SkillError, SkillPolicy, SkillPre};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -17,6 +17,14 @@ use crate::manifest::Limits;
 use crate::manifest::Manifest;
 use crate::store::StoreState;
 use crate::{Capped, RuntimeInner};
+
+/// Largest result a skill may return from `run`. Checked as soon as the result is out of the
+/// guest, before the host scans, redacts or copies it; a larger one is a
+/// [`HostLimit`](Error::HostLimit) error.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+/// Longest message of a skill's own error that is passed on; the rest is cut off before the
+/// host scans or copies it.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A skill ready to run: manifest checked, component compiled and pre-linked.
 ///
@@ -79,6 +87,10 @@ pub struct Output {
     pub fuel_consumed: u64,
     /// Wall-clock time of the invocation, instantiation included.
     pub elapsed: Duration,
+    /// Log lines the skill wrote past its per-invocation log cap, dropped unwritten
+    /// ([`limits::MAX_LOG_LINES`](crate::limits::MAX_LOG_LINES),
+    /// [`limits::MAX_LOG_BYTES`](crate::limits::MAX_LOG_BYTES)).
+    pub log_lines_dropped: u64,
 }
 
 impl Skill {
@@ -158,6 +170,8 @@ impl Skill {
             Err(_elapsed) => Err(wasmtime::Error::new(DeadlineExceeded)),
         };
         let fuel_consumed = limits.fuel.unwrap_or(u64::MAX) - store.get_fuel().unwrap_or(0);
+        // The guest is done: repeated refusals are written as their counts now.
+        store.data_mut().skill_ctx_mut().finish();
         let tripwire = |host: &SkillCtx| {
             host.tripped().map(|t| Error::Tripwire { skill: self.name().to_owned(), tripped: t.clone() })
         };
@@ -173,14 +187,24 @@ impl Skill {
 
         let memory_hit = store.data().limiter.hit;
         let host = store.data_mut().skill_ctx_mut();
-        let returned = result.map_err(|e| self.classify_failure(e, memory_hit, &stderr))?;
+        let returned = result.map_err(|e| self.classify_failure(e, memory_hit, host.limit(), &stderr))?;
         let json = match returned {
             Ok(json) => json,
             Err(e) => {
                 let failure = self.check_failure(host, e);
-                return Err(tripwire(host).unwrap_or_else(|| self.skill_failure(failure, host.denials())));
+                return Err(tripwire(host).unwrap_or_else(|| self.skill_failure(failure, host)));
             }
         };
+        if json.len() > MAX_OUTPUT_BYTES {
+            return Err(Error::HostLimit {
+                skill: self.name().to_owned(),
+                message: format!(
+                    "its result is {} bytes, over the {} MiB limit on a skill's result; return less (or page it)",
+                    json.len(),
+                    MAX_OUTPUT_BYTES / (1024 * 1024)
+                ),
+            });
+        }
         // The result leaves the sandbox: a secret in it, in any view, trips the wire.
         let json = match host.check_outbound("output", json.as_bytes()) {
             Ok(()) => host.redactor().without_any_short().redact_str(&json).into_owned(),
@@ -195,7 +219,8 @@ impl Skill {
         let json = json.into_owned();
         serde_json::from_str::<IgnoredAny>(&json)
             .map_err(|e| Error::InvalidOutput { skill: self.name().into(), reason: e.to_string() })?;
-        Ok(Output { json, stdout, stderr, fuel_consumed, elapsed })
+        let log_lines_dropped = host.log_lines_dropped();
+        Ok(Output { json, stdout, stderr, fuel_consumed, elapsed, log_lines_dropped })
     }
 
     /// The host-side view of one invocation: who, where, why, under what policy.
@@ -217,31 +242,32 @@ impl Skill {
         })
     }
 
-    /// The skill's own error, checked like its result (a secret in it trips the wire, so
-    /// `tripped` is set) and scrubbed.
+    /// The skill's own error, cut to [`MAX_ERROR_MESSAGE_BYTES`], checked like its result (a
+    /// secret in it trips the wire, so `tripped` is set) and scrubbed.
     fn check_failure(&self, host: &mut SkillCtx, error: SkillError) -> SkillFailure {
-        let message = match &error {
-            SkillError::InvalidInput(m) | SkillError::Failed(m) => m.clone(),
+        let (invalid_input, message) = match &error {
+            SkillError::InvalidInput(m) => (true, m),
+            SkillError::Failed(m) => (false, m),
         };
+        let message = cut_at_char_boundary(message, MAX_ERROR_MESSAGE_BYTES);
         let _ = host.check_outbound("error", message.as_bytes());
-        let scrub = |m: String| {
-            let m = host.redactor().without_any_short().redact_str(&m).into_owned();
-            host.scanner().foreign(std::borrow::Cow::Borrowed(m.as_bytes())).map_or_else(
-                |_| "[withheld: it contained a foreign token]".to_owned(),
-                |c| String::from_utf8_lossy(&c.bytes).into_owned(),
-            )
-        };
-        match error {
-            SkillError::InvalidInput(m) => SkillFailure::InvalidInput(scrub(m)),
-            SkillError::Failed(m) => SkillFailure::Failed(scrub(m)),
-        }
+        let message = host.redactor().without_any_short().redact_str(message).into_owned();
+        let message = host.scanner().foreign(std::borrow::Cow::Borrowed(message.as_bytes())).map_or_else(
+            |_| "[withheld: it contained a foreign token]".to_owned(),
+            |c| String::from_utf8_lossy(&c.bytes).into_owned(),
+        );
+        if invalid_input { SkillFailure::InvalidInput(message) } else { SkillFailure::Failed(message) }
     }
 
-    /// A `run` error, reported as a denial when access was refused during the run:
-    /// the denial says how to fix it, the skill's own message rarely does.
-    fn skill_failure(&self, failure: SkillFailure, denials: &[String]) -> Error {
+    /// A `run` error, reported as a limit when a host limit was hit during the run, or as a
+    /// denial when access was refused: either says how to fix it, the skill's own message
+    /// rarely does.
+    fn skill_failure(&self, failure: SkillFailure, host: &SkillCtx) -> Error {
         let skill = self.name().to_owned();
-        match denials.first() {
+        if let Some(limit) = host.limit() {
+            return Error::HostLimit { skill, message: format!("{limit} (the skill then failed: {failure})") };
+        }
+        match host.denials().first() {
             Some(reason) => Error::Denied { skill, reason: reason.clone(), skill_error: Some(failure.to_string()) },
             None => Error::SkillFailed { skill, error: failure },
         }
@@ -301,8 +327,15 @@ impl Skill {
         (stdout, stderr)
     }
 
-    /// Turns a wasmtime error from instantiate/call into the error a caller can act on.
-    fn classify_failure(&self, error: wasmtime::Error, memory_limit_hit: bool, stderr: &[u8]) -> Error {
+    /// Turns a wasmtime error from instantiate/call into the error a caller can act on; `limit`
+    /// is the host limit the guest hit during the run, if any.
+    fn classify_failure(
+        &self,
+        error: wasmtime::Error,
+        memory_limit_hit: bool,
+        limit: Option<&LimitExceeded>,
+        stderr: &[u8],
+    ) -> Error {
         let skill = self.name().to_owned();
         let limits = &self.inner.limits;
         if error.downcast_ref::<DeadlineExceeded>().is_some() || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
@@ -315,6 +348,9 @@ impl Skill {
         if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
             let limit = limits.fuel.unwrap_or(u64::MAX);
             return Error::FuelLimit { skill, limit, operator_cap: self.inner.capped.fuel };
+        }
+        if let Some(limit) = limit {
+            return Error::HostLimit { skill, message: limit.to_string() };
         }
         let mut message = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
@@ -339,6 +375,18 @@ impl std::fmt::Display for DeadlineExceeded {
 }
 
 impl std::error::Error for DeadlineExceeded {}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The last few lines the guest wrote to stderr (a Rust panic message lands there).
 fn stderr_tail(stderr: &[u8]) -> Option<String> {
