@@ -161,7 +161,8 @@ fn run_step(step: Step) -> Tally {
             }
         }
         Step::Send { send: url, times, url_bytes, headers, header_bytes } => {
-            let url = if url_bytes > url.len() { format!("{url}?p={}", "a".repeat(url_bytes - url.len())) } else { url };
+            let url =
+                if url_bytes > url.len() { format!("{url}?p={}", "a".repeat(url_bytes - url.len())) } else { url };
             let headers: Vec<(String, String)> = (0..headers)
                 .map(|i| (format!("x-probe-{i}"), if i == 0 { "v".repeat(header_bytes) } else { "v".into() }))
                 .collect();
