@@ -6,6 +6,7 @@
 
 mod approve;
 mod exit;
+mod serve;
 mod skills;
 mod vault_cli;
 
@@ -52,6 +53,8 @@ enum Command {
     Inspect(skills::InspectArgs),
     /// Run the build command from a skill's manifest.
     Build(skills::BuildArgs),
+    /// Serve a directory of skills to an MCP client over stdio (each skill is a tool).
+    Mcp(serve::McpArgs),
     #[command(flatten)]
     Vault(vault_cli::VaultCommands),
 }
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Run(args) => skills::run(args, &cli.global),
         Command::Inspect(args) => skills::inspect(args, &cli.global),
         Command::Build(args) => skills::build(args),
+        Command::Mcp(args) => serve::mcp(args, &cli.global),
         Command::Vault(cmd) => vault_cli::run(cmd, &cli.global),
     };
     match result {

@@ -231,7 +231,7 @@ pub fn runtime(global: &GlobalOpts) -> anyhow::Result<Runtime> {
     Ok(Runtime::new(runtime_config(global)?)?)
 }
 
-fn runtime_config(global: &GlobalOpts) -> anyhow::Result<RuntimeConfig> {
+pub fn runtime_config(global: &GlobalOpts) -> anyhow::Result<RuntimeConfig> {
     let mut config = RuntimeConfig::default();
     if let Some(file) = global.config.clone().or_else(RuntimeConfig::default_file) {
         config = config.apply_file(&file)?;

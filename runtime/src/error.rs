@@ -66,6 +66,11 @@ pub enum Error {
         message: String,
     },
 
+    /// A tool catalogue (`--skills`) cannot be built: a directory that does not exist, or
+    /// two skills with the same name (the message names both files).
+    #[error("{0}")]
+    Catalogue(String),
+
     /// The invocation context is not valid (for example an unknown environment).
     #[error("invalid invocation: {0}")]
     InvalidContext(String),
@@ -94,6 +99,15 @@ pub enum Error {
     /// The caller's input is not JSON text.
     #[error("input is not valid JSON: {0}")]
     InvalidInput(String),
+
+    /// The input does not match the skill's input schema (`[input] schema`).
+    #[error("input for skill `{skill}` does not match its input schema: {message}")]
+    InputSchema {
+        /// The skill.
+        skill: String,
+        /// Which fields are wrong and how (JSON pointers), up to five.
+        message: String,
+    },
 
     /// The skill ran past its wall-clock limit and was stopped.
     #[error("skill `{skill}` hit its time limit of {} and was stopped ({})", humantime::format_duration(*limit),
@@ -172,9 +186,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// The on-disk compile cache could not be used. Loading still works
-    /// without it; this is only returned when the cache directory itself
-    /// cannot be created.
+    /// The on-disk compile cache could not be used: its directory cannot be created, or it
+    /// is refused (owned by another user, or writable by group or others). Loading works
+    /// without it (`--no-cache`); a bad entry is skipped, not an error.
     #[error("compile cache {}: {source}", path.display())]
     Cache {
         /// The cache directory.

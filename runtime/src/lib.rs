@@ -21,12 +21,14 @@
 #![deny(missing_docs)]
 
 mod cache;
+pub mod catalogue;
 pub mod config;
 pub mod display;
 mod engine;
 mod error;
 mod inspect;
 pub mod manifest;
+pub mod schema;
 mod skill;
 mod store;
 
@@ -42,6 +44,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use cache::{CacheOutcome, ComponentCache};
+pub use catalogue::{Catalogue, Tool};
 pub use error::{Error, Result, SkillFailure};
 pub use inspect::{ComponentInfo, Item};
 pub use manifest::{Limits, Manifest};

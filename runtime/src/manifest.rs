@@ -15,6 +15,7 @@ use skillbox_host_api::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
 use skillbox_vault::CredentialKind;
 
 use crate::error::{Error, Result};
+use crate::schema::{Schema, SchemaSection};
 
 /// The file name the CLI looks for when given a directory.
 pub const MANIFEST_FILE: &str = "skill.toml";
@@ -54,6 +55,12 @@ pub struct Manifest {
     /// The `[scan]` table: what to do with foreign tokens in this skill's traffic.
     #[serde(default)]
     pub scan: ScanSection,
+    /// The `[input]` table: the JSON Schema inputs must match (default: any object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<SchemaSection>,
+    /// The `[output]` table: the JSON Schema of the skill's result, for callers (not enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<SchemaSection>,
     /// Where the manifest was read from; relative paths resolve against its directory.
     #[serde(skip)]
     pub path: PathBuf,
@@ -205,6 +212,19 @@ impl Manifest {
             fuel: self.limits.fuel,
         };
         Ok(SkillPolicy { credentials, network: Policy { network_allow: allow }, sql_write: self.sql.write, limits })
+    }
+
+    /// The input schema: `[input] schema`, loaded and checked, or any JSON object.
+    pub fn input_schema(&self) -> Result<Schema> {
+        match &self.input {
+            Some(section) => Schema::load(section, self.dir(), &self.path, "input"),
+            None => Ok(Schema::any_object()),
+        }
+    }
+
+    /// The output schema, if `[output] schema` gives one.
+    pub fn output_schema(&self) -> Result<Option<Schema>> {
+        self.output.as_ref().map(|section| Schema::load(section, self.dir(), &self.path, "output")).transpose()
     }
 
     /// The directory the manifest lives in.

@@ -1,0 +1,178 @@
+//! `skillbox mcp` driven by rmcp's own client over stdio, in both protocol lifecycles: the
+//! older `initialize` handshake and the stateless `server/discover` one.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientLifecycleMode, ClientServiceExt};
+use serde_json::{Value, json};
+use skillbox_tests::server::{Received, Reply, TestServer};
+
+const TOKEN: &str = "ghp_McpStdioToken0123456789abcdefABCD";
+const MASTER_KEY: &str = "6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d";
+
+type Client = RunningService<RoleClient, ()>;
+
+/// One compile cache for every server this test binary starts.
+fn cache() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+fn samples() -> PathBuf {
+    Path::new(skillbox_tests::HELLO).parent().unwrap().to_owned()
+}
+
+/// `skillbox mcp --skills ...` with a vault (maybe absent) in `dir`.
+fn server_command(dir: &Path, skills: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_skillbox"));
+    cmd.arg("mcp").arg("--allow-http-loopback");
+    for s in skills {
+        cmd.args(["--skills", s]);
+    }
+    cmd.env("SKILLBOX_VAULT", dir.join("vault.db"))
+        .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
+        .env("SKILLBOX_CACHE_DIR", cache())
+        .env_remove("SKILLBOX_CONFIG")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+async fn connect(dir: &Path, skills: &[&str], lifecycle: ClientLifecycleMode) -> Client {
+    let transport = TokioChildProcess::builder(server_command(dir, skills)).stderr(Stdio::null()).spawn().unwrap().0;
+    ().serve_with_lifecycle(transport, lifecycle).await.expect("the MCP session starts")
+}
+
+fn legacy() -> ClientLifecycleMode {
+    ClientLifecycleMode::Initialize
+}
+
+fn stateless() -> ClientLifecycleMode {
+    ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] }
+}
+
+async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let args = args.as_object().cloned().unwrap();
+    client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args)).await.expect("tools/call")
+}
+
+fn text(result: &CallToolResult) -> String {
+    serde_json::to_string(&result.content).unwrap()
+}
+
+/// The CLI, for setting up the vault the server reads.
+fn cli(dir: &Path, args: &[&str], stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args(args)
+        .env("SKILLBOX_VAULT", dir.join("vault.db"))
+        .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
+        .env_remove("SKILLBOX_KEY_FILE")
+        .env_remove("SKILLBOX_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_skill_is_a_tool_and_hello_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = samples();
+    let client = connect(dir.path(), &[samples.to_str().unwrap()], legacy()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    for expected in ["hello", "github-issues", "stripe-charge", "webhook-signer", "db-report", "exfiltrate"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    assert!(!names.contains(&"not-a-skill"), "a component that is not a skill is skipped: {names:?}");
+    for tool in &tools {
+        assert!(skillbox_runtime::catalogue::is_tool_name(&tool.name), "{}", tool.name);
+        assert_eq!(tool.input_schema.get("type"), Some(&json!("object")), "{}", tool.name);
+    }
+    let hello = tools.iter().find(|t| t.name == "hello").unwrap();
+    assert_eq!(hello.description.as_deref(), Some("Greets someone by name."));
+    assert_eq!(hello.input_schema["required"], json!(["name"]));
+    assert!(hello.output_schema.is_some());
+
+    let result = call(&client, "hello", json!({ "name": "Ada" })).await;
+    assert_eq!(result.is_error, Some(false), "{}", text(&result));
+    assert_eq!(result.structured_content, Some(json!({ "greeting": "Hello, Ada!" })));
+    assert!(text(&result).contains("Hello, Ada!"), "a text copy too: {}", text(&result));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stateless_protocol_works_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(dir.path(), &[skillbox_tests::HELLO], stateless()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 1);
+    let result = call(&client, "hello", json!({ "name": "Grace" })).await;
+    assert_eq!(result.structured_content, Some(json!({ "greeting": "Hello, Grace!" })), "{}", text(&result));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_that_fails_the_schema_is_an_error_naming_the_field_and_unknown_tools_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(dir.path(), &[skillbox_tests::HELLO], legacy()).await;
+    let result = call(&client, "hello", json!({ "name": 5 })).await;
+    assert_eq!(result.is_error, Some(true));
+    let message = text(&result);
+    assert!(message.contains("`/name`") && message.contains("string"), "{message}");
+    assert!(message.contains("input schema"), "{message}");
+    let missing = call(&client, "hello", json!({})).await;
+    assert!(text(&missing).contains("name"), "{}", text(&missing));
+
+    let unknown = client.call_tool(CallToolRequestParams::new("no-such-tool").with_arguments(Default::default())).await;
+    assert!(unknown.is_err(), "{unknown:?}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentialed_skill_runs_against_loopback_and_an_ungranted_one_names_the_grant_command() {
+    let server = TestServer::start("127.0.0.1", |req: &Received| {
+        if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) {
+            Reply::json(200, json!([{ "number": 3, "title": "Via MCP" }]))
+        } else {
+            Reply::json(401, json!({ "message": "Bad credentials" }))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    cli(dir.path(), &["vault", "init"], None);
+    cli(
+        dir.path(),
+        &["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"],
+        Some(TOKEN),
+    );
+    let input = json!({ "owner": "o", "repo": "r", "base_url": server.base_url() });
+
+    // Not granted: an error the agent can pass on, naming the operator's command.
+    let client = connect(dir.path(), &[skillbox_tests::GITHUB_ISSUES], legacy()).await;
+    let denied = call(&client, "github-issues", input.clone()).await;
+    assert_eq!(denied.is_error, Some(true));
+    assert!(text(&denied).contains("skillbox grant github-issues github"), "{}", text(&denied));
+    assert!(server.received().is_empty());
+    client.cancel().await.unwrap();
+
+    cli(dir.path(), &["grant", "github-issues", "github", "--hosts", &server.host()], None);
+    let client = connect(dir.path(), &[skillbox_tests::GITHUB_ISSUES], stateless()).await;
+    let result = call(&client, "github-issues", input).await;
+    assert_eq!(result.is_error, Some(false), "{}", text(&result));
+    assert_eq!(result.structured_content, Some(json!({ "issues": [{ "number": 3, "title": "Via MCP" }] })));
+    assert!(!text(&result).contains(TOKEN));
+    assert_eq!(server.received().len(), 1);
+    client.cancel().await.unwrap();
+}

@@ -1,0 +1,18 @@
+//! Serves a catalogue of skills to agents over the Model Context Protocol.
+//!
+//! Each skill found by [`skillbox_runtime::Catalogue`] is one MCP tool. A call goes through
+//! exactly what `skillbox run` goes through — the input schema, the skill's grants, the leak
+//! scanner, the audit trail — as the user and environment the server was started for. Agents
+//! get results and errors they can act on, and no tool that grants or changes anything.
+
+pub mod mcp;
+
+pub use mcp::SkillboxMcp;
+
+/// What can go wrong serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The MCP session could not start or ended with a transport error.
+    #[error("MCP session failed: {0}")]
+    Session(String),
+}

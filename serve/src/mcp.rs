@@ -1,0 +1,131 @@
+//! The MCP server: `tools/list` from the catalogue, `tools/call` through the runtime.
+//!
+//! Protocol errors (an unknown tool name) are JSON-RPC errors; everything that happens once a
+//! skill is chosen — input that fails its schema, a denial, a limit, a tripwire, a skill's own
+//! error — is an `isError` result whose text says what happened and, where an operator must
+//! act, the command to run. Both the stateless protocol revision and the older `initialize`
+//! one are served (rmcp negotiates).
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool as McpTool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
+use serde_json::Value;
+use skillbox_runtime::{Catalogue, Error as RunError, InvocationContext, Tool};
+
+use crate::Error;
+
+/// What the server tells clients about itself.
+const INSTRUCTIONS: &str = "Each tool is a sandboxed skill. Credentials are used on the host and never appear in \
+     results. When a tool reports that access was denied, an operator must grant it with the `skillbox grant` \
+     command the message names; there is no tool for that.";
+
+/// An MCP server over a skill catalogue, running every call as one user in one environment.
+#[derive(Debug, Clone)]
+pub struct SkillboxMcp {
+    catalogue: Arc<Catalogue>,
+    context: InvocationContext,
+}
+
+impl SkillboxMcp {
+    /// Serves `catalogue`; every call runs with `context` (the operator's `--user`/`--env`).
+    pub fn new(catalogue: Arc<Catalogue>, context: InvocationContext) -> SkillboxMcp {
+        SkillboxMcp { catalogue, context }
+    }
+
+    /// Serves MCP on this process's stdin and stdout until the client goes away.
+    pub async fn serve_stdio(self) -> Result<(), Error> {
+        let running = self.serve(rmcp::transport::stdio()).await.map_err(|e| Error::Session(e.to_string()))?;
+        running.waiting().await.map_err(|e| Error::Session(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The MCP description of `tool`.
+    fn describe(tool: &Tool) -> McpTool {
+        let object = |v: &Value| -> Arc<JsonObject> { Arc::new(v.as_object().cloned().unwrap_or_default()) };
+        let mut described = McpTool::new(tool.name.clone(), tool.description.clone(), object(tool.input.value()));
+        if let Some(output) = &tool.output {
+            described = described.with_raw_output_schema(object(output.value()));
+        }
+        described
+    }
+
+    /// Runs one call: `Err` only for protocol errors (no such tool).
+    async fn call(&self, request: CallToolRequestParams) -> Result<CallToolResult, McpError> {
+        let Some(tool) = self.catalogue.get(&request.name) else {
+            return Err(McpError::invalid_params(
+                format!("there is no tool named `{}`; call tools/list for the tools this server has", request.name),
+                None,
+            ));
+        };
+        let input = Value::Object(request.arguments.unwrap_or_default());
+        let span = tracing::info_span!("tools/call", skill = %tool.name, user = %self.context.user);
+        let _entered = span.enter();
+        Ok(match tool.invoke(&input, &self.context).await {
+            Ok(output) => match serde_json::from_str::<Value>(&output.json) {
+                Ok(value) => CallToolResult::structured(value),
+                Err(_) => CallToolResult::success(vec![ContentBlock::text(output.json)]),
+            },
+            Err(error) => {
+                tracing::info!(skill = %tool.name, "call failed: {error}");
+                CallToolResult::error(vec![ContentBlock::text(failure_text(&tool.name, &error))])
+            }
+        })
+    }
+}
+
+/// The `isError` text for a failed call: what happened, for the agent and the human reading
+/// along, with the operator's fix when there is one (the runtime's errors carry it).
+fn failure_text(skill: &str, error: &RunError) -> String {
+    let lead = match error {
+        RunError::InputSchema { .. } | RunError::InvalidInput(_) => {
+            "The input was rejected before the skill ran; fix the arguments to match the tool's input schema."
+        }
+        RunError::Denied { .. } => {
+            "The skill was refused access to a credential. Only an operator can change that (with the command \
+             below); ask them, and do not retry until they have."
+        }
+        RunError::Tripwire { .. } => {
+            "The skill was stopped: it tried to send, return or log a secret. Do not retry it."
+        }
+        RunError::TimeLimit { .. }
+        | RunError::MemoryLimit { .. }
+        | RunError::FuelLimit { .. }
+        | RunError::HostLimit { .. } => "The skill hit a limit and was stopped.",
+        RunError::SkillFailed { .. } => "The skill reported an error.",
+        _ => "The skill could not run.",
+    };
+    format!("{lead}\n{skill}: {error}")
+}
+
+impl ServerHandler for SkillboxMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("skillbox", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.catalogue.tools().map(Self::describe).collect()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<McpTool> {
+        self.catalogue.get(name).map(Self::describe)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.call(request).await.map(CallToolResponse::from)
+    }
+}
