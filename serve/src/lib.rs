@@ -1,12 +1,18 @@
-//! Serves a catalogue of skills to agents over the Model Context Protocol.
+//! Serves a catalogue of skills to agents: MCP over stdio and HTTP, and a REST API.
 //!
 //! Each skill found by [`skillbox_runtime::Catalogue`] is one MCP tool. A call goes through
 //! exactly what `skillbox run` goes through — the input schema, the skill's grants, the leak
 //! scanner, the audit trail — as the user and environment the server was started for. Agents
 //! get results and errors they can act on, and no tool that grants or changes anything.
 
+pub mod caller;
+pub mod http;
 pub mod mcp;
+pub mod metrics;
+mod openapi;
 
+pub use caller::{Caller, KeyCheck};
+pub use http::{ServeOptions, router, serve};
 pub use mcp::SkillboxMcp;
 
 /// What can go wrong serving.

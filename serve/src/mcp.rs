@@ -18,23 +18,46 @@ use serde_json::Value;
 use skillbox_runtime::{Catalogue, Error as RunError, InvocationContext, Tool};
 
 use crate::Error;
+use crate::caller::Caller;
 
 /// What the server tells clients about itself.
 const INSTRUCTIONS: &str = "Each tool is a sandboxed skill. Credentials are used on the host and never appear in \
      results. When a tool reports that access was denied, an operator must grant it with the `skillbox grant` \
      command the message names; there is no tool for that.";
 
-/// An MCP server over a skill catalogue, running every call as one user in one environment.
+/// An MCP server over a skill catalogue.
+///
+/// Over stdio every call runs as the one user and environment the server was started for.
+/// Over HTTP ([`SkillboxMcp::for_http`]) every call runs as the [`Caller`] its API key
+/// names, which the HTTP layer puts in the request's extensions; a request without one is
+/// refused.
 #[derive(Debug, Clone)]
 pub struct SkillboxMcp {
     catalogue: Arc<Catalogue>,
-    context: InvocationContext,
+    /// Who calls when no API key says (stdio); `None` over HTTP.
+    context: Option<InvocationContext>,
+    stats: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl SkillboxMcp {
     /// Serves `catalogue`; every call runs with `context` (the operator's `--user`/`--env`).
     pub fn new(catalogue: Arc<Catalogue>, context: InvocationContext) -> SkillboxMcp {
-        SkillboxMcp { catalogue, context }
+        SkillboxMcp { catalogue, context: Some(context), stats: None }
+    }
+
+    /// Serves `catalogue` behind the HTTP layer: each call as its request's [`Caller`].
+    pub fn for_http(catalogue: Arc<Catalogue>, stats: Arc<crate::metrics::Metrics>) -> SkillboxMcp {
+        SkillboxMcp { catalogue, context: None, stats: Some(stats) }
+    }
+
+    /// Who this request runs as: the API key's caller over HTTP, else the server's context.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Caller> {
+        let from_key = context.extensions.get::<http::request::Parts>().and_then(|p| p.extensions.get::<Caller>());
+        match (from_key, &self.context) {
+            (Some(caller), _) => Some(caller.clone()),
+            (None, Some(ctx)) => Some(Caller::local(ctx)),
+            (None, None) => None,
+        }
     }
 
     /// Serves MCP on this process's stdin and stdout until the client goes away.
@@ -54,18 +77,27 @@ impl SkillboxMcp {
         described
     }
 
-    /// Runs one call: `Err` only for protocol errors (no such tool).
-    async fn call(&self, request: CallToolRequestParams) -> Result<CallToolResult, McpError> {
-        let Some(tool) = self.catalogue.get(&request.name) else {
+    /// Runs one call: `Err` only for protocol errors (no such tool, no caller).
+    async fn call(&self, request: CallToolRequestParams, caller: Option<Caller>) -> Result<CallToolResult, McpError> {
+        let Some(caller) = caller else {
+            return Err(McpError::invalid_request("this request carries no API key", None));
+        };
+        let Some(tool) = self.catalogue.get(&request.name).filter(|t| caller.may_call(&t.name)) else {
             return Err(McpError::invalid_params(
                 format!("there is no tool named `{}`; call tools/list for the tools this server has", request.name),
                 None,
             ));
         };
         let input = Value::Object(request.arguments.unwrap_or_default());
-        let span = tracing::info_span!("tools/call", skill = %tool.name, user = %self.context.user);
+        let span =
+            tracing::info_span!("tools/call", skill = %tool.name, user = %caller.user, caller = %caller.fingerprint);
         let _entered = span.enter();
-        Ok(match tool.invoke(&input, &self.context).await {
+        let started = std::time::Instant::now();
+        let outcome = tool.invoke(&input, &caller.context()).await;
+        if let Some(stats) = &self.stats {
+            stats.record(&tool.name, started.elapsed(), outcome.as_ref().err());
+        }
+        Ok(match outcome {
             Ok(output) => match serde_json::from_str::<Value>(&output.json) {
                 Ok(value) => CallToolResult::structured(value),
                 Err(_) => CallToolResult::success(vec![ContentBlock::text(output.json)]),
@@ -80,7 +112,7 @@ impl SkillboxMcp {
 
 /// The `isError` text for a failed call: what happened, for the agent and the human reading
 /// along, with the operator's fix when there is one (the runtime's errors carry it).
-fn failure_text(skill: &str, error: &RunError) -> String {
+pub(crate) fn failure_text(skill: &str, error: &RunError) -> String {
     let lead = match error {
         RunError::InputSchema { .. } | RunError::InvalidInput(_) => {
             "The input was rejected before the skill ran; fix the arguments to match the tool's input schema."
@@ -112,9 +144,11 @@ impl ServerHandler for SkillboxMcp {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.catalogue.tools().map(Self::describe).collect()))
+        let caller = self.caller(&context);
+        let visible = |t: &&Tool| caller.as_ref().is_some_and(|c| c.may_call(&t.name));
+        Ok(ListToolsResult::with_all_items(self.catalogue.tools().filter(visible).map(Self::describe).collect()))
     }
 
     fn get_tool(&self, name: &str) -> Option<McpTool> {
@@ -124,8 +158,9 @@ impl ServerHandler for SkillboxMcp {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.call(request).await.map(CallToolResponse::from)
+        let caller = self.caller(&context);
+        self.call(request, caller).await.map(CallToolResponse::from)
     }
 }

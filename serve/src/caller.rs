@@ -1,0 +1,51 @@
+//! Who is calling: the user (tenant), environment and skills an API key fixes.
+
+use skillbox_runtime::InvocationContext;
+
+/// The identity every call made with one API key runs as. The HTTP layer derives it from the
+/// key alone (never from the request body), so a key issued for tenant A in `dev` can only
+/// run as tenant A in `dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user or tenant whose credentials calls may use.
+    pub user: String,
+    /// The environment whose credentials calls may use.
+    pub environment: String,
+    /// The skills the key may call (`None`: all).
+    pub skills: Option<Vec<String>>,
+    /// The key's fingerprint (never the key), recorded as the caller in audit rows.
+    pub fingerprint: String,
+}
+
+impl Caller {
+    /// The operator's own identity over stdio.
+    pub fn local(context: &InvocationContext) -> Caller {
+        Caller {
+            user: context.user.clone(),
+            environment: context.environment.clone(),
+            skills: None,
+            fingerprint: "stdio".into(),
+        }
+    }
+
+    /// Whether this caller may see and call `skill`.
+    pub fn may_call(&self, skill: &str) -> bool {
+        self.skills.as_ref().is_none_or(|list| list.iter().any(|s| s == skill))
+    }
+
+    /// The invocation context calls run with: the audit trail's purpose names the caller.
+    pub fn context(&self) -> InvocationContext {
+        InvocationContext {
+            user: self.user.clone(),
+            environment: self.environment.clone(),
+            purpose: format!("called by {}", self.fingerprint),
+        }
+    }
+}
+
+/// Turns a presented API key into a [`Caller`], or refuses it. Implemented over the vault's
+/// API keys by the CLI; refusals carry no detail (the HTTP layer answers 401).
+pub trait KeyCheck: Send + Sync + 'static {
+    /// The caller `key` identifies, or `None` for an unknown, expired or revoked key.
+    fn check(&self, key: &str) -> Option<Caller>;
+}
