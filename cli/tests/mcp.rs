@@ -99,6 +99,16 @@ async fn every_sample_skill_is_a_tool_and_hello_runs() {
     for tool in &tools {
         assert!(skillbox_runtime::catalogue::is_tool_name(&tool.name), "{}", tool.name);
         assert_eq!(tool.input_schema.get("type"), Some(&json!("object")), "{}", tool.name);
+        // Every sample skill describes its input (without `[input] schema` a tool gets a bare
+        // `{"type": "object"}`); one that takes nothing says so with `additionalProperties: false`.
+        let properties = tool.input_schema.get("properties").and_then(Value::as_object);
+        let takes_nothing = tool.input_schema.get("additionalProperties") == Some(&json!(false));
+        assert!(
+            properties.is_some_and(|p| !p.is_empty() || takes_nothing),
+            "{} has no input schema properties: {:?}",
+            tool.name,
+            tool.input_schema
+        );
     }
     let hello = tools.iter().find(|t| t.name == "hello").unwrap();
     assert_eq!(hello.description.as_deref(), Some("Greets someone by name."));
