@@ -578,7 +578,7 @@ impl Vault {
 
     /// Walks the whole chain and reports the first edited, inserted or deleted
     /// row (including deletion of the newest rows, caught by the MACed head);
-    /// then checks the MAC of every credentials, versions and grants row
+    /// then checks the MAC of every credentials, versions, grants and api_keys row
     /// ([`TamperKind::RecordForged`]).
     pub fn audit_verify(&self) -> Result<AuditReport> {
         self.verify_with(None)

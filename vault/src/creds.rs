@@ -683,7 +683,7 @@ mod tests {
                 .execute_batch(
                     "ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; \
                      ALTER TABLE grants DROP COLUMN mac; ALTER TABLE grants DROP COLUMN policy; \
-                     PRAGMA user_version = 2;",
+                     DROP TABLE api_keys; PRAGMA user_version = 2;",
                 )
                 .unwrap();
             old

@@ -62,8 +62,10 @@ pub(crate) mod label {
     pub const FINGERPRINT: &[u8] = b"skillbox-vault/v1/fingerprint";
     /// Sub-key of the audit key: MACs exported audit anchors and the anchor-file setting.
     pub const AUDIT_ANCHOR: &[u8] = b"skillbox-vault/v1/audit-anchor";
-    /// Sub-key of the vault secret: MACs credentials, versions and grants rows.
+    /// Sub-key of the vault secret: MACs credentials, versions, grants and api_keys rows.
     pub const RECORD_MAC: &[u8] = b"skillbox-vault/v1/record-mac";
+    /// Sub-key of the vault secret: the keyed hashes and fingerprints of API keys.
+    pub const API_KEY: &[u8] = b"skillbox-vault/v1/api-key";
 }
 
 /// A 256-bit key. Zeroized on drop; `Debug` prints no bytes; no `Display`.

@@ -301,6 +301,28 @@ pub enum Error {
         /// Which record (never a value).
         what: String,
     },
+    /// An API key was not accepted: unknown, expired, revoked or malformed. One variant
+    /// and one message for every case, so nothing tells a caller which it was (an HTTP
+    /// server answers 401). A key whose stored record fails its MAC is
+    /// [`Error::Tampered`] instead: that is for the operator, not the caller.
+    #[error("API key refused")]
+    ApiKeyRefused,
+    /// No API key has this name (`skillbox apikey revoke`).
+    #[error("no API key named '{name}': see `skillbox apikey list`")]
+    ApiKeyNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// An API key with this name exists (names stay taken after revocation, so audit
+    /// rows and listings never confuse two keys).
+    #[error(
+        "an API key named '{name}' already exists (a revoked key keeps its name): choose another name; \
+         see `skillbox apikey list`"
+    )]
+    ApiKeyExists {
+        /// The name asked for.
+        name: String,
+    },
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
     Random(String),
@@ -310,8 +332,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// True for refusals of access (not granted, expired, revoked, digest changed, suspended):
-    /// the CLI maps these to its "denied" exit code.
+    /// True for refusals of access (not granted, expired, revoked, digest changed, suspended,
+    /// API key refused): the CLI maps these to its "denied" exit code.
     pub fn is_denied(&self) -> bool {
         matches!(
             self,
@@ -322,6 +344,7 @@ impl Error {
                 | Error::DigestMismatch { .. }
                 | Error::PolicyChanged { .. }
                 | Error::Suspended { .. }
+                | Error::ApiKeyRefused
         )
     }
 }

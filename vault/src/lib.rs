@@ -4,10 +4,12 @@
 //! passphrase via PBKDF2) wraps key-encryption keys; every credential version
 //! has its own data key wrapped by a KEK; values are sealed with AES-256-GCM
 //! whose associated data binds each ciphertext to its vault, credential,
-//! version, key, owner, environment and name; every credential, version and
-//! grant row carries a MAC checked on every read. Skills reach values only through [`Vault::resolve`], which
-//! checks a grant (default deny) and commits an audit row before it returns
-//! anything. See `docs/vault.md` for the design and threat model.
+//! version, key, owner, environment and name; every credential, version,
+//! grant and API key row carries a MAC checked on every read. Skills reach
+//! values only through [`Vault::resolve`], which checks a grant (default deny)
+//! and commits an audit row before it returns anything. Clients of `skillbox
+//! serve` are authenticated by [`Vault::apikey_verify`]. See `docs/vault.md`
+//! for the design and threat model.
 //!
 //! ```no_run
 //! use skillbox_vault::*;
@@ -23,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+mod apikeys;
 mod audit;
 mod creds;
 mod crypto;
@@ -44,6 +47,7 @@ use std::time::Duration;
 use aes_gcm::Aes256Gcm;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+pub use crate::apikeys::API_KEY_PREFIX;
 pub use crate::audit::{AuditAnchor, AuditRepair};
 pub use crate::crypto::{
     DEFAULT_PBKDF2_ITERATIONS, MIN_PASSPHRASE_LEN, MIN_PBKDF2_ITERATIONS, MasterKeySource, check_new_passphrase,
@@ -106,8 +110,10 @@ pub struct Vault {
     audit_key: Key32,
     /// HKDF sub-key of the vault secret: value fingerprints.
     fp_key: Key32,
-    /// HKDF sub-key of the vault secret: MACs credentials, versions and grants rows.
+    /// HKDF sub-key of the vault secret: MACs credentials, versions, grants and API key rows.
     record_key: Key32,
+    /// HKDF sub-key of the vault secret: keyed hashes and fingerprints of API keys.
+    apikey_key: Key32,
     history_depth: u32,
     /// Bumped by every change that can affect an access decision (see `Vault::generation`).
     changes: std::sync::atomic::AtomicU64,
@@ -352,6 +358,7 @@ impl Vault {
         let audit_key = vault_secret.derive(&vault_id, label::AUDIT_MAC);
         let fp_key = vault_secret.derive(&vault_id, label::FINGERPRINT);
         let record_key = vault_secret.derive(&vault_id, label::RECORD_MAC);
+        let apikey_key = vault_secret.derive(&vault_id, label::API_KEY);
         let now = types::now_ms();
 
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -378,6 +385,7 @@ impl Vault {
             audit_key,
             fp_key,
             record_key,
+            apikey_key,
             history_depth: options.history_depth,
             changes: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
@@ -454,6 +462,7 @@ impl Vault {
         let audit_key = vault_secret.derive(&vault_id, label::AUDIT_MAC);
         let fp_key = vault_secret.derive(&vault_id, label::FINGERPRINT);
         let record_key = vault_secret.derive(&vault_id, label::RECORD_MAC);
+        let apikey_key = vault_secret.derive(&vault_id, label::API_KEY);
         drop(vault_secret);
         let history_depth = meta_u32(&conn, "history_depth")?.max(1);
 
@@ -474,6 +483,7 @@ impl Vault {
             audit_key,
             fp_key,
             record_key,
+            apikey_key,
             history_depth,
             changes: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
@@ -498,7 +508,7 @@ impl Vault {
         self.history_depth
     }
 
-    /// The key that MACs credentials, versions and grants rows.
+    /// The key that MACs credentials, versions, grants and api_keys rows.
     pub(crate) fn records(&self) -> records::RecordKey<'_> {
         records::RecordKey { key: &self.record_key, vault_id: &self.vault_id }
     }

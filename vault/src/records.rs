@@ -1,5 +1,5 @@
-//! Integrity of the vault's own records: every `credentials`, `versions` and
-//! `grants` row carries a MAC (column `mac`) under an HKDF sub-key of the
+//! Integrity of the vault's own records: every `credentials`, `versions`,
+//! `grants` and `api_keys` row carries a MAC (column `mac`) under an HKDF sub-key of the
 //! vault secret, over a canonical encoding of its security-relevant columns.
 //!
 //! Written after every insert or update (by re-reading the row, so the MAC
@@ -21,21 +21,24 @@ pub(crate) enum Table {
     Credentials,
     Versions,
     Grants,
+    /// Since schema 5; every column but `last_used_at` (which changes on use).
+    ApiKeys,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 3] = [Table::Credentials, Table::Versions, Table::Grants];
+    pub(crate) const ALL: [Table; 4] = [Table::Credentials, Table::Versions, Table::Grants, Table::ApiKeys];
 
     fn name(self) -> &'static str {
         match self {
             Table::Credentials => "credentials",
             Table::Versions => "versions",
             Table::Grants => "grants",
+            Table::ApiKeys => "api_keys",
         }
     }
 
     /// The covered columns, in MAC order. The first ones identify the row in messages.
-    fn columns(self) -> &'static str {
+    pub(crate) fn columns(self) -> &'static str {
         match self {
             Table::Credentials => {
                 "id, owner, environment, name, kind, service, expires_at, status, current_version, revoked_reason"
@@ -44,6 +47,10 @@ impl Table {
             Table::Grants => {
                 "id, credential_id, skill, alias, environment, owner, access_level, expires_at, skill_digest, \
                  any_digest, hosts, suspended_at, suspended_reason, response, policy"
+            }
+            Table::ApiKeys => {
+                "id, name, owner, environment, skills, key_hash, fingerprint, created_at, created_by, expires_at, \
+                 revoked_at"
             }
         }
     }
@@ -60,10 +67,16 @@ impl Table {
             Table::Credentials => format!("the record of credential {} ('{}')", text(0), text(3)),
             Table::Versions => format!("the record of version {} of credential {}", text(1), text(0)),
             Table::Grants => format!("the record of grant {} (skill '{}', name '{}')", text(0), text(2), text(3)),
+            Table::ApiKeys => format!("the record of API key '{}' ({})", text(1), text(0)),
         }
     }
 
-    fn count(self) -> usize {
+    /// [`Error::Tampered`] naming the row `r` (read as `SELECT {columns}, ...`).
+    pub(crate) fn tampered(self, r: &rusqlite::Row<'_>) -> Error {
+        Error::Tampered { what: self.describe(r) }
+    }
+
+    pub(crate) fn count(self) -> usize {
         self.columns().split(',').count()
     }
 
@@ -159,14 +172,19 @@ impl RecordKey<'_> {
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params)?;
         while let Some(r) = rows.next()? {
-            let stored: Option<Vec<u8>> = r.get(table.count())?;
-            let expected = self.mac(table, r, 0)?;
-            let ok = stored.is_some_and(|m| bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &m[..])));
-            if !ok {
+            if !self.is_authentic(table, r)? {
                 return Ok(Some(table.describe(r)));
             }
         }
         Ok(None)
+    }
+
+    /// Whether `r` — a row read as `SELECT {table.columns()}, mac, ...` — carries its MAC.
+    /// For hot paths that read a row once and check it in place.
+    pub(crate) fn is_authentic(&self, table: Table, r: &rusqlite::Row<'_>) -> rusqlite::Result<bool> {
+        let stored: Option<Vec<u8>> = r.get(table.count())?;
+        let expected = self.mac(table, r, 0)?;
+        Ok(stored.is_some_and(|m| bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &m[..]))))
     }
 
     /// The first forged row in any MACed table (for `audit verify`).

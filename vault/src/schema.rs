@@ -118,6 +118,27 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE grants ADD COLUMN policy TEXT;
     "#,
+    // 5: API keys for `skillbox serve` clients (see apikeys.rs). The key itself is never
+    // stored: `key_hash` is HMAC-SHA256 of it under a sub-key of the vault secret (the
+    // UNIQUE constraint is the index every request looks it up by). Every column but
+    // `last_used_at` is covered by the row's MAC.
+    r#"
+    CREATE TABLE api_keys (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        owner        TEXT NOT NULL,   -- the user (tenant) every call made with the key runs as
+        environment  TEXT NOT NULL CHECK (environment IN ('dev', 'staging', 'production')),
+        skills       TEXT,            -- JSON list of skill names; NULL = every skill
+        key_hash     BLOB NOT NULL UNIQUE,
+        fingerprint  TEXT NOT NULL UNIQUE,
+        created_at   INTEGER NOT NULL,
+        created_by   TEXT NOT NULL,
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        last_used_at INTEGER,         -- written at most once a minute; not MACed
+        mac          BLOB
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version that added record MACs: a file older than this gets

@@ -188,6 +188,11 @@ string_enum! {
         Repair = "repair",
         /// The automatically rewritten audit anchor file was set or removed.
         Anchor = "anchor",
+        /// An API key was created (`detail`: name, fingerprint, user, environment, skills,
+        /// expiry; never the key).
+        ApikeyCreate = "apikey-create",
+        /// An API key was revoked.
+        ApikeyRevoke = "apikey-revoke",
     }
     what = "audit action"
 }
@@ -232,6 +237,19 @@ string_enum! {
         Expired = "expired",
     }
     what = "grant status"
+}
+
+string_enum! {
+    /// Whether an API key is accepted now (computed when it is read).
+    pub enum ApiKeyStatus {
+        /// Accepted.
+        Active = "active",
+        /// Past its expiry.
+        Expired = "expired",
+        /// Revoked (`skillbox apikey revoke`).
+        Revoked = "revoked",
+    }
+    what = "API key status"
 }
 
 /// What [`crate::Vault::generation`] returns: compare two for equality.
@@ -708,7 +726,7 @@ pub enum TamperKind {
     /// The log does not extend an anchor exported earlier: rows the anchor
     /// covers are missing or differ (truncation, or an older copy of the file).
     RolledBack,
-    /// A credentials, versions or grants row fails its MAC: it was modified
+    /// A credentials, versions, grants or api_keys row fails its MAC: it was modified
     /// outside skillbox (`row` is 0; the message names the record).
     RecordForged,
 }
@@ -738,4 +756,73 @@ pub struct AuditProblem {
     pub row: i64,
     /// Human explanation.
     pub message: String,
+}
+
+/// A new API key for a client of `skillbox serve` (see [`crate::Vault::apikey_create`]).
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Its name, for listings and `skillbox apikey revoke` (unique, never reused).
+    pub name: String,
+    /// The user (tenant) every call made with the key runs as.
+    pub owner: String,
+    /// The environment every call made with the key runs in.
+    pub environment: Environment,
+    /// The skills the key may call; `None` for every skill.
+    pub skills: Option<Vec<String>>,
+    /// When the key stops being accepted; `None` for never.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl NewApiKey {
+    /// A key for the default user in `dev`, for every skill, that never expires.
+    pub fn new(name: impl Into<String>) -> Self {
+        NewApiKey {
+            name: name.into(),
+            owner: DEFAULT_OWNER.into(),
+            environment: Environment::Dev,
+            skills: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// An API key as stored: everything but the key, which the vault never holds (only a
+/// keyed hash of it).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyInfo {
+    /// Its name.
+    pub name: String,
+    /// A short fingerprint (`sbx_…a1b2c3`) that names the key in listings and audit rows;
+    /// derived with a key the vault holds, so it tells nothing about the key itself.
+    /// Unique within the vault.
+    pub fingerprint: String,
+    /// The user (tenant) every call made with the key runs as.
+    pub owner: String,
+    /// The environment every call made with the key runs in.
+    pub environment: Environment,
+    /// The skills the key may call; `None` for every skill. Sorted, no duplicates.
+    pub skills: Option<Vec<String>>,
+    /// Created.
+    #[serde(with = "rfc3339")]
+    pub created_at: SystemTime,
+    /// Who created it.
+    pub created_by: String,
+    /// When it stops being accepted.
+    #[serde(with = "rfc3339::opt")]
+    pub expires_at: Option<SystemTime>,
+    /// When it was revoked.
+    #[serde(with = "rfc3339::opt")]
+    pub revoked_at: Option<SystemTime>,
+    /// When it was last accepted (written at most once a minute).
+    #[serde(with = "rfc3339::opt")]
+    pub last_used_at: Option<SystemTime>,
+    /// `active`, `expired` or `revoked`, as of when it was read.
+    pub status: ApiKeyStatus,
+}
+
+impl ApiKeyInfo {
+    /// Whether the key may call skill `skill`.
+    pub fn allows_skill(&self, skill: &str) -> bool {
+        self.skills.as_ref().is_none_or(|s| s.iter().any(|x| x == skill))
+    }
 }
