@@ -1,4 +1,4 @@
-//! Vault subcommands: `vault`, `cred`, `grant`, `ungrant`, `grants`, `audit`, `key`.
+//! Vault subcommands: `vault`, `cred`, `grant`, `ungrant`, `grants`, `audit`, `key`, `apikey`.
 //!
 //! Thin glue over `skillbox-vault`: this module finds the vault file and the
 //! master key, reads secrets from a prompt, stdin or a file (never argv), and
@@ -14,10 +14,12 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use skillbox_vault::{
-    AccessLevel, AuditAction, AuditQuery, CredentialKind, CredentialRef, Environment, GrantFilter, GrantStatus,
-    InitOptions, ListFilter, MasterKeySource, NewCredential, NewGrant, ResponseMode, Status, Vault,
+    AccessLevel, ApiKeyInfo, AuditAction, AuditQuery, CredentialKind, CredentialRef, Environment, GrantFilter,
+    GrantStatus, InitOptions, ListFilter, MasterKeySource, NewApiKey, NewCredential, NewGrant, ResponseMode, Status,
+    Vault,
 };
 
 use crate::GlobalOpts;
@@ -45,6 +47,9 @@ pub enum VaultCommands {
     /// Manage the master key.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Create, list and revoke the API keys clients of `skillbox serve` authenticate with.
+    #[command(subcommand)]
+    Apikey(Box<ApikeyCmd>),
 }
 
 /// Where the master key may come from besides the environment.
@@ -299,6 +304,49 @@ pub struct GrantsArgs {
     pub key: KeyOpts,
 }
 
+/// `skillbox apikey ...`
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCmd {
+    /// Create an API key and print it, once, alone on stdout: the vault keeps only a keyed hash
+    /// of it. Every call made with the key runs as --user in --env.
+    Create {
+        /// Its name, for `apikey list` and `apikey revoke` (never reused, even after revocation).
+        name: String,
+        /// The user (tenant) every call made with the key runs as: its credentials, its grants.
+        #[arg(long, default_value = skillbox_vault::DEFAULT_OWNER, value_name = "USER")]
+        user: String,
+        /// The environment every call made with the key runs in: dev, staging or production.
+        #[arg(long = "env", default_value = "dev", value_name = "ENV")]
+        env: String,
+        /// Only these skills may be called with the key, comma-separated (default: every skill).
+        #[arg(long, value_delimiter = ',', value_name = "SKILL,...")]
+        skills: Option<Vec<String>>,
+        /// Expiry: an RFC 3339 time or a duration like 90d (default: never).
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+        /// Print a JSON object instead: the key in its `key` field, with the key's details.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// List API keys: name, fingerprint, user, environment, skills, dates, status (never a key).
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Revoke an API key now: every request made with it is refused from then on.
+    Revoke {
+        /// The key's name (see `skillbox apikey list`).
+        name: String,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+}
+
 /// Filters for audit queries.
 #[derive(Debug, Clone, Args)]
 pub struct AuditFilter {
@@ -309,7 +357,7 @@ pub struct AuditFilter {
     #[arg(long)]
     pub skill: Option<String>,
     /// Action: create, read, use, rotate, revoke, delete, grant, ungrant, key-rotate, denied, pin, backup,
-    /// tripwire, suspend, leak, resume, repair, anchor.
+    /// tripwire, suspend, leak, resume, repair, anchor, apikey-create, apikey-revoke.
     #[arg(long)]
     pub action: Option<String>,
     /// From: an RFC 3339 time or a duration ago like 24h.
@@ -453,6 +501,7 @@ pub fn run(cmd: VaultCommands, global: &GlobalOpts) -> anyhow::Result<ExitCode> 
             eprintln!("master key rotated: use the new key from now on (no credential was re-encrypted)");
             Ok(ExitCode::SUCCESS)
         }
+        VaultCommands::Apikey(cmd) => apikey(*cmd, global),
     }
 }
 
@@ -697,6 +746,69 @@ fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             }
             vault.delete(&r, &actor()).map_err(vault_err)?;
             eprintln!("deleted '{name}' in {}", r.environment);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn apikey(cmd: ApikeyCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ApikeyCmd::Create { name, user, env, skills, expires, json, key } => {
+            let environment = env.parse::<Environment>().map_err(usage)?;
+            let expires_at = expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
+            if expires_at.is_some_and(|t| t <= SystemTime::now()) {
+                return Err(usage(anyhow::anyhow!(
+                    "--expires {} is in the past: give a later time or a duration like 90d",
+                    escape(expires.as_deref().unwrap_or_default())
+                )));
+            }
+            let new = NewApiKey { name, owner: user, environment, skills, expires_at };
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let (info, secret) = vault.apikey_create(&new, &actor()).map_err(vault_err)?;
+            if json {
+                #[derive(serde::Serialize)]
+                struct Created<'a> {
+                    key: &'a str,
+                    #[serde(flatten)]
+                    info: &'a ApiKeyInfo,
+                }
+                let text = zeroize::Zeroizing::new(
+                    serde_json::to_string_pretty(&Created { key: secret.expose_secret(), info: &info })
+                        .expect("an API key serializes"),
+                );
+                println!("{}", text.as_str());
+            } else {
+                println!("{}", secret.expose_secret());
+            }
+            let skills = match &info.skills {
+                Some(list) => format!("skills {}", escape(&list.join(", "))),
+                None => "every skill".to_string(),
+            };
+            let expiry = match info.expires_at {
+                Some(t) => format!("expires {}", humantime::format_rfc3339_seconds(t)),
+                None => "never expires".to_string(),
+            };
+            eprintln!(
+                "created API key '{}' ({}) for user '{}' in {}, {skills}, {expiry}. This is the only time the key \
+                 is shown: store it now (the vault keeps only a hash of it). Revoke it with \
+                 `skillbox apikey revoke {}`",
+                escape(&info.name),
+                info.fingerprint,
+                escape(&info.owner),
+                info.environment,
+                escape(&info.name)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ApikeyCmd::List { json, key } => {
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            let list = vault.apikey_list().map_err(vault_err)?;
+            Ok(print::json_or(json, &list[..], print::apikeys))
+        }
+        ApikeyCmd::Revoke { name, key } => {
+            let vault = open_vault_with(global, key.key_file.as_deref())?;
+            vault.apikey_revoke(&name, &actor()).map_err(vault_err)?;
+            eprintln!("revoked API key '{}': every request made with it is refused from now on", escape(&name));
             Ok(ExitCode::SUCCESS)
         }
     }

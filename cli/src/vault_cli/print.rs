@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use skillbox_vault::{AuditEntry, AuditSummary, CredentialDetail, CredentialInfo, GrantInfo, GrantStatus};
+use skillbox_vault::{ApiKeyInfo, AuditEntry, AuditSummary, CredentialDetail, CredentialInfo, GrantInfo, GrantStatus};
 
 /// Prints `value` as JSON when `json` is set, else with `human`.
 pub fn json_or<T: serde::Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> ExitCode {
@@ -170,6 +170,31 @@ pub fn grants(list: &[GrantInfo]) {
                 e(g.grant_command())
             );
         }
+    }
+}
+
+pub fn apikeys(list: &[ApiKeyInfo]) {
+    if list.is_empty() {
+        eprintln!("no API keys (create one with `skillbox apikey create NAME --user USER --env ENV`)");
+        return;
+    }
+    println!(
+        "{:<20} {:<12} {:<12} {:<11} {:<20} {:<20} {:<20} {:<20} STATUS",
+        "NAME", "FINGERPRINT", "USER", "ENV", "SKILLS", "CREATED", "EXPIRES", "LAST-USED"
+    );
+    for k in list {
+        println!(
+            "{:<20} {:<12} {:<12} {:<11} {:<20} {:<20} {:<20} {:<20} {}",
+            e(&k.name),
+            k.fingerprint,
+            e(&k.owner),
+            k.environment,
+            k.skills.as_ref().map_or_else(|| "(all)".to_string(), |s| e(s.join(","))),
+            t(k.created_at),
+            opt_t(k.expires_at),
+            opt_t(k.last_used_at),
+            k.status
+        );
     }
 }
 
