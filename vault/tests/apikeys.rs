@@ -184,6 +184,12 @@ fn the_key_is_never_stored_audited_or_printed() {
         keys.push((key, info.fingerprint));
     }
     v.apikey_revoke("one", "op").unwrap();
+    // The stored hash is keyed: not a plain SHA-256 of the key that a guess could be checked against.
+    let stored: Vec<u8> =
+        raw(&db).query_row("SELECT key_hash FROM api_keys WHERE name = 'one'", [], |r| r.get(0)).unwrap();
+    use sha2::Digest;
+    assert_eq!(stored.len(), 32);
+    assert_ne!(stored[..], sha2::Sha256::digest(keys[0].0.as_bytes())[..]);
 
     let mut export = Vec::new();
     v.audit_export(&AuditQuery::default(), &mut export).unwrap();
@@ -327,6 +333,19 @@ fn a_schema_4_vault_gets_the_api_keys_table_when_opened() {
     let v = reopen(&db);
     assert_eq!(version(), 5);
     assert_eq!(v.apikey_verify(&key).unwrap().name, "ci");
+}
+
+#[test]
+fn keys_survive_master_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, db) = new_vault(dir.path());
+    let (_, key) = create(&v, &new_key("ci", "tenant", Environment::Production, None));
+    let key_b = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    v.rotate_master_key(&MasterKeySource::Hex(key_b.to_string().into()), "op").unwrap();
+    drop(v);
+    let v = Vault::open(&db, &MasterKeySource::Hex(key_b.to_string().into())).unwrap();
+    assert_eq!(v.apikey_verify(&key).unwrap().owner, "tenant");
+    assert!(v.audit_verify().unwrap().is_ok());
 }
 
 #[test]
