@@ -55,6 +55,8 @@ enum Command {
     Build(skills::BuildArgs),
     /// Serve a directory of skills to an MCP client over stdio (each skill is a tool).
     Mcp(serve::McpArgs),
+    /// Serve a directory of skills over HTTP: MCP at /mcp, REST at /v1, behind API keys.
+    Serve(serve::ServeArgs),
     #[command(flatten)]
     Vault(vault_cli::VaultCommands),
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => skills::inspect(args, &cli.global),
         Command::Build(args) => skills::build(args),
         Command::Mcp(args) => serve::mcp(args, &cli.global),
+        Command::Serve(args) => serve::serve(args, &cli.global),
         Command::Vault(cmd) => vault_cli::run(cmd, &cli.global),
     };
     match result {

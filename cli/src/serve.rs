@@ -1,11 +1,16 @@
-//! `skillbox mcp`: serve a directory of skills to MCP clients over stdio.
+//! `skillbox mcp` and `skillbox serve`: a directory of skills served to agents, over MCP
+//! on stdio, or over HTTP (MCP at `/mcp`, REST under `/v1`) behind API keys.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use skillbox_runtime::{Catalogue, DenyAll, InvocationContext, Runtime};
-use skillbox_serve::SkillboxMcp;
+use anyhow::Context;
+use skillbox_runtime::{Catalogue, DenyAll, InvocationContext, Runtime, RuntimeConfig};
+use skillbox_serve::{Caller, KeyCheck, ServeOptions, SkillboxMcp};
+use skillbox_vault::Vault;
 
 use crate::GlobalOpts;
 use crate::skills::{runtime_config, tokio_runtime};
@@ -46,12 +51,139 @@ pub fn mcp(args: McpArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     };
     let context = InvocationContext { user: args.user, environment: args.environment, purpose: "mcp".into() };
     tokio_runtime()?.block_on(async move {
-        let (catalogue, skipped) = Catalogue::load(&runtime, &args.skills)?;
-        for s in &skipped {
-            tracing::warn!(manifest = %s.manifest.display(), "skipped: {}", s.error);
-        }
-        tracing::info!(tools = catalogue.len(), skipped = skipped.len(), "serving MCP on stdio");
+        let catalogue = load_catalogue(&runtime, &args.skills)?;
+        tracing::info!(tools = catalogue.len(), "serving MCP on stdio");
         SkillboxMcp::new(Arc::new(catalogue), context).serve_stdio().await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The tools below `dirs`; skills that cannot load are named on stderr and left out.
+fn load_catalogue(runtime: &Runtime, dirs: &[PathBuf]) -> anyhow::Result<Catalogue> {
+    let (catalogue, skipped) = Catalogue::load(runtime, dirs)?;
+    for s in &skipped {
+        tracing::warn!(manifest = %s.manifest.display(), "skipped: {}", s.error);
+    }
+    Ok(catalogue)
+}
+
+/// `skillbox serve --skills DIR`
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A directory of skills (each a directory holding a skill.toml), or one skill's
+    /// directory. Repeatable.
+    #[arg(long = "skills", value_name = "DIR", required = true)]
+    skills: Vec<PathBuf>,
+    /// The address to listen on. Loopback unless --insecure-listen.
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Listen on a non-loopback address without TLS (put a TLS-terminating proxy in front).
+    #[arg(long)]
+    insecure_listen: bool,
+    /// Skills that may run at once [default: 2 × CPU cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrent: Option<u32>,
+    /// Calls that may wait for a free slot; beyond it, callers get 429 (busy).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_queue: usize,
+    /// How long calls in flight may take to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// Allow plain http to loopback for skills (local test servers); see `skillbox run --help`.
+    #[arg(long)]
+    allow_http_loopback: bool,
+}
+
+/// API keys checked against the vault: the key's owner, environment and skills become the
+/// caller; any refusal is `None` (the server answers 401 with no detail).
+struct VaultKeys(Arc<Vault>);
+
+impl KeyCheck for VaultKeys {
+    fn check(&self, key: &str) -> Option<Caller> {
+        let info = match self.0.apikey_verify(key) {
+            Ok(info) => info,
+            Err(skillbox_vault::Error::ApiKeyRefused) => return None,
+            Err(other) => {
+                // A forged key row or a vault problem: still 401, but the operator must hear of it.
+                tracing::error!("API key check failed: {other}");
+                return None;
+            }
+        };
+        Some(Caller {
+            user: info.owner,
+            environment: info.environment.as_str().to_owned(),
+            skills: info.skills,
+            fingerprint: info.fingerprint,
+        })
+    }
+}
+
+/// Serves HTTP until SIGTERM or Ctrl-C, then lets calls in flight finish within the grace
+/// period.
+pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    if !args.listen.ip().is_loopback() && !args.insecure_listen {
+        return Err(crate::exit::with_code(
+            crate::exit::USAGE,
+            anyhow::anyhow!(
+                "refusing to listen on {} without TLS: API keys would cross the network in clear. \
+                 Listen on loopback behind a TLS-terminating proxy, or pass --insecure-listen if the network is trusted",
+                args.listen
+            ),
+        ));
+    }
+    let mut config: RuntimeConfig = runtime_config(global)?;
+    config.egress.allow_http_loopback = args.allow_http_loopback;
+    let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
+    let max_concurrent = args.max_concurrent.unwrap_or(2 * cores);
+    config.max_concurrent = max_concurrent;
+    let vault =
+        Arc::new(vault_cli::open_vault(global).context(
+            "skillbox serve needs the vault: API keys live there (create one with `skillbox apikey create`)",
+        )?);
+    let runtime = Runtime::with_vault(config, vault.clone(), Arc::new(DenyAll))?;
+    tokio_runtime()?.block_on(async move {
+        let catalogue = load_catalogue(&runtime, &args.skills)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listen = listener.local_addr()?;
+        let options = ServeOptions { listen, max_concurrent: max_concurrent as usize, max_queue: args.max_queue };
+        let router = skillbox_serve::router(Arc::new(catalogue.clone()), Arc::new(VaultKeys(vault)), &options);
+        eprintln!("skillbox serving {} skills on http://{listen} (MCP at /mcp, REST at /v1)", catalogue.len());
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(skillbox_serve::serve(listener, router, async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        }));
+        // After the signal, calls in flight get the grace period to finish.
+        let finished = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(args.shutdown_grace).await;
+        };
+        tokio::select! {
+            result = server => { result.context("the server task failed")??; }
+            () = finished => tracing::warn!("calls still running after the shutdown grace period were cut off"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: no new calls; waiting for calls in flight");
 }

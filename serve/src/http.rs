@@ -53,6 +53,8 @@ struct AppState {
     admitted: Arc<Semaphore>,
     /// Permits for calls running.
     running: Arc<Semaphore>,
+    /// How many `admitted` permits there are in all.
+    capacity: usize,
 }
 
 /// The server's routes over `catalogue`, keys checked by `keys`.
@@ -65,6 +67,7 @@ pub fn router(catalogue: Arc<Catalogue>, keys: Arc<dyn KeyCheck>, options: &Serv
         metrics: metrics.clone(),
         admitted: Arc::new(Semaphore::new(max_concurrent + options.max_queue)),
         running: Arc::new(Semaphore::new(max_concurrent)),
+        capacity: max_concurrent + options.max_queue,
     });
     let port = options.listen.port();
     let mcp_config = StreamableHttpServerConfig::default()
@@ -270,7 +273,8 @@ async fn metrics_text(
     if !peer.ip().is_loopback() && !keyed {
         return unauthorized();
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let in_flight = state.capacity - state.admitted.available_permits();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(in_flight)).into_response()
 }
 
 async fn openapi() -> Json<Value> {

@@ -53,8 +53,8 @@ impl Metrics {
         self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition; `in_flight` is how many calls are running or waiting.
+    pub fn render(&self, in_flight: usize) -> String {
         let skills = self.skills.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut out = String::new();
         let _ = writeln!(out, "# HELP skillbox_invocations_total Skill invocations, by skill.");
@@ -80,6 +80,9 @@ impl Metrics {
         let _ = writeln!(out, "# HELP skillbox_busy_total Calls refused because the server was at capacity.");
         let _ = writeln!(out, "# TYPE skillbox_busy_total counter");
         let _ = writeln!(out, "skillbox_busy_total {}", self.busy.load(std::sync::atomic::Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP skillbox_in_flight Calls running or waiting for a slot.");
+        let _ = writeln!(out, "# TYPE skillbox_in_flight gauge");
+        let _ = writeln!(out, "skillbox_in_flight {in_flight}");
         out
     }
 }

@@ -1,0 +1,133 @@
+//! Serving throughput: 256 calls of `hello` made by 64 concurrent clients, through
+//! `POST /v1/skills/hello/invoke` and through MCP `tools/call` (streamable HTTP), against the
+//! same 256 calls made in process with `Tool::invoke` (64 tasks) in the same run. The ratio
+//! of medians is what the HTTP layer costs; the issue's target is HTTP at least half the
+//! in-process throughput.
+//!
+//! Run with `cargo bench -p skillbox-benches --bench serve`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::json;
+use skillbox_runtime::{Catalogue, InvocationContext, Runtime, RuntimeConfig};
+use skillbox_serve::{Caller, KeyCheck, ServeOptions};
+
+const CALLS: usize = 256;
+const CLIENTS: usize = 64;
+const KEY: &str = "sbx_bench_key";
+
+struct Keys(HashMap<&'static str, Caller>);
+
+impl KeyCheck for Keys {
+    fn check(&self, key: &str) -> Option<Caller> {
+        self.0.get(key).cloned()
+    }
+}
+
+fn serve(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let runtime =
+        Runtime::new(RuntimeConfig { cache_dir: Some(cache.path().to_owned()), ..RuntimeConfig::default() }).unwrap();
+    let (catalogue, _) = Catalogue::load(&runtime, &[PathBuf::from(skillbox_tests::HELLO)]).unwrap();
+    let catalogue = Arc::new(catalogue);
+    let caller =
+        Caller { user: "default".into(), environment: "dev".into(), skills: None, fingerprint: "bench".into() };
+    let url = tokio.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listen = listener.local_addr().unwrap();
+        let options = ServeOptions { listen, max_concurrent: 64, max_queue: 1024 };
+        let keys = Arc::new(Keys(HashMap::from([(KEY, caller.clone())])));
+        let router = skillbox_serve::router(catalogue.clone(), keys, &options);
+        tokio::spawn(skillbox_serve::serve(listener, router, std::future::pending()));
+        format!("http://{listen}")
+    });
+    let http = reqwest::Client::new();
+    let mcp_clients = tokio.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let config = StreamableHttpClientTransportConfig::with_uri(format!("{url}/mcp")).auth_header(KEY);
+            clients.push(Arc::new(().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap()));
+        }
+        clients
+    });
+    let context = InvocationContext::default();
+
+    let mut group = c.benchmark_group("serve");
+    group.throughput(Throughput::Elements(CALLS as u64));
+    group.sample_size(20);
+    group.bench_function("in-process Tool::invoke, 64 tasks", |b| {
+        b.to_async(&tokio).iter(|| async {
+            let tool = catalogue.get("hello").unwrap().clone();
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    let (tool, context) = (tool.clone(), context.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..CALLS / CLIENTS {
+                            tool.invoke(&json!({ "name": "Ada" }), &context).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    });
+    group.bench_function("POST /v1/skills/hello/invoke, 64 clients", |b| {
+        b.to_async(&tokio).iter(|| async {
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    let (http, url) = (http.clone(), url.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..CALLS / CLIENTS {
+                            let r = http
+                                .post(format!("{url}/v1/skills/hello/invoke"))
+                                .bearer_auth(KEY)
+                                .body(r#"{"name":"Ada"}"#)
+                                .send()
+                                .await
+                                .unwrap();
+                            assert_eq!(r.status().as_u16(), 200);
+                            r.bytes().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    });
+    group.bench_function("MCP tools/call over /mcp, 64 clients", |b| {
+        b.to_async(&tokio).iter(|| async {
+            let tasks: Vec<_> = mcp_clients
+                .iter()
+                .map(|client| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..CALLS / CLIENTS {
+                            let args = json!({ "name": "Ada" }).as_object().cloned().unwrap();
+                            let r = client.call_tool(CallToolRequestParams::new("hello").with_arguments(args)).await;
+                            assert_eq!(r.unwrap().is_error, Some(false));
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, serve);
+criterion_main!(benches);

@@ -1,0 +1,118 @@
+//! `skillbox serve` as an operator runs it: a key from `skillbox apikey create`, the REST API
+//! with reqwest, revocation, and SIGTERM while a call is running.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+const MASTER_KEY: &str = "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e";
+
+fn skillbox(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillbox"));
+    cmd.env("SKILLBOX_VAULT", dir.join("vault.db"))
+        .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
+        .env("SKILLBOX_CACHE_DIR", dir.join("cache"))
+        .env_remove("SKILLBOX_KEY_FILE")
+        .env_remove("SKILLBOX_PASSPHRASE")
+        .env_remove("SKILLBOX_CONFIG")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let mut child =
+        skillbox(dir).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `skillbox serve` on a free loopback port; returns the child and its base URL.
+fn start(dir: &Path, skills: &[&str]) -> (Child, String) {
+    let mut cmd = skillbox(dir);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "20s"]);
+    for s in skills {
+        cmd.args(["--skills", s]);
+    }
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the server says where it listens").unwrap();
+        if let Some(rest) = line.split("on http://").nth(1) {
+            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+async fn invoke(url: &str, skill: &str, key: Option<&str>, input: Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(format!("{url}/v1/skills/{skill}/invoke")).json(&input);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_key_serves_hello_until_it_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["vault", "init"]);
+    let key = ok(dir.path(), &["apikey", "create", "agent-1", "--user", "default", "--env", "dev"]);
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("sbx_"), "{key}");
+    let (mut server, url) = start(dir.path(), &[skillbox_tests::HELLO]);
+
+    assert_eq!(invoke(&url, "hello", None, json!({ "name": "A" })).await.0, 401);
+    assert_eq!(invoke(&url, "hello", Some("sbx_not_a_key"), json!({ "name": "A" })).await.0, 401);
+    let (status, body) = invoke(&url, "hello", Some(&key), json!({ "name": "Ada" })).await;
+    assert_eq!((status, body), (200, json!({ "greeting": "Hello, Ada!" })));
+
+    ok(dir.path(), &["apikey", "revoke", "agent-1"]);
+    assert_eq!(invoke(&url, "hello", Some(&key), json!({ "name": "Ada" })).await.0, 401, "revoked at once");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_call_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["vault", "init"]);
+    let key = ok(dir.path(), &["apikey", "create", "agent-2"]).trim().to_owned();
+    let (mut server, url) = start(dir.path(), &[skillbox_tests::SPIN_FOREVER, skillbox_tests::HELLO]);
+    // spin-forever runs to its 1 s time limit: a call certainly in flight when the signal comes.
+    let call = {
+        let (url, key) = (url.clone(), key.clone());
+        tokio::spawn(async move { invoke(&url, "spin-forever", Some(&key), json!({})).await })
+    };
+    // Wait until the server has the call (its in-flight gauge says so), then signal.
+    loop {
+        let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+        if metrics.contains("skillbox_in_flight 1") {
+            break;
+        }
+        assert!(!call.is_finished(), "the call ended before it was seen in flight");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let (status, body) = call.await.unwrap();
+    assert_eq!((status, body["title"].as_str()), (422, Some("limit")), "the accepted call was answered: {body}");
+    assert!(server.wait().unwrap().success());
+}
+
+#[test]
+fn a_public_address_without_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = skillbox(dir.path())
+        .args(["serve", "--skills", skillbox_tests::HELLO, "--listen", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-listen"));
+}
