@@ -186,3 +186,117 @@ async fn a_credentialed_skill_runs_against_loopback_and_an_ungranted_one_names_t
     assert_eq!(server.received().len(), 1);
     client.cancel().await.unwrap();
 }
+
+/// A client that can show forms, answering every approval form with `decision` (or
+/// declining it), and remembering what it was shown.
+#[derive(Clone)]
+struct FormClient {
+    decision: Option<&'static str>,
+    shown: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl rmcp::ClientHandler for FormClient {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::builder().enable_elicitation().build(),
+            rmcp::model::Implementation::new("form-client", "1.0.0"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction};
+        if let ElicitRequestParams::FormElicitationParams { message, requested_schema, .. } = &request {
+            self.shown.lock().unwrap().push(format!("{message}\n{}", serde_json::to_string(requested_schema).unwrap()));
+        }
+        Ok(match self.decision {
+            Some(d) => ElicitResult::new(ElicitationAction::Accept).with_content(json!({ "decision": d })),
+            None => ElicitResult::new(ElicitationAction::Decline),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_shows_forms_is_asked_to_approve_an_ungranted_credential() {
+    let server = TestServer::start("127.0.0.1", |req: &Received| {
+        if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) {
+            Reply::json(200, json!([{ "number": 9, "title": "Approved" }]))
+        } else {
+            Reply::json(401, json!({ "message": "Bad credentials" }))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    cli(dir.path(), &["vault", "init"], None);
+    cli(
+        dir.path(),
+        &["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"],
+        Some(TOKEN),
+    );
+    // The manifest sends the token only to the test server (no grant, so no --hosts override).
+    let skill_dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(Path::new(skillbox_tests::GITHUB_ISSUES).join("skill.toml"))
+        .unwrap()
+        .replace(
+            "component = \"../target/wasm32-wasip2/release/github_issues.wasm\"",
+            &format!("component = {:?}", skillbox_tests::GITHUB_ISSUES_COMPONENT),
+        )
+        .replace("hosts = [\"api.github.com\"]", &format!("hosts = [{:?}]", server.host()));
+    std::fs::write(skill_dir.path().join("skill.toml"), manifest).unwrap();
+    let skill = skill_dir.path().to_str().unwrap();
+    let input = json!({ "owner": "o", "repo": "r", "base_url": server.base_url() });
+    let transport =
+        |dir: &Path| TokioChildProcess::builder(server_command(dir, &[skill])).stderr(Stdio::null()).spawn().unwrap().0;
+
+    // Declined: a denial naming the grant command; nothing sent.
+    let declines = FormClient { decision: None, shown: Default::default() };
+    let client = rmcp::ServiceExt::serve(declines.clone(), transport(dir.path())).await.unwrap();
+    let denied = client
+        .call_tool(CallToolRequestParams::new("github-issues").with_arguments(input.as_object().cloned().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(denied.is_error, Some(true));
+    assert!(text(&denied).contains("skillbox grant github-issues github"), "{}", text(&denied));
+    let shown = declines.shown.lock().unwrap().clone();
+    assert_eq!(shown.len(), 1);
+    assert!(
+        shown[0].contains("github-issues") && shown[0].contains(&server.host()),
+        "shows skill and hosts: {}",
+        shown[0]
+    );
+    assert!(shown[0].contains("once") && shown[0].contains("always") && shown[0].contains("deny"), "{}", shown[0]);
+    assert!(!shown[0].contains(TOKEN));
+    assert!(server.received().is_empty());
+    client.cancel().await.unwrap();
+
+    // Always: the call runs, and a grant is recorded for the next ones (no second form).
+    let approves = FormClient { decision: Some("always"), shown: Default::default() };
+    let client = rmcp::ServiceExt::serve(approves.clone(), transport(dir.path())).await.unwrap();
+    for _ in 0..2 {
+        let result = client
+            .call_tool(CallToolRequestParams::new("github-issues").with_arguments(input.as_object().cloned().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(
+            result.structured_content,
+            Some(json!({ "issues": [{ "number": 9, "title": "Approved" }] })),
+            "{}",
+            text(&result)
+        );
+    }
+    assert_eq!(approves.shown.lock().unwrap().len(), 1, "asked once, then granted");
+    client.cancel().await.unwrap();
+    let grants = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .args(["grants", "--json"])
+            .env("SKILLBOX_VAULT", dir.path().join("vault.db"))
+            .env("SKILLBOX_MASTER_KEY", MASTER_KEY)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(grants.contains("approved on first use"), "{grants}");
+}

@@ -286,7 +286,7 @@ impl SkillCtx {
             user: access.user.clone(),
             environment: access.environment.as_str().to_owned(),
         };
-        let approver = self.services.approver.clone();
+        let approver = self.invocation.approver.clone().unwrap_or_else(|| self.services.approver.clone());
         let decision = tokio::task::spawn_blocking(move || approver.approve(&request))
             .await
             .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("approver failed: {e}"))))?;

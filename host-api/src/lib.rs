@@ -214,6 +214,10 @@ pub struct Invocation {
     pub purpose: String,
     /// What to do with foreign tokens (the manifest's `[scan] foreign`, else the operator's).
     pub foreign: Option<ForeignAction>,
+    /// Who to ask about an ungranted credential in this invocation, instead of the services'
+    /// approver (an MCP client that can show a form, say). The decision is recorded the same
+    /// way whoever makes it.
+    pub approver: Option<Arc<dyn Approver>>,
 }
 
 impl Invocation {
@@ -227,6 +231,7 @@ impl Invocation {
             environment: Environment::Dev,
             purpose: String::new(),
             foreign: None,
+            approver: None,
         }
     }
 }

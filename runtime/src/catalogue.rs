@@ -45,6 +45,18 @@ impl Tool {
         self.input.check(input).map_err(|message| Error::InputSchema { skill: self.name.clone(), message })?;
         self.skill.invoke_with(&input.to_string(), context).await
     }
+
+    /// [`Tool::invoke`], asking `approver` about ungranted credentials (see
+    /// [`Skill::invoke_approved_by`]).
+    pub async fn invoke_approved_by(
+        &self,
+        input: &serde_json::Value,
+        context: &InvocationContext,
+        approver: std::sync::Arc<dyn crate::Approver>,
+    ) -> Result<Output> {
+        self.input.check(input).map_err(|message| Error::InputSchema { skill: self.name.clone(), message })?;
+        self.skill.invoke_approved_by(&input.to_string(), context, approver).await
+    }
 }
 
 /// A manifest that was found but not loaded, and why.

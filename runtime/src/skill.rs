@@ -149,8 +149,29 @@ impl Skill {
 
     /// Runs the skill once with `input` (JSON text) on behalf of `context`.
     pub async fn invoke_with(&self, input: &str, context: &InvocationContext) -> Result<Output> {
+        self.invoke_inner(input, context, None).await
+    }
+
+    /// [`Skill::invoke_with`], asking `approver` (not the runtime's) about credentials the
+    /// skill declares but is not granted: an MCP client that can show the operator a form.
+    pub async fn invoke_approved_by(
+        &self,
+        input: &str,
+        context: &InvocationContext,
+        approver: Arc<dyn skillbox_host_api::Approver>,
+    ) -> Result<Output> {
+        self.invoke_inner(input, context, Some(approver)).await
+    }
+
+    async fn invoke_inner(
+        &self,
+        input: &str,
+        context: &InvocationContext,
+        approver: Option<Arc<dyn skillbox_host_api::Approver>>,
+    ) -> Result<Output> {
         serde_json::from_str::<IgnoredAny>(input).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let invocation = self.invocation(context)?;
+        let mut invocation = self.invocation(context)?;
+        invocation.approver = approver;
         let runtime = &self.inner.runtime;
         // The semaphore is never closed, so acquire only fails if it were.
         let _slot = runtime.slots.acquire().await.expect("invocation semaphore is never closed");
@@ -239,6 +260,7 @@ impl Skill {
             environment,
             purpose: context.purpose.clone(),
             foreign: self.inner.manifest.foreign_action(),
+            approver: None,
         })
     }
 

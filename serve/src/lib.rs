@@ -5,6 +5,7 @@
 //! scanner, the audit trail — as the user and environment the server was started for. Agents
 //! get results and errors they can act on, and no tool that grants or changes anything.
 
+pub mod approval;
 pub mod caller;
 pub mod http;
 pub mod mcp;

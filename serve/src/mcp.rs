@@ -4,7 +4,8 @@
 //! skill is chosen — input that fails its schema, a denial, a limit, a tripwire, a skill's own
 //! error — is an `isError` result whose text says what happened and, where an operator must
 //! act, the command to run. Both the stateless protocol revision and the older `initialize`
-//! one are served (rmcp negotiates).
+//! one are served (rmcp negotiates). A client that can show forms is asked about an
+//! ungranted credential ([`crate::approval`]).
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use serde_json::Value;
 use skillbox_runtime::{Catalogue, Error as RunError, InvocationContext, Tool};
 
 use crate::Error;
+use crate::approval::ElicitApprover;
 use crate::caller::Caller;
 
 /// What the server tells clients about itself.
@@ -77,8 +79,14 @@ impl SkillboxMcp {
         described
     }
 
-    /// Runs one call: `Err` only for protocol errors (no such tool, no caller).
-    async fn call(&self, request: CallToolRequestParams, caller: Option<Caller>) -> Result<CallToolResult, McpError> {
+    /// Runs one call: `Err` only for protocol errors (no such tool, no caller). `approver`
+    /// asks the client about ungranted credentials when it can show a form.
+    async fn call(
+        &self,
+        request: CallToolRequestParams,
+        caller: Option<Caller>,
+        approver: Option<ElicitApprover>,
+    ) -> Result<CallToolResult, McpError> {
         let Some(caller) = caller else {
             return Err(McpError::invalid_request("this request carries no API key", None));
         };
@@ -93,7 +101,10 @@ impl SkillboxMcp {
             tracing::info_span!("tools/call", skill = %tool.name, user = %caller.user, caller = %caller.fingerprint);
         let _entered = span.enter();
         let started = std::time::Instant::now();
-        let outcome = tool.invoke(&input, &caller.context()).await;
+        let outcome = match approver {
+            Some(approver) => tool.invoke_approved_by(&input, &caller.context(), Arc::new(approver)).await,
+            None => tool.invoke(&input, &caller.context()).await,
+        };
         if let Some(stats) = &self.stats {
             stats.record(&tool.name, started.elapsed(), outcome.as_ref().err());
         }
@@ -161,6 +172,7 @@ impl ServerHandler for SkillboxMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&context);
-        self.call(request, caller).await.map(CallToolResponse::from)
+        let approver = ElicitApprover::for_peer(&context.peer);
+        self.call(request, caller, approver).await.map(CallToolResponse::from)
     }
 }
