@@ -20,8 +20,9 @@ use crate::vault_cli;
 #[derive(Debug, clap::Args)]
 pub struct McpArgs {
     /// A directory of skills (each a directory holding a skill.toml), or one skill's
-    /// directory. Repeatable. Every skill found is one tool.
-    #[arg(long = "skills", value_name = "DIR", required = true)]
+    /// directory. Repeatable; added to `[serve] skills` in skillbox.toml. Every skill found
+    /// is one tool.
+    #[arg(long = "skills", value_name = "DIR")]
     skills: Vec<PathBuf>,
     /// The environment whose credentials every call may use.
     #[arg(long = "env", env = "SKILLBOX_ENV", default_value = "dev", value_name = "ENV")]
@@ -40,6 +41,7 @@ pub struct McpArgs {
 pub fn mcp(args: McpArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let mut config = runtime_config(global)?;
     config.egress.allow_http_loopback = args.allow_http_loopback;
+    let dirs = skill_dirs(&config, &args.skills)?;
     // stdin is the protocol: there is no terminal to ask, so ungranted credentials are
     // denied, with the `skillbox grant` command in the tool's error.
     let vault_file = vault_cli::vault_path(global)?;
@@ -51,11 +53,25 @@ pub fn mcp(args: McpArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     };
     let context = InvocationContext { user: args.user, environment: args.environment, purpose: "mcp".into() };
     tokio_runtime()?.block_on(async move {
-        let catalogue = load_catalogue(&runtime, &args.skills)?;
+        let catalogue = load_catalogue(&runtime, &dirs)?;
         tracing::info!(tools = catalogue.len(), "serving MCP on stdio");
         SkillboxMcp::new(Arc::new(catalogue), context).serve_stdio().await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The skill directories: the config file's `[serve] skills`, then `--skills`.
+fn skill_dirs(config: &RuntimeConfig, flags: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let dirs: Vec<PathBuf> = config.skills.iter().chain(flags).cloned().collect();
+    if dirs.is_empty() {
+        return Err(crate::exit::with_code(
+            crate::exit::USAGE,
+            anyhow::anyhow!(
+                "no skills to serve: pass --skills DIR, or list them in skillbox.toml as `[serve] skills = [\"DIR\"]`"
+            ),
+        ));
+    }
+    Ok(dirs)
 }
 
 /// The tools below `dirs`; skills that cannot load are named on stderr and left out.
@@ -71,8 +87,8 @@ fn load_catalogue(runtime: &Runtime, dirs: &[PathBuf]) -> anyhow::Result<Catalog
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// A directory of skills (each a directory holding a skill.toml), or one skill's
-    /// directory. Repeatable.
-    #[arg(long = "skills", value_name = "DIR", required = true)]
+    /// directory. Repeatable; added to `[serve] skills` in skillbox.toml.
+    #[arg(long = "skills", value_name = "DIR")]
     skills: Vec<PathBuf>,
     /// The address to listen on. Loopback unless --insecure-listen.
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
@@ -133,6 +149,7 @@ pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     }
     let mut config: RuntimeConfig = runtime_config(global)?;
     config.egress.allow_http_loopback = args.allow_http_loopback;
+    let dirs = skill_dirs(&config, &args.skills)?;
     let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
     let max_concurrent = args.max_concurrent.unwrap_or(2 * cores);
     config.max_concurrent = max_concurrent;
@@ -142,7 +159,7 @@ pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         )?);
     let runtime = Runtime::with_vault(config, vault.clone(), Arc::new(DenyAll))?;
     tokio_runtime()?.block_on(async move {
-        let catalogue = load_catalogue(&runtime, &args.skills)?;
+        let catalogue = load_catalogue(&runtime, &dirs)?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

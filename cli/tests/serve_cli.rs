@@ -32,7 +32,10 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 
 /// Starts `skillbox serve` on a free loopback port; returns the child and its base URL.
 fn start(dir: &Path, skills: &[&str]) -> (Child, String) {
-    let mut cmd = skillbox(dir);
+    start_with(skillbox(dir), skills)
+}
+
+fn start_with(mut cmd: Command, skills: &[&str]) -> (Child, String) {
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "20s"]);
     for s in skills {
         cmd.args(["--skills", s]);
@@ -103,6 +106,31 @@ async fn sigterm_lets_the_call_in_flight_finish() {
     let (status, body) = call.await.unwrap();
     assert_eq!((status, body["title"].as_str()), (422, Some("limit")), "the accepted call was answered: {body}");
     assert!(server.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_can_list_the_skills() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["vault", "init"]);
+    let key = ok(dir.path(), &["apikey", "create", "agent-3"]).trim().to_owned();
+    let config = dir.path().join("skillbox.toml");
+    std::fs::write(&config, format!("[serve]\nskills = [{:?}]\n", skillbox_tests::HELLO)).unwrap();
+    let mut cmd = skillbox(dir.path());
+    cmd.env("SKILLBOX_CONFIG", &config);
+    let (mut server, url) = start_with(cmd, &[]);
+    let (status, body) = invoke(&url, "hello", Some(&key), json!({ "name": "Cy" })).await;
+    assert_eq!((status, body), (200, json!({ "greeting": "Hello, Cy!" })));
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // Neither the file nor --skills: a usage error that says how to give them.
+    let out = skillbox(dir.path()).args(["serve"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[serve] skills"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

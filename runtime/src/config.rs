@@ -25,6 +25,9 @@
 //! max_memory = "256MiB"       # default 512MiB (at most 4GiB)
 //! max_timeout = "30s"         # default 60s (at most 1h)
 //! fuel = 1000000000           # default: no fuel cap
+//!
+//! [serve]                     # for `skillbox mcp` and `skillbox serve`
+//! skills = ["skills"]         # skill directories (relative to this file), besides --skills
 //! ```
 //!
 //! A skill whose manifest asks for more than a cap runs at the cap, with a warning.
@@ -53,6 +56,15 @@ struct File {
     tripwire: TripwireTable,
     #[serde(default)]
     limits: LimitsTable,
+    #[serde(default)]
+    serve: ServeTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeTable {
+    #[serde(default)]
+    skills: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +158,8 @@ impl RuntimeConfig {
             }
             limits.fuel = Some(fuel);
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        self.skills.extend(file.serve.skills.iter().map(|dir| base.join(dir)));
         Ok(self)
     }
 }

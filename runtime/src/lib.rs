@@ -71,6 +71,9 @@ pub struct RuntimeConfig {
     pub scan: ScanConfig,
     /// The operator's caps on what a manifest's `[limits]` may ask for.
     pub limits: OperatorLimits,
+    /// Skill directories `skillbox mcp` and `skillbox serve` load (`[serve] skills` in the
+    /// config file, relative to it), besides any `--skills` given.
+    pub skills: Vec<PathBuf>,
 }
 
 /// The operator's caps on a skill's limits: a manifest that asks for more memory, time or
@@ -148,6 +151,7 @@ impl Default for RuntimeConfig {
             egress: EgressConfig::default(),
             scan: ScanConfig::default(),
             limits: OperatorLimits::default(),
+            skills: Vec::new(),
         }
     }
 }
