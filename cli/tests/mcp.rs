@@ -150,23 +150,29 @@ async fn input_that_fails_the_schema_is_an_error_naming_the_field_and_unknown_to
     client.cancel().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_credentialed_skill_runs_against_loopback_and_an_ungranted_one_names_the_grant_command() {
-    let server = TestServer::start("127.0.0.1", |req: &Received| {
+/// A GitHub-like server answering one issue to `Bearer TOKEN`, 401 to anything else.
+async fn github_server(number: u64, title: &'static str) -> TestServer {
+    TestServer::start("127.0.0.1", move |req: &Received| {
         if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) {
-            Reply::json(200, json!([{ "number": 3, "title": "Via MCP" }]))
+            Reply::json(200, json!([{ "number": number, "title": title }]))
         } else {
             Reply::json(401, json!({ "message": "Bad credentials" }))
         }
     })
-    .await;
+    .await
+}
+
+/// A vault in `dir` holding TOKEN as the `github` bearer credential.
+fn vault_with_token(dir: &Path) {
+    cli(dir, &["vault", "init"], None);
+    cli(dir, &["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"], Some(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentialed_skill_runs_against_loopback_and_an_ungranted_one_names_the_grant_command() {
+    let server = github_server(3, "Via MCP").await;
     let dir = tempfile::tempdir().unwrap();
-    cli(dir.path(), &["vault", "init"], None);
-    cli(
-        dir.path(),
-        &["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"],
-        Some(TOKEN),
-    );
+    vault_with_token(dir.path());
     let input = json!({ "owner": "o", "repo": "r", "base_url": server.base_url() });
 
     // Not granted: an error the agent can pass on, naming the operator's command.
@@ -221,21 +227,9 @@ impl rmcp::ClientHandler for FormClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_shows_forms_is_asked_to_approve_an_ungranted_credential() {
-    let server = TestServer::start("127.0.0.1", |req: &Received| {
-        if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) {
-            Reply::json(200, json!([{ "number": 9, "title": "Approved" }]))
-        } else {
-            Reply::json(401, json!({ "message": "Bad credentials" }))
-        }
-    })
-    .await;
+    let server = github_server(9, "Approved").await;
     let dir = tempfile::tempdir().unwrap();
-    cli(dir.path(), &["vault", "init"], None);
-    cli(
-        dir.path(),
-        &["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"],
-        Some(TOKEN),
-    );
+    vault_with_token(dir.path());
     // The manifest sends the token only to the test server (no grant, so no --hosts override).
     let skill_dir = tempfile::tempdir().unwrap();
     let manifest = std::fs::read_to_string(Path::new(skillbox_tests::GITHUB_ISSUES).join("skill.toml"))

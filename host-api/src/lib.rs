@@ -67,6 +67,7 @@ pub use bindings::skillbox::skill::types::SkillError;
 pub use bindings::{Skill, SkillPre};
 pub use credentials::OpenCredential;
 pub use error::{HostError, LimitExceeded, Tripped};
+pub use log::truncate_at_char_boundary;
 pub use policy::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
 
 /// Longest log message a guest may write; longer ones are truncated.

@@ -43,7 +43,7 @@ impl types::Host for SkillCtxView<'_> {
 }
 
 /// Cuts `text` to at most `max` bytes without splitting a UTF-8 sequence.
-pub(crate) fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
+pub fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -123,16 +123,10 @@ impl Schema {
     }
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary.
+/// At most `max` bytes of `text`, cut at a character boundary (with `…` when cut).
 fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    let cut = skillbox_host_api::truncate_at_char_boundary(text, max);
+    if cut.len() < text.len() { format!("{cut}…") } else { cut.to_owned() }
 }
 
 #[cfg(test)]

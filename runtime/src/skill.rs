@@ -271,7 +271,7 @@ impl Skill {
             SkillError::InvalidInput(m) => (true, m),
             SkillError::Failed(m) => (false, m),
         };
-        let message = cut_at_char_boundary(message, MAX_ERROR_MESSAGE_BYTES);
+        let message = skillbox_host_api::truncate_at_char_boundary(message, MAX_ERROR_MESSAGE_BYTES);
         let _ = host.check_outbound("error", message.as_bytes());
         let message = host.redactor().without_any_short().redact_str(message).into_owned();
         let message = host.scanner().foreign(std::borrow::Cow::Borrowed(message.as_bytes())).map_or_else(
@@ -397,18 +397,6 @@ impl std::fmt::Display for DeadlineExceeded {
 }
 
 impl std::error::Error for DeadlineExceeded {}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn cut_at_char_boundary(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// The last few lines the guest wrote to stderr (a Rust panic message lands there).
 fn stderr_tail(stderr: &[u8]) -> Option<String> {
