@@ -43,7 +43,7 @@ fn serve(c: &mut Criterion) {
     let url = tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listen = listener.local_addr().unwrap();
-        let options = ServeOptions { listen, max_concurrent: 64, max_queue: 1024 };
+        let options = ServeOptions { listen, max_concurrent: 64, max_queue: 1024, host_names: Vec::new() };
         let keys = Arc::new(Keys(HashMap::from([(KEY, caller.clone())])));
         let router = skillbox_serve::router(catalogue.clone(), keys, &options);
         tokio::spawn(skillbox_serve::serve(listener, router, std::future::pending()));

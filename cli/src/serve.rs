@@ -90,10 +90,22 @@ pub struct ServeArgs {
     /// directory. Repeatable; added to `[serve] skills` in skillbox.toml.
     #[arg(long = "skills", value_name = "DIR")]
     skills: Vec<PathBuf>,
-    /// The address to listen on. Loopback unless --insecure-listen.
+    /// The address to listen on. A non-loopback address needs --tls-cert/--tls-key (or
+    /// --insecure-listen).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     listen: SocketAddr,
-    /// Listen on a non-loopback address without TLS (put a TLS-terminating proxy in front).
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A name clients reach the server by (the certificate's, say), accepted in /mcp's Host
+    /// and Origin checks besides localhost and the listen address. Repeatable.
+    #[arg(long = "host-name", value_name = "NAME")]
+    host_names: Vec<String>,
+    /// Listen on a non-loopback address without TLS, for a network you trust or behind a
+    /// TLS-terminating proxy.
     #[arg(long)]
     insecure_listen: bool,
     /// Skills that may run at once [default: 2 × CPU cores].
@@ -137,12 +149,13 @@ impl KeyCheck for VaultKeys {
 /// Serves HTTP until SIGTERM or Ctrl-C, then lets calls in flight finish within the grace
 /// period.
 pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
-    if !args.listen.ip().is_loopback() && !args.insecure_listen {
+    if !args.listen.ip().is_loopback() && !args.insecure_listen && args.tls_cert.is_none() {
         return Err(crate::exit::with_code(
             crate::exit::USAGE,
             anyhow::anyhow!(
                 "refusing to listen on {} without TLS: API keys would cross the network in clear. \
-                 Listen on loopback behind a TLS-terminating proxy, or pass --insecure-listen if the network is trusted",
+                 Give --tls-cert and --tls-key, listen on loopback behind a TLS-terminating proxy, \
+                 or pass --insecure-listen if the network is trusted",
                 args.listen
             ),
         ));
@@ -160,18 +173,36 @@ pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::with_vault(config, vault.clone(), Arc::new(DenyAll))?;
     tokio_runtime()?.block_on(async move {
         let catalogue = load_catalogue(&runtime, &dirs)?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(skillbox_serve::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let listen = listener.local_addr()?;
-        let options = ServeOptions { listen, max_concurrent: max_concurrent as usize, max_queue: args.max_queue };
+        let options = ServeOptions {
+            listen,
+            max_concurrent: max_concurrent as usize,
+            max_queue: args.max_queue,
+            host_names: args.host_names.clone(),
+        };
         let router = skillbox_serve::router(Arc::new(catalogue.clone()), Arc::new(VaultKeys(vault)), &options);
-        eprintln!("skillbox serving {} skills on http://{listen} (MCP at /mcp, REST at /v1)", catalogue.len());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("skillbox serving {} skills on {scheme}://{listen} (MCP at /mcp, REST at /v1)", catalogue.len());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(skillbox_serve::serve(listener, router, async move {
+        let shutdown = async move {
             shutdown_signal().await;
             let _ = stopping_tx.send(());
-        }));
+        };
+        let server = match tls {
+            Some(config) => tokio::spawn(skillbox_serve::serve(
+                skillbox_serve::TlsListener::new(listener, config)?,
+                router,
+                shutdown,
+            )),
+            None => tokio::spawn(skillbox_serve::serve(listener, router, shutdown)),
+        };
         // After the signal, calls in flight get the grace period to finish.
         let finished = async {
             let _ = stopping_rx.await;

@@ -35,19 +35,37 @@ fn start(dir: &Path, skills: &[&str]) -> (Child, String) {
     start_with(skillbox(dir), skills)
 }
 
-fn start_with(mut cmd: Command, skills: &[&str]) -> (Child, String) {
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "20s"]);
+/// `cmd` (a `skillbox`, with any `serve` flags after the subcommand already given as
+/// `--flag` arguments) started as `skillbox serve` on a free loopback port.
+fn start_with(cmd: Command, skills: &[&str]) -> (Child, String) {
+    let extra: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut cmd = {
+        let mut fresh = Command::new(cmd.get_program());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => fresh.env(k, v),
+                None => fresh.env_remove(k),
+            };
+        }
+        fresh
+    };
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "20s"]).args(extra);
     for s in skills {
         cmd.args(["--skills", s]);
     }
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
+    loop {
         let line = lines.next().expect("the server says where it listens").unwrap();
-        if let Some(rest) = line.split("on http://").nth(1) {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        for scheme in ["http", "https"] {
+            if let Some(rest) = line.split(&format!("on {scheme}://")).nth(1) {
+                return finish(child, lines, format!("{scheme}://{}", rest.split_whitespace().next().unwrap()));
+            }
         }
-    };
+    }
+}
+
+fn finish(child: Child, lines: std::io::Lines<BufReader<std::process::ChildStderr>>, url: String) -> (Child, String) {
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, url)
@@ -143,4 +161,51 @@ fn a_public_address_without_tls_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-listen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_it_serves_https_and_only_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED with_a_certificate_it_serves_https_and_only_https: no `openssl` to make a test certificate");
+        return;
+    }
+    ok(dir.path(), &["vault", "init"]);
+    let api_key = ok(dir.path(), &["apikey", "create", "agent-tls"]).trim().to_owned();
+    let mut cmd = skillbox(dir.path());
+    cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+    let (mut server, url) = start_with(cmd, &[skillbox_tests::HELLO]);
+    assert!(url.starts_with("https://"), "{url}");
+
+    let trusted = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let response = trusted
+        .post(format!("{url}/v1/skills/hello/invoke"))
+        .bearer_auth(&api_key)
+        .json(&json!({ "name": "Tess" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({ "greeting": "Hello, Tess!" }));
+    // Plain http to the same port gets no answer, and a client that does not trust the
+    // certificate does not connect.
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(reqwest::get(format!("{plain}/healthz")).await.is_err());
+    assert!(reqwest::get(format!("{url}/healthz")).await.is_err());
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub max_concurrent: usize,
     /// Calls that may wait for a free slot; beyond that, `429` / a busy error.
     pub max_queue: usize,
+    /// Other names clients reach the server by (a TLS certificate's name, say): accepted in
+    /// `/mcp`'s `Host` and `Origin` checks besides `localhost` and the listen address.
+    pub host_names: Vec<String>,
 }
 
 /// Shared by every handler.
@@ -70,14 +73,21 @@ pub fn router(catalogue: Arc<Catalogue>, keys: Arc<dyn KeyCheck>, options: &Serv
         capacity: max_concurrent + options.max_queue,
     });
     let port = options.listen.port();
+    let mut hosts = vec!["localhost".to_owned(), options.listen.ip().to_string()];
+    hosts.extend(options.host_names.iter().cloned());
+    let mut allowed_hosts = Vec::new();
+    let mut allowed_origins = Vec::new();
+    for host in &hosts {
+        let authority = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.clone() };
+        allowed_hosts.push(host.clone());
+        allowed_hosts.push(format!("{authority}:{port}"));
+        for scheme in ["http", "https"] {
+            allowed_origins.push(format!("{scheme}://{authority}:{port}"));
+        }
+    }
     let mcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts([
-            "localhost".to_owned(),
-            format!("localhost:{port}"),
-            options.listen.ip().to_string(),
-            options.listen.to_string(),
-        ])
-        .with_allowed_origins([format!("http://localhost:{port}"), format!("http://{}", options.listen)])
+        .with_allowed_hosts(allowed_hosts)
+        .with_allowed_origins(allowed_origins)
         .enforce_origin_validation();
     let mcp_stats = metrics.clone();
     let mcp = StreamableHttpService::new(
@@ -101,14 +111,21 @@ pub fn router(catalogue: Arc<Catalogue>, keys: Arc<dyn KeyCheck>, options: &Serv
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets calls in flight
+/// Serves `router` on `listener` (a [`tokio::net::TcpListener`] or a
+/// [`TlsListener`](crate::TlsListener)) until `shutdown` completes, then lets calls in flight
 /// finish (the caller bounds how long with a timeout around this future).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use axum::serve::ListenerExt;
+    // `tap_io` (doing nothing) gives any listener with socket addresses the peer-address
+    // extractor `/metrics` uses.
+    axum::serve(listener.tap_io(|_| {}), router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -11,10 +11,12 @@ pub mod http;
 pub mod mcp;
 pub mod metrics;
 mod openapi;
+pub mod tls;
 
 pub use caller::{Caller, KeyCheck};
 pub use http::{ServeOptions, router, serve};
 pub use mcp::SkillboxMcp;
+pub use tls::TlsListener;
 
 /// What can go wrong serving.
 #[derive(Debug, thiserror::Error)]
@@ -22,4 +24,7 @@ pub enum Error {
     /// The MCP session could not start or ended with a transport error.
     #[error("MCP session failed: {0}")]
     Session(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
