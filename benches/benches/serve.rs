@@ -45,7 +45,7 @@ fn serve(c: &mut Criterion) {
         let listen = listener.local_addr().unwrap();
         let options = ServeOptions { listen, max_concurrent: 64, max_queue: 1024, host_names: Vec::new() };
         let keys = Arc::new(Keys(HashMap::from([(KEY, caller.clone())])));
-        let router = skillbox_serve::router(catalogue.clone(), keys, &options);
+        let router = skillbox_serve::router(skillbox_serve::LiveCatalogue::new((*catalogue).clone()), keys, &options);
         tokio::spawn(skillbox_serve::serve(listener, router, std::future::pending()));
         format!("http://{listen}")
     });

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skillbox_runtime::{Catalogue, DenyAll, InvocationContext, Runtime, RuntimeConfig};
-use skillbox_serve::{Caller, KeyCheck, ServeOptions, SkillboxMcp};
+use skillbox_serve::{Caller, KeyCheck, LiveCatalogue, ServeOptions, SkillboxMcp};
 use skillbox_vault::Vault;
 
 use crate::GlobalOpts;
@@ -55,7 +55,9 @@ pub fn mcp(args: McpArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     tokio_runtime()?.block_on(async move {
         let catalogue = load_catalogue(&runtime, &dirs)?;
         tracing::info!(tools = catalogue.len(), "serving MCP on stdio");
-        SkillboxMcp::new(Arc::new(catalogue), context).serve_stdio().await?;
+        let live = LiveCatalogue::new(catalogue);
+        reload_on_sighup(live.clone(), runtime, dirs);
+        SkillboxMcp::new(live, context).serve_stdio().await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -72,6 +74,29 @@ fn skill_dirs(config: &RuntimeConfig, flags: &[PathBuf]) -> anyhow::Result<Vec<P
         ));
     }
     Ok(dirs)
+}
+
+/// On every SIGHUP, loads the skill directories again and serves what they hold now; a
+/// failed reload (two skills with one name, say) is logged and the current tools stay.
+fn reload_on_sighup(live: Arc<LiveCatalogue>, runtime: Runtime, dirs: Vec<PathBuf>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        while hangups.recv().await.is_some() {
+            let (runtime, dirs) = (runtime.clone(), dirs.clone());
+            match tokio::task::spawn_blocking(move || load_catalogue(&runtime, &dirs)).await {
+                Ok(Ok(catalogue)) => {
+                    tracing::info!(tools = catalogue.len(), "SIGHUP: skills reloaded");
+                    live.replace(catalogue);
+                }
+                Ok(Err(e)) => tracing::error!("SIGHUP: reloading the skills failed, still serving the old ones: {e:#}"),
+                Err(e) => tracing::error!("SIGHUP: the reload task failed: {e}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (live, runtime, dirs);
 }
 
 /// The tools below `dirs`; skills that cannot load are named on stderr and left out.
@@ -187,9 +212,12 @@ pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             max_queue: args.max_queue,
             host_names: args.host_names.clone(),
         };
-        let router = skillbox_serve::router(Arc::new(catalogue.clone()), Arc::new(VaultKeys(vault)), &options);
+        let tools = catalogue.len();
+        let live = LiveCatalogue::new(catalogue);
+        reload_on_sighup(live.clone(), runtime.clone(), dirs.clone());
+        let router = skillbox_serve::router(live, Arc::new(VaultKeys(vault)), &options);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        eprintln!("skillbox serving {} skills on {scheme}://{listen} (MCP at /mcp, REST at /v1)", catalogue.len());
+        eprintln!("skillbox serving {tools} skills on {scheme}://{listen} (MCP at /mcp, REST at /v1)");
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown_signal().await;

@@ -54,7 +54,11 @@ fn stateless() -> ClientLifecycleMode {
     ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] }
 }
 
-async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+async fn call<H: rmcp::ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    tool: &str,
+    args: Value,
+) -> CallToolResult {
     let args = args.as_object().cloned().unwrap();
     client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args)).await.expect("tools/call")
 }
@@ -293,4 +297,51 @@ async fn a_client_that_shows_forms_is_asked_to_approve_an_ungranted_credential()
         String::from_utf8(out.stdout).unwrap()
     };
     assert!(grants.contains("approved on first use"), "{grants}");
+}
+
+/// A client that counts `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct ListWatcher {
+    changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl rmcp::ClientHandler for ListWatcher {
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.changed.notify_one();
+    }
+}
+
+/// `skill`'s manifest, its component path made absolute, written into `dir/<name>/`.
+fn copy_skill(skill: &str, component: &str, dir: &Path) {
+    let name = Path::new(skill).file_name().unwrap();
+    let text = std::fs::read_to_string(Path::new(skill).join("skill.toml")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("component = ")).unwrap().to_owned();
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(dir.join(name).join("skill.toml"), text.replace(&line, &format!("component = {component:?}")))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_skills_and_tells_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let skills = tempfile::tempdir().unwrap();
+    copy_skill(skillbox_tests::HELLO, skillbox_tests::HELLO_COMPONENT, skills.path());
+    let transport = TokioChildProcess::builder(server_command(dir.path(), &[skills.path().to_str().unwrap()]))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+        .0;
+    let pid = transport.id().unwrap();
+    let watcher = ListWatcher::default();
+    let client = rmcp::ServiceExt::serve(watcher.clone(), transport).await.unwrap();
+    let names = |tools: Vec<rmcp::model::Tool>| tools.into_iter().map(|t| t.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(client.list_all_tools().await.unwrap()), ["hello"]);
+
+    copy_skill(skillbox_tests::GITHUB_ISSUES, skillbox_tests::GITHUB_ISSUES_COMPONENT, skills.path());
+    std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    watcher.changed.notified().await;
+    assert_eq!(names(client.list_all_tools().await.unwrap()), ["github-issues", "hello"]);
+    let result = call(&client, "hello", json!({ "name": "again" })).await;
+    assert_eq!(result.structured_content, Some(json!({ "greeting": "Hello, again!" })));
+    client.cancel().await.unwrap();
 }

@@ -25,10 +25,11 @@ use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
-use skillbox_runtime::{Catalogue, Error as RunError, Tool};
+use skillbox_runtime::{Error as RunError, Tool};
 use tokio::sync::Semaphore;
 
 use crate::caller::{Caller, KeyCheck};
+use crate::live::LiveCatalogue;
 use crate::mcp::SkillboxMcp;
 use crate::metrics::{Metrics, class};
 
@@ -49,7 +50,7 @@ pub struct ServeOptions {
 
 /// Shared by every handler.
 struct AppState {
-    catalogue: Arc<Catalogue>,
+    catalogue: Arc<LiveCatalogue>,
     keys: Arc<dyn KeyCheck>,
     metrics: Arc<Metrics>,
     /// Permits for calls admitted (running or waiting); one is held for a whole call.
@@ -61,7 +62,7 @@ struct AppState {
 }
 
 /// The server's routes over `catalogue`, keys checked by `keys`.
-pub fn router(catalogue: Arc<Catalogue>, keys: Arc<dyn KeyCheck>, options: &ServeOptions) -> Router {
+pub fn router(catalogue: Arc<LiveCatalogue>, keys: Arc<dyn KeyCheck>, options: &ServeOptions) -> Router {
     let metrics = Arc::new(Metrics::default());
     let max_concurrent = options.max_concurrent.max(1);
     let state = Arc::new(AppState {
@@ -204,8 +205,8 @@ fn describe(tool: &Tool) -> Value {
 }
 
 /// The tool `name`, if this caller may call it (one the key may not call looks absent).
-fn visible<'a>(state: &'a AppState, caller: &Caller, name: &str) -> Option<&'a Tool> {
-    state.catalogue.get(name).filter(|t| caller.may_call(&t.name))
+fn visible(state: &AppState, caller: &Caller, name: &str) -> Option<Tool> {
+    state.catalogue.current().get(name).filter(|t| caller.may_call(&t.name)).cloned()
 }
 
 fn not_found(name: &str) -> Response {
@@ -218,7 +219,8 @@ fn not_found(name: &str) -> Response {
 }
 
 async fn list_skills(State(state): State<Arc<AppState>>, axum::Extension(caller): axum::Extension<Caller>) -> Response {
-    let tools: Vec<Value> = state.catalogue.tools().filter(|t| caller.may_call(&t.name)).map(describe).collect();
+    let catalogue = state.catalogue.current();
+    let tools: Vec<Value> = catalogue.tools().filter(|t| caller.may_call(&t.name)).map(describe).collect();
     Json(json!({ "skills": tools })).into_response()
 }
 
@@ -228,7 +230,7 @@ async fn show_skill(
     Path(name): Path<String>,
 ) -> Response {
     match visible(&state, &caller, &name) {
-        Some(tool) => Json(describe(tool)).into_response(),
+        Some(tool) => Json(describe(&tool)).into_response(),
         None => not_found(&name),
     }
 }

@@ -8,6 +8,7 @@
 pub mod approval;
 pub mod caller;
 pub mod http;
+pub mod live;
 pub mod mcp;
 pub mod metrics;
 mod openapi;
@@ -15,6 +16,7 @@ pub mod tls;
 
 pub use caller::{Caller, KeyCheck};
 pub use http::{ServeOptions, router, serve};
+pub use live::LiveCatalogue;
 pub use mcp::SkillboxMcp;
 pub use tls::TlsListener;
 

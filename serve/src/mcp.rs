@@ -13,14 +13,15 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool as McpTool,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::Value;
-use skillbox_runtime::{Catalogue, Error as RunError, InvocationContext, Tool};
+use skillbox_runtime::{Error as RunError, InvocationContext, Tool};
 
 use crate::Error;
 use crate::approval::ElicitApprover;
 use crate::caller::Caller;
+use crate::live::LiveCatalogue;
 
 /// What the server tells clients about itself.
 const INSTRUCTIONS: &str = "Each tool is a sandboxed skill. Credentials are used on the host and never appear in \
@@ -35,7 +36,7 @@ const INSTRUCTIONS: &str = "Each tool is a sandboxed skill. Credentials are used
 /// refused.
 #[derive(Debug, Clone)]
 pub struct SkillboxMcp {
-    catalogue: Arc<Catalogue>,
+    catalogue: Arc<LiveCatalogue>,
     /// Who calls when no API key says (stdio); `None` over HTTP.
     context: Option<InvocationContext>,
     stats: Option<Arc<crate::metrics::Metrics>>,
@@ -43,12 +44,12 @@ pub struct SkillboxMcp {
 
 impl SkillboxMcp {
     /// Serves `catalogue`; every call runs with `context` (the operator's `--user`/`--env`).
-    pub fn new(catalogue: Arc<Catalogue>, context: InvocationContext) -> SkillboxMcp {
+    pub fn new(catalogue: Arc<LiveCatalogue>, context: InvocationContext) -> SkillboxMcp {
         SkillboxMcp { catalogue, context: Some(context), stats: None }
     }
 
     /// Serves `catalogue` behind the HTTP layer: each call as its request's [`Caller`].
-    pub fn for_http(catalogue: Arc<Catalogue>, stats: Arc<crate::metrics::Metrics>) -> SkillboxMcp {
+    pub fn for_http(catalogue: Arc<LiveCatalogue>, stats: Arc<crate::metrics::Metrics>) -> SkillboxMcp {
         SkillboxMcp { catalogue, context: None, stats: Some(stats) }
     }
 
@@ -90,7 +91,8 @@ impl SkillboxMcp {
         let Some(caller) = caller else {
             return Err(McpError::invalid_request("this request carries no API key", None));
         };
-        let Some(tool) = self.catalogue.get(&request.name).filter(|t| caller.may_call(&t.name)) else {
+        let catalogue = self.catalogue.current();
+        let Some(tool) = catalogue.get(&request.name).filter(|t| caller.may_call(&t.name)) else {
             return Err(McpError::invalid_params(
                 format!("there is no tool named `{}`; call tools/list for the tools this server has", request.name),
                 None,
@@ -147,7 +149,7 @@ pub(crate) fn failure_text(skill: &str, error: &RunError) -> String {
 
 impl ServerHandler for SkillboxMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
             .with_server_info(Implementation::new("skillbox", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
@@ -159,11 +161,25 @@ impl ServerHandler for SkillboxMcp {
     ) -> Result<ListToolsResult, McpError> {
         let caller = self.caller(&context);
         let visible = |t: &&Tool| caller.as_ref().is_some_and(|c| c.may_call(&t.name));
-        Ok(ListToolsResult::with_all_items(self.catalogue.tools().filter(visible).map(Self::describe).collect()))
+        let catalogue = self.catalogue.current();
+        Ok(ListToolsResult::with_all_items(catalogue.tools().filter(visible).map(Self::describe).collect()))
+    }
+
+    /// From now on, tell this client whenever the catalogue is replaced (`SIGHUP`).
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let mut changes = self.catalogue.subscribe();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if peer.notify_tool_list_changed().await.is_err() {
+                    break; // the client is gone
+                }
+            }
+        });
     }
 
     fn get_tool(&self, name: &str) -> Option<McpTool> {
-        self.catalogue.get(name).map(Self::describe)
+        self.catalogue.current().get(name).map(Self::describe)
     }
 
     async fn call_tool(

@@ -69,7 +69,7 @@ async fn start(vault: TestVault, skills: &[&str], max_concurrent: usize, max_que
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let options = ServeOptions { listen: addr, max_concurrent, max_queue, host_names: Vec::new() };
-    let router = skillbox_serve::router(Arc::new(catalogue), Arc::new(keys), &options);
+    let router = skillbox_serve::router(skillbox_serve::LiveCatalogue::new(catalogue), Arc::new(keys), &options);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(skillbox_serve::serve(listener, router, async move {
         let _ = stopped.await;
