@@ -127,6 +127,76 @@ fn serve(c: &mut Criterion) {
         });
     });
     group.finish();
+
+    // Per-call latency under the same load (criterion times whole batches): every call's
+    // time, 64 clients × 64 calls per path, printed as p50 / p99.
+    let percentiles = |mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        (ms[ms.len() / 2], ms[ms.len() * 99 / 100])
+    };
+    let (rest, mcp, local) = tokio.block_on(async {
+        let timed = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
+            let started = std::time::Instant::now();
+            f.await;
+            started.elapsed().as_secs_f64() * 1000.0
+        };
+        let mut rest = Vec::new();
+        let mut mcp = Vec::new();
+        let mut local = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..CLIENTS {
+            let (http, url, client, tool, context) = (
+                http.clone(),
+                url.clone(),
+                mcp_clients[i].clone(),
+                catalogue.get("hello").unwrap().clone(),
+                context.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut out = (Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..64 {
+                    let (http, url) = (http.clone(), url.clone());
+                    out.0.push(
+                        timed(Box::pin(async move {
+                            let r = http
+                                .post(format!("{url}/v1/skills/hello/invoke"))
+                                .bearer_auth(KEY)
+                                .body(r#"{"name":"Ada"}"#);
+                            r.send().await.unwrap().bytes().await.unwrap();
+                        }))
+                        .await,
+                    );
+                    let client = client.clone();
+                    out.1.push(
+                        timed(Box::pin(async move {
+                            let args = json!({ "name": "Ada" }).as_object().cloned().unwrap();
+                            client.call_tool(CallToolRequestParams::new("hello").with_arguments(args)).await.unwrap();
+                        }))
+                        .await,
+                    );
+                    let (tool, context) = (tool.clone(), context.clone());
+                    out.2.push(
+                        timed(Box::pin(async move {
+                            tool.invoke(&json!({ "name": "Ada" }), &context).await.unwrap();
+                        }))
+                        .await,
+                    );
+                }
+                out
+            }));
+        }
+        for t in tasks {
+            let (a, b, c) = t.await.unwrap();
+            rest.extend(a);
+            mcp.extend(b);
+            local.extend(c);
+        }
+        (rest, mcp, local)
+    });
+    for (name, ms) in [("REST /v1 invoke", rest), ("MCP tools/call", mcp), ("in-process Tool::invoke", local)] {
+        let (p50, p99) = percentiles(ms);
+        eprintln!("serve latency, 64 concurrent clients, {name}: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
 }
 
 criterion_group!(benches, serve);

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skillbox_runtime::{Catalogue, DenyAll, InvocationContext, Runtime, RuntimeConfig};
-use skillbox_serve::{Caller, KeyCheck, LiveCatalogue, ServeOptions, SkillboxMcp};
-use skillbox_vault::Vault;
+use skillbox_serve::{LiveCatalogue, ServeOptions, SkillboxMcp, VaultKeys};
 
 use crate::GlobalOpts;
 use crate::skills::{runtime_config, tokio_runtime};
@@ -147,30 +146,6 @@ pub struct ServeArgs {
     allow_http_loopback: bool,
 }
 
-/// API keys checked against the vault: the key's owner, environment and skills become the
-/// caller; any refusal is `None` (the server answers 401 with no detail).
-struct VaultKeys(Arc<Vault>);
-
-impl KeyCheck for VaultKeys {
-    fn check(&self, key: &str) -> Option<Caller> {
-        let info = match self.0.apikey_verify(key) {
-            Ok(info) => info,
-            Err(skillbox_vault::Error::ApiKeyRefused) => return None,
-            Err(other) => {
-                // A forged key row or a vault problem: still 401, but the operator must hear of it.
-                tracing::error!("API key check failed: {other}");
-                return None;
-            }
-        };
-        Some(Caller {
-            user: info.owner,
-            environment: info.environment.as_str().to_owned(),
-            skills: info.skills,
-            fingerprint: info.fingerprint,
-        })
-    }
-}
-
 /// Serves HTTP until SIGTERM or Ctrl-C, then lets calls in flight finish within the grace
 /// period.
 pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
@@ -215,7 +190,7 @@ pub fn serve(args: ServeArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         let tools = catalogue.len();
         let live = LiveCatalogue::new(catalogue);
         reload_on_sighup(live.clone(), runtime.clone(), dirs.clone());
-        let router = skillbox_serve::router(live, Arc::new(VaultKeys(vault)), &options);
+        let router = skillbox_serve::router(live, Arc::new(VaultKeys::new(vault)), &options);
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!("skillbox serving {tools} skills on {scheme}://{listen} (MCP at /mcp, REST at /v1)");
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

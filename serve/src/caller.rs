@@ -49,3 +49,36 @@ pub trait KeyCheck: Send + Sync + 'static {
     /// The caller `key` identifies, or `None` for an unknown, expired or revoked key.
     fn check(&self, key: &str) -> Option<Caller>;
 }
+
+/// API keys checked against the vault ([`skillbox_runtime::vault::Vault::apikey_verify`]):
+/// the key's owner, environment and skills become the caller. Every refusal is `None` (the
+/// server answers 401 with no detail); one that is not a plain refusal (a forged key row, a
+/// vault error) is logged for the operator as well.
+#[derive(Debug)]
+pub struct VaultKeys(std::sync::Arc<skillbox_runtime::vault::Vault>);
+
+impl VaultKeys {
+    /// Checks keys against `vault`.
+    pub fn new(vault: std::sync::Arc<skillbox_runtime::vault::Vault>) -> VaultKeys {
+        VaultKeys(vault)
+    }
+}
+
+impl KeyCheck for VaultKeys {
+    fn check(&self, key: &str) -> Option<Caller> {
+        let info = match self.0.apikey_verify(key) {
+            Ok(info) => info,
+            Err(skillbox_runtime::vault::Error::ApiKeyRefused) => return None,
+            Err(other) => {
+                tracing::error!("API key check failed: {other}");
+                return None;
+            }
+        };
+        Some(Caller {
+            user: info.owner,
+            environment: info.environment.as_str().to_owned(),
+            skills: info.skills,
+            fingerprint: info.fingerprint,
+        })
+    }
+}

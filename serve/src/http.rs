@@ -257,7 +257,9 @@ async fn invoke(
     let _entered = span.enter();
     let started = std::time::Instant::now();
     let outcome = tool.invoke(&input, &caller.context()).await;
-    state.metrics.record(&tool.name, started.elapsed(), outcome.as_ref().err());
+    let took = started.elapsed();
+    tracing::info!(took_ms = took.as_millis() as u64, ok = outcome.is_ok(), "invoke done");
+    state.metrics.record(&tool.name, took, outcome.as_ref().err());
     match outcome {
         Ok(output) => {
             let mut response = output.json.into_response();

@@ -14,7 +14,7 @@ pub mod metrics;
 mod openapi;
 pub mod tls;
 
-pub use caller::{Caller, KeyCheck};
+pub use caller::{Caller, KeyCheck, VaultKeys};
 pub use http::{ServeOptions, router, serve};
 pub use live::LiveCatalogue;
 pub use mcp::SkillboxMcp;

@@ -107,8 +107,10 @@ impl SkillboxMcp {
             Some(approver) => tool.invoke_approved_by(&input, &caller.context(), Arc::new(approver)).await,
             None => tool.invoke(&input, &caller.context()).await,
         };
+        let took = started.elapsed();
+        tracing::info!(took_ms = took.as_millis() as u64, ok = outcome.is_ok(), "tools/call done");
         if let Some(stats) = &self.stats {
-            stats.record(&tool.name, started.elapsed(), outcome.as_ref().err());
+            stats.record(&tool.name, took, outcome.as_ref().err());
         }
         Ok(match outcome {
             Ok(output) => match serde_json::from_str::<Value>(&output.json) {

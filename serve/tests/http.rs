@@ -58,18 +58,28 @@ impl Served {
 }
 
 async fn start(vault: TestVault, skills: &[&str], max_concurrent: usize, max_queue: usize) -> Served {
-    let runtime = vault.runtime();
-    let dirs: Vec<PathBuf> = skills.iter().map(PathBuf::from).collect();
-    let (catalogue, _skipped) = Catalogue::load(&runtime, &dirs).unwrap();
     let keys = Keys(HashMap::from([
         ("sbx_key_acme", caller("acme", None)),
         ("sbx_key_globex", caller("globex", None)),
         ("sbx_key_only_issues", caller("acme", Some(&["github-issues"]))),
     ]));
+    start_with_keys(vault, skills, max_concurrent, max_queue, Arc::new(keys)).await
+}
+
+async fn start_with_keys(
+    vault: TestVault,
+    skills: &[&str],
+    max_concurrent: usize,
+    max_queue: usize,
+    keys: Arc<dyn KeyCheck>,
+) -> Served {
+    let runtime = vault.runtime();
+    let dirs: Vec<PathBuf> = skills.iter().map(PathBuf::from).collect();
+    let (catalogue, _skipped) = Catalogue::load(&runtime, &dirs).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let options = ServeOptions { listen: addr, max_concurrent, max_queue, host_names: Vec::new() };
-    let router = skillbox_serve::router(skillbox_serve::LiveCatalogue::new(catalogue), Arc::new(keys), &options);
+    let router = skillbox_serve::router(skillbox_serve::LiveCatalogue::new(catalogue), keys, &options);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(skillbox_serve::serve(listener, router, async move {
         let _ = stopped.await;
@@ -255,4 +265,41 @@ async fn futures_join<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>
         out.push(h.await.unwrap());
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_keys_refuse_wrong_revoked_and_expired_keys_and_fix_the_environment() {
+    use secrecy::ExposeSecret;
+    use skillbox_vault::{Environment, NewApiKey};
+    let vault = TestVault::new();
+    let v = vault.vault.clone();
+    let create = |name: &str, env: Environment, expires: Option<std::time::SystemTime>| {
+        let mut new = NewApiKey::new(name);
+        new.environment = env;
+        new.expires_at = expires;
+        v.apikey_create(&new, "test").unwrap().1.expose_secret().to_owned()
+    };
+    let good = create("good", Environment::Dev, None);
+    let revoked = create("revoked", Environment::Dev, None);
+    let expired =
+        create("expired", Environment::Dev, Some(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)));
+    let production = create("prod", Environment::Production, None);
+    v.apikey_revoke("revoked", "test").unwrap();
+    let keys = Arc::new(skillbox_serve::VaultKeys::new(v.clone()));
+    let served = start_with_keys(vault, &[skillbox_tests::HELLO, skillbox_tests::GITHUB_ISSUES], 4, 16, keys).await;
+
+    let hello = json!({ "name": "Vic" });
+    assert_eq!(post(&served, "/v1/skills/hello/invoke", Some(&good), hello.clone()).await.0, 200);
+    let one_off = format!("{}x", &good[..good.len() - 1]);
+    for key in [revoked.as_str(), expired.as_str(), one_off.as_str(), "sbx_"] {
+        let (status, body) = post(&served, "/v1/skills/hello/invoke", Some(key), hello.clone()).await;
+        assert_eq!(status, 401, "{key}: {body}");
+        assert_eq!(body["detail"], "An API key is required.", "no detail about why");
+    }
+    // A production key runs in production: the dev credential granted to github-issues is
+    // not there, whatever the request says.
+    let input = json!({ "owner": "o", "repo": "r", "base_url": "http://127.0.0.1:9" });
+    let (status, body) = post(&served, "/v1/skills/github-issues/invoke", Some(&production), input).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("production"), "{body}");
 }
