@@ -223,20 +223,23 @@ async fn beyond_capacity_calls_are_answered_busy_not_dropped() {
             async move { post(&served, "/v1/skills/spin-forever/invoke", Some("sbx_key_acme"), json!({})).await },
         )
     };
-    // ...so the others, with no queue, are told to come back (asked until the slow call has
-    // surely taken the slot; none is dropped: each is a 200 or a 429).
-    let mut busy = 0;
-    while busy == 0 && !slow.is_finished() {
+    // Once the server has it (its in-flight gauge says so)...
+    loop {
+        let (_, metrics) = get(&served, "/metrics", None).await;
+        if metrics.contains("skillbox_in_flight 1") {
+            break;
+        }
+        assert!(!slow.is_finished(), "the slow call ended before it was seen in flight");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ...the others, with no queue, are told to come back: answered, not dropped.
+    for _ in 0..3 {
         let (status, body) =
             post(&served, "/v1/skills/hello/invoke", Some("sbx_key_acme"), json!({ "name": "x" })).await;
-        if status == 429 {
-            assert_eq!(body["title"], "busy");
-            busy += 1;
-        } else {
-            assert_eq!(status, 200, "{body}");
-        }
+        assert_eq!((status, body["title"].as_str()), (429, Some("busy")), "{body}");
     }
-    assert!(busy > 0, "some calls were turned away while the slot was taken");
+    let (_, metrics) = get(&served, "/metrics", None).await;
+    assert!(metrics.contains("skillbox_busy_total 3"), "{metrics}");
     let (status, body) = slow.await.unwrap();
     assert_eq!((status, body["title"].as_str()), (422, Some("limit")), "{body}");
     // Free again.
