@@ -197,6 +197,8 @@ impl SkillCtx {
             ))));
         };
         let access = self.access(name);
+        // What later uses ask the vault again (before `access` may become a one-time approval).
+        let recheck = access.clone();
         // Taken before the resolve: any change after it makes the first use check again.
         let generation = vault.generation().ok();
         let resolved = match vault.resolve(&access) {
@@ -206,7 +208,7 @@ impl SkillCtx {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut open = self.open_resolved(declared, resolved)?;
+        let mut open = self.open_resolved(declared, resolved, recheck)?;
         if open.recheck.one_time_approval.is_none() && open.grant_less {
             open.recheck.one_time_approval = Some(open.recheck.user.clone());
         }
@@ -308,7 +310,12 @@ impl SkillCtx {
     }
 
     /// Checks the resolved credential against the declaration and builds the handle.
-    fn open_resolved(&mut self, declared: CredentialDecl, resolved: Resolved) -> Result<OpenCredential, HostError> {
+    fn open_resolved(
+        &mut self,
+        declared: CredentialDecl,
+        resolved: Resolved,
+        recheck: Access,
+    ) -> Result<OpenCredential, HostError> {
         let Resolved { credential, grant, value } = resolved;
         if !kinds_compatible(declared.kind, value.kind()) {
             let error = HostError::wrong_kind(format!(
@@ -343,7 +350,6 @@ impl SkillCtx {
         tracing::debug!(skill = %self.invocation.skill, credential = %declared.name, "opened credential");
         let deadline = [credential.expires_at, grant.as_ref().and_then(|g| g.expires_at)].into_iter().flatten().min();
         let grant_less = grant.is_none();
-        let recheck = self.access(&declared.name);
         Ok(OpenCredential {
             recheck,
             generation: std::sync::Mutex::new(None),

@@ -42,7 +42,7 @@ impl Tool {
     /// Checks `input` against the input schema, then runs the skill with it: an input that
     /// does not match is [`Error::InputSchema`], and no instance is created for it.
     pub async fn invoke(&self, input: &serde_json::Value, context: &InvocationContext) -> Result<Output> {
-        self.input.check(input).map_err(|message| Error::InputSchema { skill: self.name.clone(), message })?;
+        self.check(input)?;
         self.skill.invoke_with(&input.to_string(), context).await
     }
 
@@ -54,8 +54,12 @@ impl Tool {
         context: &InvocationContext,
         approver: std::sync::Arc<dyn crate::Approver>,
     ) -> Result<Output> {
-        self.input.check(input).map_err(|message| Error::InputSchema { skill: self.name.clone(), message })?;
+        self.check(input)?;
         self.skill.invoke_approved_by(&input.to_string(), context, approver).await
+    }
+
+    fn check(&self, input: &serde_json::Value) -> Result<()> {
+        self.input.check(input).map_err(|message| Error::InputSchema { skill: self.name.clone(), message })
     }
 }
 

@@ -27,8 +27,9 @@ fn form() -> ElicitationSchema {
             "Allow always (grant it, pinned to this component and policy)".into(),
             "Deny".into(),
         ])
-        .map(|b| b.title("Decision").build())
-        .unwrap_or_else(|_| EnumSchema::builder(vec!["once".into(), "always".into(), "deny".into()]).build());
+        .expect("one title for each of the three values")
+        .title("Decision")
+        .build();
     ElicitationSchema::builder().required_enum_schema("decision", choice).build_unchecked()
 }
 

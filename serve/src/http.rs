@@ -26,7 +26,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use skillbox_runtime::{Error as RunError, Tool};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::caller::{Caller, KeyCheck};
 use crate::live::LiveCatalogue;
@@ -131,10 +131,28 @@ where
         .await
 }
 
+impl AppState {
+    /// Admits one call for as long as the permits live: a slot to wait in, then one to run
+    /// in. `None` (counted as busy) when every slot to wait in is taken.
+    async fn admit(&self) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
+            self.metrics.record_busy();
+            return None;
+        };
+        let running = self.running.clone().acquire_owned().await.ok()?;
+        Some((admitted, running))
+    }
+
+    /// The caller an `Authorization: Bearer` header's key identifies, if it is valid.
+    fn caller_of(&self, request: &Request) -> Option<Caller> {
+        bearer(request).and_then(|key| self.keys.check(key))
+    }
+}
+
 /// `Authorization: Bearer <key>` → a [`Caller`] in the request's extensions, or 401 with no
 /// detail.
 async fn require_key(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    match bearer(&request).and_then(|key| state.keys.check(key)) {
+    match state.caller_of(&request) {
         Some(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -160,11 +178,7 @@ async fn admit_mcp(State(state): State<Arc<AppState>>, request: Request, next: N
     if !(request.uri().path().starts_with("/mcp") && request.method() == axum::http::Method::POST) {
         return next.run(request).await;
     }
-    let Ok(_admitted) = state.admitted.clone().try_acquire_owned() else {
-        state.metrics.record_busy();
-        return busy();
-    };
-    let Ok(_running) = state.running.clone().acquire_owned().await else { return busy() };
+    let Some(_slot) = state.admit().await else { return busy() };
     next.run(request).await
 }
 
@@ -248,18 +262,8 @@ async fn invoke(
             return problem(StatusCode::BAD_REQUEST, "input", &format!("the body is not JSON: {e}"), Some(&tool.name));
         }
     };
-    let Ok(_admitted) = state.admitted.clone().try_acquire_owned() else {
-        state.metrics.record_busy();
-        return busy();
-    };
-    let Ok(_running) = state.running.clone().acquire_owned().await else { return busy() };
-    let span = tracing::info_span!("invoke", skill = %tool.name, user = %caller.user, caller = %caller.fingerprint);
-    let _entered = span.enter();
-    let started = std::time::Instant::now();
-    let outcome = tool.invoke(&input, &caller.context()).await;
-    let took = started.elapsed();
-    tracing::info!(took_ms = took.as_millis() as u64, ok = outcome.is_ok(), "invoke done");
-    state.metrics.record(&tool.name, took, outcome.as_ref().err());
+    let Some(_slot) = state.admit().await else { return busy() };
+    let outcome = crate::call::run(&tool, &input, &caller, None, Some(&state.metrics)).await;
     match outcome {
         Ok(output) => {
             let mut response = output.json.into_response();
@@ -267,9 +271,7 @@ async fn invoke(
             response
         }
         Err(error) => {
-            tracing::info!("call failed: {error}");
-            let kind = class(&error);
-            problem(status_of(&error), kind, &crate::mcp::failure_text(&tool.name, &error), Some(&tool.name))
+            problem(status_of(&error), class(&error), &crate::call::failure_text(&tool.name, &error), Some(&tool.name))
         }
     }
 }
@@ -290,7 +292,7 @@ async fn metrics_text(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let keyed = bearer(&request).and_then(|key| state.keys.check(key)).is_some();
+    let keyed = state.caller_of(&request).is_some();
     if !peer.ip().is_loopback() && !keyed {
         return unauthorized();
     }

@@ -6,6 +6,7 @@
 //! get results and errors they can act on, and no tool that grants or changes anything.
 
 pub mod approval;
+mod call;
 pub mod caller;
 pub mod http;
 pub mod live;

@@ -16,10 +16,11 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::Value;
-use skillbox_runtime::{Error as RunError, InvocationContext, Tool};
+use skillbox_runtime::{InvocationContext, Tool};
 
 use crate::Error;
 use crate::approval::ElicitApprover;
+use crate::call::failure_text;
 use crate::caller::Caller;
 use crate::live::LiveCatalogue;
 
@@ -99,54 +100,16 @@ impl SkillboxMcp {
             ));
         };
         let input = Value::Object(request.arguments.unwrap_or_default());
-        let span =
-            tracing::info_span!("tools/call", skill = %tool.name, user = %caller.user, caller = %caller.fingerprint);
-        let _entered = span.enter();
-        let started = std::time::Instant::now();
-        let outcome = match approver {
-            Some(approver) => tool.invoke_approved_by(&input, &caller.context(), Arc::new(approver)).await,
-            None => tool.invoke(&input, &caller.context()).await,
-        };
-        let took = started.elapsed();
-        tracing::info!(took_ms = took.as_millis() as u64, ok = outcome.is_ok(), "tools/call done");
-        if let Some(stats) = &self.stats {
-            stats.record(&tool.name, took, outcome.as_ref().err());
-        }
+        let approver = approver.map(|a| Arc::new(a) as Arc<dyn skillbox_runtime::Approver>);
+        let outcome = crate::call::run(tool, &input, &caller, approver, self.stats.as_deref()).await;
         Ok(match outcome {
             Ok(output) => match serde_json::from_str::<Value>(&output.json) {
                 Ok(value) => CallToolResult::structured(value),
                 Err(_) => CallToolResult::success(vec![ContentBlock::text(output.json)]),
             },
-            Err(error) => {
-                tracing::info!(skill = %tool.name, "call failed: {error}");
-                CallToolResult::error(vec![ContentBlock::text(failure_text(&tool.name, &error))])
-            }
+            Err(error) => CallToolResult::error(vec![ContentBlock::text(failure_text(&tool.name, &error))]),
         })
     }
-}
-
-/// The `isError` text for a failed call: what happened, for the agent and the human reading
-/// along, with the operator's fix when there is one (the runtime's errors carry it).
-pub(crate) fn failure_text(skill: &str, error: &RunError) -> String {
-    let lead = match error {
-        RunError::InputSchema { .. } | RunError::InvalidInput(_) => {
-            "The input was rejected before the skill ran; fix the arguments to match the tool's input schema."
-        }
-        RunError::Denied { .. } => {
-            "The skill was refused access to a credential. Only an operator can change that (with the command \
-             below); ask them, and do not retry until they have."
-        }
-        RunError::Tripwire { .. } => {
-            "The skill was stopped: it tried to send, return or log a secret. Do not retry it."
-        }
-        RunError::TimeLimit { .. }
-        | RunError::MemoryLimit { .. }
-        | RunError::FuelLimit { .. }
-        | RunError::HostLimit { .. } => "The skill hit a limit and was stopped.",
-        RunError::SkillFailed { .. } => "The skill reported an error.",
-        _ => "The skill could not run.",
-    };
-    format!("{lead}\n{skill}: {error}")
 }
 
 impl ServerHandler for SkillboxMcp {
