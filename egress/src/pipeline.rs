@@ -117,6 +117,15 @@ pub struct Exchange {
     pub elapsed: Duration,
 }
 
+/// Whether the pipeline follows redirects itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirects {
+    /// Follow them (checking every hop), as the WIT `http.send` promises.
+    Follow,
+    /// Hand the 3xx back to the caller, who decides (standard `wasi:http`).
+    HandBack,
+}
+
 /// The outbound HTTP client and its policy pipeline; build one per runtime and share it.
 ///
 /// Invariant: `https` goes only through `client`, plain `http` only through `http_client`,
@@ -212,6 +221,31 @@ impl Egress {
         injection: Option<&Injection>,
         scanner: &Scanner,
     ) -> Result<Exchange, EgressError> {
+        self.send_with(policy, request, injection, scanner, Redirects::Follow).await
+    }
+
+    /// [`Egress::send`] for one hop only: a redirect is handed back (scanned like any
+    /// response) instead of followed. For standard `wasi:http` clients, which follow redirects
+    /// themselves: each new request they make comes through the whole pipeline again, so a
+    /// credential is added to it only if its own URL is one of the credential's hosts.
+    pub async fn send_once(
+        &self,
+        policy: &Policy,
+        request: Request,
+        injection: Option<&Injection>,
+        scanner: &Scanner,
+    ) -> Result<Exchange, EgressError> {
+        self.send_with(policy, request, injection, scanner, Redirects::HandBack).await
+    }
+
+    async fn send_with(
+        &self,
+        policy: &Policy,
+        request: Request,
+        injection: Option<&Injection>,
+        scanner: &Scanner,
+        redirects: Redirects,
+    ) -> Result<Exchange, EgressError> {
         let started = Instant::now();
         // The invocation's secrets plus what this credential puts on the wire, in one scanner
         // that every step below uses.
@@ -225,7 +259,7 @@ impl Egress {
         let prepared = self.admit(policy, request, injection, scanner)?;
         let outcome = tokio::time::timeout(
             self.config.timeout,
-            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, started),
+            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, started, redirects),
         )
         .await
         .unwrap_or(Err(EgressError::Timeout { after: self.config.timeout }));
@@ -268,6 +302,7 @@ impl Egress {
         credential: Option<(&Injection, &Applied)>,
         scanner: &Scanner,
         started: Instant,
+        follow: Redirects,
     ) -> Result<Exchange, EgressError> {
         let secret = |bytes: &[u8]| scanner.secrets.contains_secret(bytes);
         let scope = credential.map_or(ResponseScope::Full, |(i, _)| i.response());
@@ -294,7 +329,7 @@ impl Egress {
             tracing::debug!(host = %display_host(&prepared.url), status = status.as_u16(), redirects, "egress hop");
 
             let location = response.headers().get(header::LOCATION).cloned();
-            if let (true, Some(location)) = (is_redirect(status), location) {
+            if let (true, Some(location), Redirects::Follow) = (is_redirect(status), location, follow) {
                 if redirects as usize >= self.config.max_redirects {
                     return Err(EgressError::TooManyRedirects { limit: self.config.max_redirects });
                 }
@@ -394,7 +429,8 @@ impl Egress {
 }
 
 /// Headers the HTTP client manages itself; a guest (or a credential) may not set them.
-pub(crate) fn is_managed_header(name: &HeaderName) -> bool {
+/// (`wasi:http` guests are held to the same list: the host's forbidden-header filter uses it.)
+pub fn is_managed_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "host"

@@ -65,6 +65,17 @@ impl OpenCredential {
         &self.credential
     }
 
+    /// The hosts it may be sent to: the grant's override, else the manifest's.
+    pub(crate) fn hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+
+    /// [`OpenCredential::injection`], shared (for a `wasi:http` request's own task).
+    pub(crate) fn shared_injection(&self, services: &HostServices) -> Result<Arc<Injection>, HostError> {
+        self.injection(services)?;
+        Ok(Arc::clone(self.injection.get().expect("set by injection()")))
+    }
+
     /// How `http.send` applies this credential, with the hosts it may go to;
     /// prepared once per handle.
     pub(crate) fn injection(&self, services: &HostServices) -> Result<&Injection, HostError> {
@@ -138,12 +149,12 @@ impl credentials::Host for SkillCtxView<'_> {
     async fn open(&mut self, name: String) -> Result<Resource<OpenCredential>, HostError> {
         match self.ctx.open_credential(&name).await {
             Ok(open) => {
-                self.ctx.remember_secrets(&open.id, open.version, open.name(), open.value.secret_fields());
+                self.ctx.remember_open(&open);
                 Ok(self.table.push(open)?)
             }
             Err(error) => {
                 if error.is_denial() {
-                    self.ctx.denials.push(error.message());
+                    self.ctx.record.deny(error.message());
                 }
                 Err(error)
             }
@@ -180,20 +191,25 @@ impl credentials::HostCredential for SkillCtxView<'_> {
 }
 
 impl SkillCtx {
+    /// Adds an opened credential's secret fields to what the invocation searches for.
+    pub(crate) fn remember_open(&mut self, open: &OpenCredential) {
+        self.remember_secrets(&open.id, open.version, open.name(), open.value.secret_fields());
+    }
+
     /// Decides whether the guest may have the credential it declared as `name`.
-    async fn open_credential(&mut self, name: &str) -> Result<OpenCredential, HostError> {
-        let Some(declared) = self.invocation.policy.credential(name).cloned() else {
+    pub(crate) async fn open_credential(&mut self, name: &str) -> Result<OpenCredential, HostError> {
+        let Some(declared) = self.record.invocation.policy.credential(name).cloned() else {
             let error = HostError::Guest(WitError::NotDeclared(format!(
                 "skill `{}` does not declare a credential named `{name}`: add a [[credentials]] entry with name = \"{name}\" to its skill.toml",
-                self.invocation.skill
+                self.record.invocation.skill
             )));
             self.record_denial(Some(name), "credentials.open", &error);
             return Err(error);
         };
-        let Some(vault) = self.services.vault.clone() else {
+        let Some(vault) = self.record.services.vault.clone() else {
             return Err(HostError::Guest(WitError::NotGranted(format!(
                 "no credential vault is open, so `{name}` cannot be granted: create one with `skillbox vault init`, add the credential with `skillbox cred add`, then `skillbox grant {} {name}`",
-                self.invocation.skill
+                self.record.invocation.skill
             ))));
         };
         let access = self.access(name);
@@ -221,7 +237,7 @@ impl SkillCtx {
     /// a denial like one at `open`.
     pub(crate) fn check_still_granted(&mut self, open: &OpenCredential, operation: &str) -> Result<(), HostError> {
         let expired = open.deadline.is_some_and(|d| SystemTime::now() >= d);
-        let Some(vault) = self.services.vault.clone() else { return Ok(()) };
+        let Some(vault) = self.record.services.vault.clone() else { return Ok(()) };
         let current = vault.generation().ok();
         let known = *open.generation.lock().unwrap_or_else(|p| p.into_inner());
         if !expired && current.is_some() && current == known {
@@ -249,7 +265,7 @@ impl SkillCtx {
     }
 
     fn access(&self, name: &str) -> Access {
-        let inv = &self.invocation;
+        let inv = &self.record.invocation;
         Access {
             skill: inv.skill.to_string(),
             skill_digest: inv.digest.to_string(),
@@ -288,7 +304,7 @@ impl SkillCtx {
             user: access.user.clone(),
             environment: access.environment.as_str().to_owned(),
         };
-        let approver = self.invocation.approver.clone().unwrap_or_else(|| self.services.approver.clone());
+        let approver = self.record.invocation.approver.clone().unwrap_or_else(|| self.record.services.approver.clone());
         let decision = tokio::task::spawn_blocking(move || approver.approve(&request))
             .await
             .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("approver failed: {e}"))))?;
@@ -347,7 +363,7 @@ impl SkillCtx {
             environment: credential.environment,
             name: credential.name.clone(),
         };
-        tracing::debug!(skill = %self.invocation.skill, credential = %declared.name, "opened credential");
+        tracing::debug!(skill = %self.record.invocation.skill, credential = %declared.name, "opened credential");
         let deadline = [credential.expires_at, grant.as_ref().and_then(|g| g.expires_at)].into_iter().flatten().min();
         let grant_less = grant.is_none();
         Ok(OpenCredential {

@@ -49,8 +49,10 @@ pub mod limits;
 mod log;
 mod metered;
 mod policy;
+mod record;
 mod signing;
 mod sql;
+mod wasi_http;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,7 +60,7 @@ use std::time::Duration;
 
 use skillbox_egress::{Egress, EgressConfig, EgressError, ForeignAction, Scanner, SecretMatcher, ViewLimits};
 use skillbox_scan::rules::RuleSet;
-use skillbox_vault::{AuditAction, AuditEvent, CredentialRef, Environment, Vault};
+use skillbox_vault::{AuditAction, AuditEvent, Environment, Vault};
 use wasmtime::component::{Linker, ResourceTable};
 
 pub use approval::{Approval, ApprovalRequest, Approver, DenyAll};
@@ -69,6 +71,7 @@ pub use credentials::OpenCredential;
 pub use error::{HostError, LimitExceeded, Tripped};
 pub use log::truncate_at_char_boundary;
 pub use policy::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
+use record::Recorder;
 
 /// Longest log message a guest may write; longer ones are truncated.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;
@@ -244,20 +247,19 @@ impl Invocation {
 /// call that obtained it.
 #[derive(Debug)]
 pub struct SkillCtx {
-    invocation: Invocation,
-    services: Arc<HostServices>,
+    /// Who runs what, the services, and what the invocation has recorded (audit rows,
+    /// denials, a tripwire): shared with the invocation's `wasi:http` requests, which run in
+    /// tasks of their own.
+    record: Arc<Recorder>,
     /// The secrets released to this invocation's host side, and the foreign-token policy.
     scanner: Scanner,
-    denials: Vec<String>,
-    /// Set when the invocation tripped the wire; the runtime reports it instead of the trap.
-    tripped: Option<Tripped>,
     sql: sql::Connections,
     /// Counters for the per-invocation bounds (host calls, handles, log volume).
     budget: limits::Budget,
-    /// The audit rows this invocation caused, and the repeats folded into counts.
-    ledger: Mutex<limits::AuditLedger>,
     /// The first host limit the guest hit.
     limit: Option<LimitExceeded>,
+    /// The manifest's `transparent` credentials, opened for `wasi:http`.
+    transparent: wasi_http::Transparent,
 }
 
 impl SkillCtx {
@@ -271,21 +273,18 @@ impl SkillCtx {
             limits: scan.limits,
         };
         SkillCtx {
-            invocation,
-            services,
+            record: Arc::new(Recorder::new(invocation, services)),
             scanner,
-            denials: Vec::new(),
-            tripped: None,
             sql: sql::Connections::default(),
             budget: limits::Budget::default(),
-            ledger: Mutex::default(),
             limit: None,
+            transparent: wasi_http::Transparent::default(),
         }
     }
 
     /// The name of the skill this state belongs to, as its manifest gives it.
     pub fn skill_name(&self) -> &str {
-        &self.invocation.skill
+        &self.record.invocation.skill
     }
 
     /// The secrets this invocation touched (to redact text for operators and callers).
@@ -299,19 +298,19 @@ impl SkillCtx {
     }
 
     /// Access decisions that went against the skill during this invocation.
-    pub fn denials(&self) -> &[String] {
-        &self.denials
+    pub fn denials(&self) -> Vec<String> {
+        self.record.denials()
     }
 
-    /// The tripwire this invocation hit, if any.
-    pub fn tripped(&self) -> Option<&Tripped> {
-        self.tripped.as_ref()
+    /// The tripwire this invocation hit, if any (in a host call or a `wasi:http` request).
+    pub fn tripped(&self) -> Option<Tripped> {
+        self.record.tripped()
     }
 
     /// Adds a credential's secret fields (credential `id`, `version`, declared as `label`) to
     /// what is searched for from now on.
     fn remember_secrets(&mut self, id: &str, version: u32, label: &str, fields: Vec<&[u8]>) {
-        let matcher = self.services.matcher((id.to_owned(), version, label.to_owned()), &fields);
+        let matcher = self.record.services.matcher((id.to_owned(), version, label.to_owned()), &fields);
         self.scanner.secrets.push(matcher);
     }
 
@@ -325,39 +324,9 @@ impl SkillCtx {
         }
     }
 
-    /// Records a tripwire: an audit row (which may suspend the skill's grants) and the state
-    /// the runtime reports. The caller ends the invocation.
+    /// Records a tripwire (see [`Recorder::trip`]); the caller ends the invocation.
     pub(crate) fn trip(&mut self, channel: &str, credential: &str, view: &str) -> Tripped {
-        if let Some(existing) = &self.tripped {
-            return existing.clone();
-        }
-        let inv = &self.invocation;
-        let credential = (!credential.is_empty()).then(|| credential.to_owned());
-        tracing::error!(skill = %inv.skill, channel, credential, view, "tripwire: the skill tried to pass on a secret");
-        let mut event = self.audit_event(AuditAction::Tripwire, credential.as_deref(), channel);
-        event.success = false;
-        event.detail["channel"] = channel.into();
-        event.detail["view"] = view.into();
-        event.detail["digest"] = inv.digest.to_string().into();
-        let mut suspended = Vec::new();
-        // Recorded whatever the row cap: it ends the invocation, so it happens once.
-        self.ledger().count_row();
-        if let Some(vault) = &self.services.vault {
-            let scan = &self.services.scan;
-            match vault.record_tripwire(&event, scan.tripwire_threshold, scan.tripwire_window) {
-                Ok(outcome) => {
-                    suspended = outcome.suspended.iter().map(|g| g.alias.clone()).collect();
-                    if !suspended.is_empty() {
-                        tracing::error!(skill = %inv.skill, count = outcome.count, "grants suspended after repeated tripwires");
-                    }
-                }
-                Err(e) => tracing::error!(skill = %inv.skill, "could not record the tripwire: {e}"),
-            }
-        }
-        let tripped = Tripped { channel: channel.to_owned(), credential, view: view.to_owned(), suspended };
-        self.denials.push(tripped.to_string());
-        self.tripped = Some(tripped.clone());
-        tripped
+        self.record.trip(channel, credential, view)
     }
 
     /// Applies the foreign-token policy to text the guest hands out through `channel`,
@@ -382,76 +351,34 @@ impl SkillCtx {
         }
     }
 
-    /// Audits a secret or foreign token found in `channel` (no value, ever); the same finding
-    /// again in this invocation is only counted (see [`limits`]).
+    /// Audits a secret or foreign token found in `channel` (see [`Recorder::record_leak`]).
     fn record_leak(&self, channel: &str, credential: Option<&str>, view: &str, rule: Option<&str>, action: &str) {
-        let mut event = self.audit_event(AuditAction::Leak, credential, channel);
-        event.detail["channel"] = channel.into();
-        event.detail["view"] = view.into();
-        event.detail["action"] = action.into();
-        if let Some(rule) = rule {
-            event.detail["rule"] = rule.into();
-        }
-        if self.audit_once(event) {
-            tracing::warn!(skill = %self.invocation.skill, channel, view, rule, action, "secret found in skill traffic");
-        }
+        self.record.record_leak(channel, credential, view, rule, action);
     }
 
-    /// Notes a denial (for the runtime's exit status) and audits it when a vault is present;
-    /// the same denial again in this invocation is only counted (see [`limits`]).
+    /// Notes and audits a denial (see [`Recorder::record_denial`]).
     fn record_denial(&mut self, credential: Option<&str>, operation: &str, error: &HostError) {
-        let event = self.denial_event(credential, operation, &error.message());
-        let message = event.error.clone().unwrap_or_default();
-        if self.audit_once(event) {
-            tracing::warn!(skill = %self.invocation.skill, operation, credential, "denied: {message}");
-            self.denials.push(message);
-        }
+        self.record.record_denial(&self.scanner.secrets, credential, operation, error);
     }
 
-    /// The audit event for a refusal of `operation`. The message is redacted here: refusals
-    /// made before the tripwire echo the guest's own text to the guest unredacted, but
-    /// operators and callers must never see a secret.
+    /// The audit event for a refusal of `operation`, redacted.
     fn denial_event(&self, credential: Option<&str>, operation: &str, message: &str) -> AuditEvent {
-        let mut event = self.audit_event(AuditAction::Denied, credential, operation);
-        event.success = false;
-        event.error = Some(self.scanner.secrets.redact_str(message).into_owned());
-        event
+        self.record.denial_event(&self.scanner.secrets, credential, operation, message)
     }
 
     /// An audit event for this invocation, about the declared credential `credential`.
     fn audit_event(&self, action: AuditAction, credential: Option<&str>, operation: &str) -> AuditEvent {
-        let inv = &self.invocation;
-        let mut event = AuditEvent::new(action, inv.user.clone());
-        event.skill = Some(inv.skill.to_string());
-        event.credential = credential.map(|name| CredentialRef {
-            owner: inv.user.clone(),
-            environment: inv.environment,
-            name: name.to_owned(),
-        });
-        event.purpose = (!inv.purpose.is_empty()).then(|| inv.purpose.clone());
-        event.detail = serde_json::json!({ "operation": operation, "environment": inv.environment.as_str() });
-        event
+        self.record.audit_event(action, credential, operation)
     }
 
     /// Appends `event` to the vault's audit log (when there is a vault).
     fn audit(&self, event: AuditEvent) {
-        if let Some(vault) = &self.services.vault
-            && let Err(e) = vault.record(&event)
-        {
-            tracing::error!(skill = %self.invocation.skill, "could not write audit row: {e}");
-        }
+        self.record.audit(event);
     }
 
-    /// Appends a use event that must be recorded: if it cannot be, the
-    /// result is withheld from the guest (fail closed). Its row was reserved before the use.
+    /// Appends a use event that must be recorded (see [`Recorder::audit_use`]).
     fn audit_use(&self, event: AuditEvent) -> Result<(), HostError> {
-        self.ledger().take_reserved();
-        match &self.services.vault {
-            Some(vault) => vault.record(&event).map_err(|e| {
-                HostError::upstream(format!("the audit log could not be written, so the result was withheld: {e}"))
-            }),
-            None => Ok(()),
-        }
+        self.record.audit_use(event)
     }
 }
 

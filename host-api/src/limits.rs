@@ -115,7 +115,7 @@ impl AuditLedger {
 
     /// Decides whether `event` is written (true) or only counted: counted when the same
     /// event was audited already, or when the invocation has no rows left.
-    fn admit(&mut self, event: &AuditEvent) -> bool {
+    pub(crate) fn admit(&mut self, event: &AuditEvent) -> bool {
         let key = Self::key(event);
         match self.seen.get(&key).copied() {
             Some(Some(index)) => self.repeats[index].1 += 1,
@@ -187,7 +187,7 @@ impl SkillCtx {
             let mut ledger = self.ledger();
             (std::mem::take(&mut ledger.repeats), ledger.overflow)
         };
-        let skill = &*self.invocation.skill;
+        let skill = &*self.record.invocation.skill;
         for (mut event, count) in repeats {
             let credential = event.credential.as_ref().map(|c| c.name.clone());
             tracing::warn!(skill, action = %event.action, credential, count, "repeated in this invocation, recorded once");
@@ -218,26 +218,21 @@ impl SkillCtx {
         }
     }
 
-    /// The audit ledger (a lock, so that `&self` paths can write rows).
+    /// The audit ledger (shared with the invocation's `wasi:http` requests).
     pub(crate) fn ledger(&self) -> MutexGuard<'_, AuditLedger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+        self.record.ledger()
     }
 
-    /// Writes `event` unless this invocation already audited the same event (then it is
-    /// counted) or has no rows left (then it is counted in the closing row). True if written.
+    /// Writes `event` once per invocation (see [`Recorder::audit_once`](crate::record::Recorder)).
     pub(crate) fn audit_once(&self, event: AuditEvent) -> bool {
-        let admitted = self.ledger().admit(&event);
-        if admitted {
-            self.audit(event);
-        }
-        admitted
+        self.record.audit_once(event)
     }
 
     /// Remembers the first limit hit and returns it; the first one is also logged.
     pub(crate) fn note_limit(&mut self, message: String) -> LimitExceeded {
         let exceeded = LimitExceeded { message };
         if self.limit.is_none() {
-            tracing::warn!(skill = %self.invocation.skill, "host limit: {exceeded}");
+            tracing::warn!(skill = %self.record.invocation.skill, "host limit: {exceeded}");
             self.limit = Some(exceeded.clone());
         }
         exceeded
@@ -249,7 +244,12 @@ impl SkillCtx {
     }
 
     /// Counts one host call; past [`MAX_HOST_CALLS`] the call traps.
+    /// A tripwire hit in a `wasi:http` request (which runs in a task of its own) stops the
+    /// guest here, at its next host call.
     pub(crate) fn count_call(&mut self) -> wasmtime::Result<()> {
+        if let Some(tripped) = self.record.tripped() {
+            return Err(wasmtime::Error::new(tripped));
+        }
         self.budget.host_calls = self.budget.host_calls.saturating_add(1);
         if self.budget.host_calls <= MAX_HOST_CALLS {
             return Ok(());
@@ -302,7 +302,7 @@ impl SkillCtx {
             )));
         }
         // Every open is audited: by the vault when the name is declared, else as a refusal.
-        let by_vault = self.services.vault.is_some() && self.invocation.policy.credential(name).is_some();
+        let by_vault = self.record.services.vault.is_some() && self.record.invocation.policy.credential(name).is_some();
         let room = if by_vault { self.ledger().reserve() } else { self.ledger().room(1) };
         if !room {
             return Err(self.refuse(format!(

@@ -63,7 +63,7 @@ impl SkillPolicy {
             ResponseScope::Headers => "headers",
             ResponseScope::Full => "full",
         };
-        let fields: BTreeMap<&str, Value> = BTreeMap::from([
+        let mut fields: BTreeMap<&str, Value> = BTreeMap::from([
             ("kind", json!(decl.kind.as_str())),
             ("http", serde_json::to_value(&decl.http).unwrap_or(Value::Null)),
             ("hosts", hosts(&decl.hosts)),
@@ -74,6 +74,10 @@ impl SkillPolicy {
             ("limits.timeout_ms", json!(self.limits.timeout_ms)),
             ("limits.fuel", json!(self.limits.fuel)),
         ]);
+        // Only when set, so that policies pinned before the key existed stay equal.
+        if decl.transparent {
+            fields.insert("transparent", json!(true));
+        }
         Some(serde_json::to_string(&fields).expect("JSON values serialize"))
     }
 }
@@ -93,6 +97,9 @@ pub struct CredentialDecl {
     pub purpose: String,
     /// What of a response to a request made with it the skill receives (`response = ...`).
     pub response: ResponseScope,
+    /// `transparent = true`: the host adds it to every standard `wasi:http` request to its
+    /// hosts; the guest never holds a handle.
+    pub transparent: bool,
 }
 
 /// How a credential is applied to an HTTP request (`http = ...` in a manifest).

@@ -177,7 +177,7 @@ impl SkillCtxView<'_> {
         };
         let database = database.clone();
         let label = self.ctx.redactor().redact_str(&database_label(&database)).into_owned();
-        let write = self.ctx.invocation.policy.sql_write;
+        let write = self.ctx.record.invocation.policy.sql_write;
 
         // The tripwire: SQL text and parameters go to a server; no secret may be in them.
         self.ctx.check_outbound(op.name(), statement.as_bytes())?;

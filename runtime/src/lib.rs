@@ -251,6 +251,9 @@ fn build_linker(engine: &Engine) -> Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     let link = |e: wasmtime::Error| Error::Engine(format!("linking host interfaces: {e:#}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+    // Standard wasi:http (types and outgoing-handler only): every request reaches the
+    // host-api hook, which holds it to the egress policy; there is no other sender.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
     skillbox_host_api::add_to_linker(&mut linker).map_err(link)?;
     Ok(linker)
 }

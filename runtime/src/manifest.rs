@@ -135,6 +135,10 @@ pub struct CredentialEntry {
     /// `headers` or `status`. For write-only uses (post a message, create a charge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// Inject it into every standard `wasi:http` request to its hosts, with no handle: for
+    /// skills written against `wasi:http/outgoing-handler` rather than our `http` interface.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transparent: bool,
 }
 
 /// The `[scan]` table.
@@ -294,7 +298,21 @@ impl CredentialEntry {
                 ));
             }
         };
-        Ok(CredentialDecl { name: name.clone(), kind, http, hosts, purpose: self.purpose.clone(), response })
+        if self.transparent && http.is_none() {
+            return Err(format!(
+                "[[credentials]] {name}: `transparent = true` injects it into wasi:http requests, but a {} credential is not sent over HTTP; remove `transparent` or use an HTTP kind (bearer, oauth2, basic, api_key)",
+                kind.as_str()
+            ));
+        }
+        Ok(CredentialDecl {
+            name: name.clone(),
+            kind,
+            http,
+            hosts,
+            purpose: self.purpose.clone(),
+            response,
+            transparent: self.transparent,
+        })
     }
 }
 

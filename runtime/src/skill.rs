@@ -46,6 +46,9 @@ struct SkillInner {
     policy: Arc<SkillPolicy>,
     component: Component,
     pre: SkillPre<StoreState>,
+    /// The component imports `wasi:http/outgoing-handler`: its transparent credentials are
+    /// opened before it runs.
+    uses_wasi_http: bool,
 }
 
 impl std::fmt::Debug for SkillInner {
@@ -106,8 +109,26 @@ impl Skill {
         let (limits, capped) = runtime.config.limits.apply(&manifest.limits);
         warn_capped(&name, &manifest.limits, &limits, capped);
         let digest = compiled.digest.into();
-        let inner =
-            SkillInner { runtime, manifest, limits, capped, name, digest, policy, component: compiled.component, pre };
+        let uses_wasi_http = imports_wasi_http(&runtime.engine, &compiled.component);
+        if !uses_wasi_http && let Some(decl) = policy.credentials.iter().find(|c| c.transparent) {
+            tracing::warn!(
+                skill = %name,
+                credential = %decl.name,
+                "`transparent = true` has no effect: the component does not import wasi:http/outgoing-handler"
+            );
+        }
+        let inner = SkillInner {
+            runtime,
+            manifest,
+            limits,
+            capped,
+            name,
+            digest,
+            policy,
+            component: compiled.component,
+            pre,
+            uses_wasi_http,
+        };
         Ok((Skill { inner: Arc::new(inner) }, compiled.outcome))
     }
 
@@ -181,6 +202,9 @@ impl Skill {
 
         let mut store = self.new_store(invocation, started + limits.timeout)?;
         let call = async {
+            if self.inner.uses_wasi_http {
+                store.data_mut().skill_ctx_mut().open_transparent().await;
+            }
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, input).await
         };
@@ -194,7 +218,7 @@ impl Skill {
         // The guest is done: repeated refusals are written as their counts now.
         store.data_mut().skill_ctx_mut().finish();
         let tripwire = |host: &SkillCtx| {
-            host.tripped().map(|t| Error::Tripwire { skill: self.name().to_owned(), tripped: t.clone() })
+            host.tripped().map(|tripped| Error::Tripwire { skill: self.name().to_owned(), tripped })
         };
         // A tripwire during the run ends it; nothing the guest produced is handed on.
         if let Some(error) = tripwire(store.data().skill_ctx()) {
@@ -486,6 +510,11 @@ fn check_component_header(path: &Path, bytes: &[u8]) -> Result<()> {
         return Ok(());
     };
     Err(Error::NotAComponent { path: path.to_owned(), reason: reason.into() })
+}
+
+/// Whether `component` imports `wasi:http/outgoing-handler` (any 0.2 version).
+fn imports_wasi_http(engine: &wasmtime::Engine, component: &Component) -> bool {
+    component.component_type().imports(engine).any(|(name, _)| name.starts_with("wasi:http/outgoing-handler@"))
 }
 
 /// Pre-links a component against the runtime's linker and checks it exports `run`.

@@ -4,7 +4,9 @@
 //! state (memory, handles, captured output) survives from one call to the
 //! next. WASI is linked because Rust guests import it, but the context
 //! grants nothing: no environment, arguments, directories or sockets, and
-//! stdio is captured in capped buffers instead of inherited.
+//! stdio is captured in capped buffers instead of inherited. `wasi:http` is
+//! linked for skills written against it; its requests go through the host's
+//! egress hook.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,10 +17,12 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Store data for one invocation.
 pub(crate) struct StoreState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
     skill: SkillCtx,
     pub(crate) limiter: MemoryLimiter,
@@ -39,6 +43,7 @@ impl StoreState {
             .build();
         StoreState {
             wasi,
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             skill,
             limiter: MemoryLimiter::new(memory_limit),
@@ -63,6 +68,14 @@ impl StoreState {
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// `wasi:http`: the hooks are the invocation's host state, so every outgoing request goes
+/// through its egress policy and transparent credentials (`skillbox_host_api`'s `wasi_http`).
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.skill }
     }
 }
 

@@ -1,0 +1,291 @@
+//! Standard `wasi:http/outgoing-handler`, held to the same egress policy as our `http`
+//! interface, with `transparent` credentials injected by the host.
+//!
+//! `wasmtime-wasi-http` is built without its default sender, so every request a guest makes
+//! through `wasi:http` reaches [`WasiHttpHooks::send_request`] here, and nothing else can send
+//! one. The hook runs the request through the same pipeline as `http.send`
+//! ([`Egress::send_once`](skillbox_egress::Egress::send_once)): the destination (`[network]
+//! allow`, or the hosts of the credential it carries), https only, the address actually
+//! connected to, the tripwire over every guest-written part, size and time caps, the host's own
+//! content decoding and the response scan. Redirects are handed back, since `wasi:http` clients
+//! follow them themselves; each new request comes through here again.
+//!
+//! A manifest credential with `transparent = true` is opened when the invocation starts, under
+//! the same checks as `credentials.open` (declared, granted to this digest and policy, this
+//! environment and user, not revoked or suspended), and its secret joins what the invocation
+//! scans for. A request whose URL is one of its hosts gets it injected, after a recheck of the
+//! grant; every such use is audited. A request to any other host goes out without it (and must
+//! be in `[network] allow`); the guest never holds a handle or sees the value.
+//!
+//! Bodies: the request body is read whole (up to the request cap) and scanned before anything
+//! is sent; the response body is read up to the response cap, decoded and scanned whole (a
+//! secret split across chunks is therefore seen whole) and handed to the guest as one body.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full, Limited};
+use skillbox_egress::{HostPattern, Injection, Request, Scanner, is_managed_header};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks,
+};
+
+use crate::SkillCtx;
+use crate::credentials::OpenCredential;
+use crate::error::HostError;
+use crate::http::{check_sizes, settle};
+use crate::record::Recorder;
+
+/// The operation name in audit rows and tripwires.
+pub(crate) const OPERATION: &str = "wasi:http";
+
+/// Most `wasi:http` requests one invocation may have in flight at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// The manifest's transparent credentials for one invocation, and its requests in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Transparent {
+    entries: Vec<Entry>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One `transparent = true` credential: opened, or why it could not be.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    /// Where it goes: the opened credential's hosts (a grant may override the manifest's).
+    hosts: Vec<HostPattern>,
+    opened: Result<Arc<OpenCredential>, String>,
+}
+
+impl SkillCtx {
+    /// Opens the manifest's `transparent` credentials, as `credentials.open` would, for the
+    /// `wasi:http` requests of this invocation. The runtime calls it before the guest runs,
+    /// for components that import `wasi:http/outgoing-handler`. A credential that cannot be
+    /// opened is remembered with its refusal, which a request to its hosts then gets: such a
+    /// request is never sent without the credential.
+    pub async fn open_transparent(&mut self) {
+        let declared: Vec<_> =
+            self.record.invocation.policy.credentials.iter().filter(|c| c.transparent).cloned().collect();
+        for decl in declared {
+            let opened = match self.before_open(&decl.name) {
+                Ok(()) => self.open_credential(&decl.name).await,
+                Err(error) => Err(error),
+            };
+            let entry = match opened {
+                Ok(open) => {
+                    self.remember_open(&open);
+                    Entry { name: decl.name, hosts: open.hosts().to_vec(), opened: Ok(Arc::new(open)) }
+                }
+                Err(error) => {
+                    if error.is_denial() {
+                        self.record.deny(error.message());
+                    }
+                    Entry { name: decl.name, hosts: decl.hosts, opened: Err(error.message()) }
+                }
+            };
+            self.transparent.entries.push(entry);
+        }
+    }
+
+    /// Everything decided before a request leaves the store: limits, which credential (if
+    /// any) it carries, and whether that credential is still granted.
+    fn plan(&mut self, request: &http::Request<WasiBody>) -> Result<Plan, Error> {
+        let refuse = |message: String| Error::InternalError(Some(message));
+        if let Some(tripped) = self.record.tripped() {
+            return Err(refuse(format!("{tripped}; nothing more is sent")));
+        }
+        self.count_call().map_err(|e| refuse(e.to_string()))?;
+        let in_flight = InFlight::enter(&self.transparent.in_flight).ok_or_else(|| {
+            let message = format!(
+                "the skill has {MAX_IN_FLIGHT} wasi:http requests in flight, the most one invocation may; wait for one to finish"
+            );
+            refuse(self.refuse(message).message())
+        })?;
+        let url = url::Url::parse(&request.uri().to_string()).map_err(|e| refuse(format!("bad request URL: {e}")))?;
+        let matching: Vec<&Entry> =
+            self.transparent.entries.iter().filter(|e| e.hosts.iter().any(|p| p.matches_url(&url))).collect();
+        let credential = match matching.as_slice() {
+            [] => None,
+            [entry] => match &entry.opened {
+                Ok(open) => Some(Arc::clone(open)),
+                Err(refusal) => {
+                    return Err(refuse(format!(
+                        "not sent: this request would carry credential `{}`, which could not be opened: {refusal}",
+                        entry.name
+                    )));
+                }
+            },
+            several => {
+                let names: Vec<&str> = several.iter().map(|e| e.name.as_str()).collect();
+                return Err(refuse(format!(
+                    "not sent: the transparent credentials {names:?} all match this URL's host, so the host cannot tell which to add; give them hosts that do not overlap"
+                )));
+            }
+        };
+        let credential = match credential {
+            Some(open) => {
+                self.check_still_granted(&open, OPERATION).map_err(|e| refuse(e.message()))?;
+                let injection = open.shared_injection(&self.record.services).map_err(|e| refuse(e.message()))?;
+                self.reserve_use_row(OPERATION).map_err(|e| refuse(e.message()))?;
+                Some((open, injection))
+            }
+            None => None,
+        };
+        Ok(Plan { record: Arc::clone(&self.record), scanner: self.scanner.clone(), credential, _in_flight: in_flight })
+    }
+}
+
+/// One request's share of the invocation, owned by the task that sends it.
+struct Plan {
+    record: Arc<Recorder>,
+    scanner: Scanner,
+    credential: Option<(Arc<OpenCredential>, Arc<Injection>)>,
+    _in_flight: InFlight,
+}
+
+impl Plan {
+    /// Reads the body, runs the pipeline, records the outcome, and builds the guest's response.
+    async fn run(self, request: http::Request<WasiBody>) -> Result<http::Response<WasiBody>, Error> {
+        let egress = &self.record.services.egress;
+        let config = egress.config();
+        let (parts, body) = request.into_parts();
+        let body = match tokio::time::timeout(config.timeout, Limited::new(body, config.max_request_body).collect())
+            .await
+        {
+            Err(_) => return Err(Error::ConnectionTimeout),
+            Ok(Err(_)) => return Err(Error::HttpRequestBodySize(Some(config.max_request_body as u64))),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        let mut headers = Vec::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            // The host frames the body itself (and wasmtime checked the guest's length).
+            if name == CONTENT_LENGTH {
+                continue;
+            }
+            let value = value.to_str().map_err(|_| {
+                Error::InternalError(Some(format!("the value of header `{name}` is not visible ASCII; not sent")))
+            })?;
+            headers.push((name.as_str().to_owned(), value.to_owned()));
+        }
+        let method = parts.method.as_str().to_owned();
+        let url = parts.uri.to_string();
+        if let Err(message) = check_sizes(&method, &url, &headers, body.len(), config.max_request_body) {
+            return Err(Error::InternalError(Some(message)));
+        }
+        let request = Request { method: method.clone(), url, headers, body: body.to_vec() };
+        let started = Instant::now();
+        let (open, injection) = match &self.credential {
+            Some((open, injection)) => (Some(&**open), Some(&**injection)),
+            None => (None, None),
+        };
+        let network = &self.record.invocation.policy.network;
+        let result = egress.send_once(network, request, injection, &self.scanner).await;
+        let exchange =
+            settle(&self.record, &self.scanner, open, OPERATION, &method, started, result).map_err(guest_error)?;
+        let response = exchange.response;
+        let mut builder = http::Response::builder().status(response.status);
+        for (name, value) in &response.headers {
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { continue };
+            // Hop-by-hop and framing headers describe the wire, not the body handed over
+            // (which the host decoded and may have redacted).
+            if is_managed_header(&name) {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_str(value) {
+                builder = builder.header(name, value);
+            }
+        }
+        builder = builder.header(CONTENT_LENGTH, response.body.len());
+        let body = Full::new(Bytes::from(response.body)).map_err(|never| match never {}).boxed_unsync();
+        builder.body(body).map_err(|e| Error::InternalError(Some(format!("could not build the response: {e}"))))
+    }
+}
+
+/// A host refusal or failure, as the `wasi:http` error the guest's client reports.
+fn guest_error(error: HostError) -> Error {
+    Error::InternalError(Some(format!("skillbox: {}", error.message())))
+}
+
+/// A slot among the invocation's [`MAX_IN_FLIGHT`] requests, given back on drop.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Option<InFlight> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_IN_FLIGHT).then_some(n + 1))
+            .ok()
+            .map(|_| InFlight(Arc::clone(count)))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Headers a guest may not set: `wasi:http`'s own list and the egress pipeline's managed
+/// headers, so a request the hook would refuse is refused when the guest builds it, except
+/// `content-length`, which wasmtime checks against the body and the hook then drops.
+fn forbidden(name: &HeaderName) -> bool {
+    DEFAULT_FORBIDDEN_HEADERS.contains(name) || (is_managed_header(name) && name != CONTENT_LENGTH)
+}
+
+impl WasiHttpHooks for SkillCtx {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(forbidden)
+    }
+
+    /// The egress client sets `Host` from the URL; a guest-set one is refused.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<
+        dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
+            + Send,
+    > {
+        // Connect and first-byte timeouts a guest asks for are not applied: the operator's
+        // egress timeout bounds the whole exchange.
+        let plan = self.plan(&request);
+        Box::new(async move {
+            let response = plan?.run(request).await?;
+            Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), Error>> + Send>))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_headers_cover_wasi_http_and_the_managed_list() {
+        for name in ["host", "connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"] {
+            assert!(forbidden(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-length", "authorization", "accept", "x-api-key"] {
+            assert!(!forbidden(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn in_flight_slots_are_bounded_and_given_back() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let held: Vec<_> = (0..MAX_IN_FLIGHT).map(|_| InFlight::enter(&count).unwrap()).collect();
+        assert!(InFlight::enter(&count).is_none());
+        drop(held);
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        assert!(InFlight::enter(&count).is_some());
+    }
+}
