@@ -6,6 +6,7 @@
 
 mod approve;
 mod exit;
+mod new;
 mod serve;
 mod skills;
 mod vault_cli;
@@ -53,6 +54,8 @@ enum Command {
     Inspect(skills::InspectArgs),
     /// Run the build command from a skill's manifest.
     Build(skills::BuildArgs),
+    /// Create a new skill directory from a template (Rust or Python), ready to build and run.
+    New(new::NewArgs),
     /// Serve a directory of skills to an MCP client over stdio (each skill is a tool).
     Mcp(serve::McpArgs),
     /// Serve a directory of skills over HTTP: MCP at /mcp, REST at /v1, behind API keys.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Run(args) => skills::run(args, &cli.global),
         Command::Inspect(args) => skills::inspect(args, &cli.global),
         Command::Build(args) => skills::build(args),
+        Command::New(args) => new::new(args),
         Command::Mcp(args) => serve::mcp(args, &cli.global),
         Command::Serve(args) => serve::serve(args, &cli.global),
         Command::Vault(cmd) => vault_cli::run(cmd, &cli.global),

@@ -167,6 +167,11 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         escape(&build.command)
     );
     let mut command = shell(&build.command);
+    // Python skills' componentize-py: one on the user's PATH wins, else the one named by
+    // SKILLBOX_COMPONENTIZE_PY or installed next to this executable (target/componentize-py).
+    if let Some(path) = crate::new::build_path() {
+        command.env("PATH", path);
+    }
     // The build command is the skill author's: it gets none of skillbox's own settings
     // (SKILLBOX_MASTER_KEY, SKILLBOX_PASSPHRASE, SKILLBOX_VAULT, ...).
     for (name, _) in std::env::vars_os() {
@@ -178,6 +183,13 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         .current_dir(manifest.dir())
         .status()
         .with_context(|| format!("cannot start the build command `{}`", escape(&build.command)))?;
+    // 127: the shell found no such command.
+    if status.code() == Some(127)
+        && build.command.contains("componentize-py")
+        && crate::new::find_componentize_py().is_none()
+    {
+        return Err(with_code(exit::USAGE, anyhow::anyhow!(crate::new::componentize_py_missing())));
+    }
     if !status.success() {
         return Err(with_code(exit::SKILL_FAILED, anyhow::anyhow!("build command failed ({status})")));
     }
