@@ -32,16 +32,24 @@ pub(crate) fn build_engine(max_instances: u32, max_memory: u64) -> Result<Engine
 
 fn pooling(max_instances: u32, max_memory: u64) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
-    // A Rust wasip2 component holds its main module plus a few small shims:
-    // leave room for several core instances, memories and tables each.
+    // A Rust wasip2 component holds its main module plus a few small shims (3 core
+    // instances, 1 memory, 2 tables). A Python component from componentize-py
+    // (sample-skills/py-*) links CPython, libc and its runtime as separate modules:
+    // 14 core instances, still 1 memory (206 pages to start) and 2 tables (the
+    // larger 5,682 elements, under the pool's default 20,000 per table); every
+    // native extension module a Python skill bundles adds one more core instance.
+    // Live core instances are only counted (their state is allocated on demand),
+    // so the per-invocation allowance is generous: a pool full of Python skills
+    // runs out of component slots, not core instances, and a Python skill with a
+    // few dozen extension modules still instantiates.
     pool.total_component_instances(max_instances);
-    pool.total_core_instances(max_instances * 16);
+    pool.total_core_instances(max_instances * 32);
     pool.total_memories(max_instances * 2);
     pool.total_tables(max_instances * 8);
     pool.total_stacks(max_instances);
     pool.max_memories_per_component(4);
     pool.max_tables_per_component(16);
-    pool.max_core_instances_per_component(32);
+    pool.max_core_instances_per_component(64);
     // The operator's cap bounds every instance (rounded up to whole 64 KiB wasm pages); the
     // per-store limiter enforces each skill's own, possibly smaller, effective limit.
     const PAGE: u64 = 64 * 1024;
