@@ -24,6 +24,7 @@ use crate::auth::Applied;
 use crate::auth::ResponseScope;
 use crate::decode;
 use crate::host::display_host;
+use crate::streamed::BodyReader;
 use crate::{EgressError, HostPattern, Injection, RequestPart, Scanner};
 use skillbox_scan::{Blocked, Cleared};
 
@@ -115,6 +116,15 @@ pub struct Exchange {
     pub redacted: bool,
     /// Wall time of the whole exchange.
     pub elapsed: Duration,
+}
+
+/// How a response body reaches the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Read, decoded and scanned whole, in the [`Exchange`].
+    Whole,
+    /// Through a [`BodyReader`] when the body is not content-encoded; else whole.
+    Stream,
 }
 
 /// Whether the pipeline follows redirects itself.
@@ -221,21 +231,27 @@ impl Egress {
         injection: Option<&Injection>,
         scanner: &Scanner,
     ) -> Result<Exchange, EgressError> {
-        self.send_with(policy, request, injection, scanner, Redirects::Follow).await
+        let (exchange, _) =
+            self.send_with(policy, request, injection, scanner, Redirects::Follow, Delivery::Whole).await?;
+        Ok(exchange)
     }
 
-    /// [`Egress::send`] for one hop only: a redirect is handed back (scanned like any
-    /// response) instead of followed. For standard `wasi:http` clients, which follow redirects
-    /// themselves: each new request they make comes through the whole pipeline again, so a
-    /// credential is added to it only if its own URL is one of the credential's hosts.
-    pub async fn send_once(
+    /// [`Egress::send`] for one hop, with the body handed on as it arrives: for standard
+    /// `wasi:http` clients. A redirect is handed back (scanned like any response) instead of
+    /// followed, since such clients follow redirects themselves: each new request they make
+    /// comes through the whole pipeline again, so a credential is added to it only if its own
+    /// URL is one of the credential's hosts. When the response is not content-encoded and the
+    /// whole body may be read, the body is not in the returned [`Exchange`] but in the
+    /// [`BodyReader`], which scans it chunk by chunk as the caller pulls it; otherwise the body
+    /// is read, decoded and scanned whole, as [`Egress::send`] does.
+    pub async fn send_streamed(
         &self,
         policy: &Policy,
         request: Request,
         injection: Option<&Injection>,
         scanner: &Scanner,
-    ) -> Result<Exchange, EgressError> {
-        self.send_with(policy, request, injection, scanner, Redirects::HandBack).await
+    ) -> Result<(Exchange, Option<BodyReader>), EgressError> {
+        self.send_with(policy, request, injection, scanner, Redirects::HandBack, Delivery::Stream).await
     }
 
     async fn send_with(
@@ -245,7 +261,8 @@ impl Egress {
         injection: Option<&Injection>,
         scanner: &Scanner,
         redirects: Redirects,
-    ) -> Result<Exchange, EgressError> {
+        delivery: Delivery,
+    ) -> Result<(Exchange, Option<BodyReader>), EgressError> {
         let started = Instant::now();
         // The invocation's secrets plus what this credential puts on the wire, in one scanner
         // that every step below uses.
@@ -259,15 +276,15 @@ impl Egress {
         let prepared = self.admit(policy, request, injection, scanner)?;
         let outcome = tokio::time::timeout(
             self.config.timeout,
-            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, started, redirects),
+            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, started, (redirects, delivery)),
         )
         .await
         .unwrap_or(Err(EgressError::Timeout { after: self.config.timeout }));
         match outcome {
-            Ok(mut exchange) => {
+            Ok((mut exchange, body)) => {
                 exchange.final_url = redact(&exchange.final_url);
                 exchange.host = redact(&exchange.host);
-                Ok(exchange)
+                Ok((exchange, body))
             }
             Err(error) => {
                 let error = error.map_text(redact);
@@ -302,8 +319,8 @@ impl Egress {
         credential: Option<(&Injection, &Applied)>,
         scanner: &Scanner,
         started: Instant,
-        follow: Redirects,
-    ) -> Result<Exchange, EgressError> {
+        (follow, delivery): (Redirects, Delivery),
+    ) -> Result<(Exchange, Option<BodyReader>), EgressError> {
         let secret = |bytes: &[u8]| scanner.secrets.contains_secret(bytes);
         let scope = credential.map_or(ResponseScope::Full, |(i, _)| i.response());
         let credential_origin = prepared.url.origin();
@@ -318,7 +335,12 @@ impl Egress {
             //    reflected secret in.
             let mut wire_url = prepared.url.clone();
             let mut wire_headers = prepared.headers.clone();
-            wire_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(decode::ACCEPT_ENCODING));
+            // Streamed bodies are scanned as they arrive, so they are asked for uncompressed.
+            let accept = match delivery {
+                Delivery::Whole => decode::ACCEPT_ENCODING,
+                Delivery::Stream => "identity",
+            };
+            wire_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accept));
             if let Some((_, applied)) = credential {
                 applied.apply(&mut wire_url, &mut wire_headers);
                 credential_sent = true;
@@ -356,6 +378,34 @@ impl Egress {
 
             // 7. Read the body with a cap (a response-blind credential's body is never read).
             let mut headers = response.headers().clone();
+            let streamable = delivery == Delivery::Stream
+                && scope == ResponseScope::Full
+                && !headers.contains_key(header::CONTENT_ENCODING)
+                && response.content_length().is_none_or(|n| n <= self.config.max_response_body as u64);
+            if streamable {
+                // Headers now; the body as the caller pulls it (see `BodyReader`). Framing
+                // headers describe the wire, and redaction may change the length.
+                headers.remove(header::CONTENT_LENGTH);
+                let scanner = if prepared.wrote_short.is_empty() {
+                    scanner.clone()
+                } else {
+                    Scanner { secrets: scanner.secrets.without_short(&prepared.wrote_short), ..scanner.clone() }
+                };
+                let scanned = scan_response(status, &headers, Vec::new(), scope, &scanner)?;
+                let deadline = tokio::time::Instant::from_std(started + self.config.timeout);
+                let body = BodyReader::new(response, &scanner, self.config.max_response_body, deadline);
+                let exchange = Exchange {
+                    response: scanned.response,
+                    final_url: prepared.url.to_string(),
+                    host: display_host(&prepared.url),
+                    redirects,
+                    credential_sent,
+                    foreign: scanned.foreign,
+                    redacted: scanned.redacted,
+                    elapsed: started.elapsed(),
+                };
+                return Ok((exchange, Some(body)));
+            }
             let body = match scope {
                 ResponseScope::Full => {
                     let raw = read_capped(response, self.config.max_response_body).await?;
@@ -378,7 +428,7 @@ impl Egress {
                 &unredacted
             };
             let scanned = scan_response(status, &headers, body, scope, scanner)?;
-            return Ok(Exchange {
+            let exchange = Exchange {
                 response: scanned.response,
                 final_url: prepared.url.to_string(),
                 host: display_host(&prepared.url),
@@ -387,7 +437,8 @@ impl Egress {
                 foreign: scanned.foreign,
                 redacted: scanned.redacted,
                 elapsed: started.elapsed(),
-            });
+            };
+            return Ok((exchange, None));
         }
     }
 
@@ -691,7 +742,7 @@ fn scan_response(
 }
 
 /// A scan refusal as the pipeline's error.
-fn blocked(reason: Blocked) -> EgressError {
+pub(crate) fn blocked(reason: Blocked) -> EgressError {
     match reason {
         Blocked::Secret(hit) => EgressError::ResponseBlocked { credential: hit.label.to_string(), view: hit.view },
         Blocked::Foreign(rule) => EgressError::ForeignTokenBlocked { rule: rule.to_string() },
@@ -704,7 +755,7 @@ fn patterns(list: &[HostPattern]) -> Vec<String> {
 }
 
 /// An error and its sources, joined, for messages people read.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
@@ -830,6 +881,46 @@ mod tests {
             assert!(matches!(err, EgressError::AddressNotAllowed { .. }), "{err}");
         }
         assert_eq!(connections.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_arrives_before_it_ends_and_a_split_secret_is_cut_out_whole() {
+        const SECRET: &str = "streamed-secret-value-0123456789";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_on, wait) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            assert!(String::from_utf8_lossy(&head).contains("accept-encoding: identity"));
+            let first = format!("{}{}", "a".repeat(1000), &SECRET[..10]);
+            let chunk = |part: &str| format!("{:x}\r\n{part}\r\n", part.len());
+            let start = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{}", chunk(&first));
+            stream.write_all(start.as_bytes()).await.unwrap();
+            // The rest only once the client has seen the first part.
+            wait.await.unwrap();
+            let rest = format!("{}{}", &SECRET[10..], "b".repeat(1000));
+            stream.write_all(format!("{}0\r\n\r\n", chunk(&rest)).as_bytes()).await.unwrap();
+        });
+        let e = egress(&[]);
+        let request = Request { method: "GET".into(), url: format!("http://{addr}/"), ..Request::default() };
+        let scanner = Scanner::secrets(Redactor::new([SECRET]));
+        let (exchange, body) = e.send_streamed(&allow(&["127.0.0.1:*"]), request, None, &scanner).await.unwrap();
+        assert_eq!(exchange.response.status, 200);
+        let mut body = body.expect("an uncompressed body is streamed");
+        let first = body.next_chunk().await.unwrap().unwrap();
+        assert!(first.len() >= 900 && first.iter().all(|&b| b == b'a'), "the held-back part may hold the secret");
+        go_on.send(()).unwrap();
+        let mut all = first.to_vec();
+        while let Some(more) = body.next_chunk().await.unwrap() {
+            all.extend_from_slice(&more);
+        }
+        assert_eq!(String::from_utf8(all).unwrap(), format!("{}[REDACTED]{}", "a".repeat(1000), "b".repeat(1000)));
     }
 
     /// A loopback server whose n-th connection is answered with a 302 to `targets[n]`.

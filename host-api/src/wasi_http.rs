@@ -18,8 +18,11 @@
 //! be in `[network] allow`); the guest never holds a handle or sees the value.
 //!
 //! Bodies: the request body is read whole (up to the request cap) and scanned before anything
-//! is sent; the response body is read up to the response cap, decoded and scanned whole (a
-//! secret split across chunks is therefore seen whole) and handed to the guest as one body.
+//! is sent, so nothing of a request that trips the wire leaves. The response body is handed on
+//! as it arrives: the host asks for it uncompressed and scans it chunk by chunk
+//! ([`BodyReader`]), holding back what a secret may still be completing in, so one split
+//! across chunks is still cut out whole or, encoded, ends the body. A response that comes
+//! content-encoded anyway is read, decoded and scanned whole, as for `http.send`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,8 +31,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
-use http_body_util::{BodyExt, Full, Limited};
-use skillbox_egress::{HostPattern, Injection, Request, Scanner, is_managed_header};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use skillbox_egress::{BodyReader, EgressError, HostPattern, Injection, Request, Scanner, is_managed_header};
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks,
 };
@@ -184,7 +188,10 @@ impl Plan {
             None => (None, None),
         };
         let network = &self.record.invocation.policy.network;
-        let result = egress.send_once(network, request, injection, &self.scanner).await;
+        let (result, reader) = match egress.send_streamed(network, request, injection, &self.scanner).await {
+            Ok((exchange, reader)) => (Ok(exchange), reader),
+            Err(error) => (Err(error), None),
+        };
         let exchange =
             settle(&self.record, &self.scanner, open, OPERATION, &method, started, result).map_err(guest_error)?;
         let response = exchange.response;
@@ -200,10 +207,50 @@ impl Plan {
                 builder = builder.header(name, value);
             }
         }
-        builder = builder.header(CONTENT_LENGTH, response.body.len());
-        let body = Full::new(Bytes::from(response.body)).map_err(|never| match never {}).boxed_unsync();
+        let body = match reader {
+            Some(reader) => {
+                let name = open.map(|o| o.name().to_owned());
+                streamed_body(reader, Arc::clone(&self.record), self.scanner.foreign.as_str(), name)
+            }
+            None => {
+                builder = builder.header(CONTENT_LENGTH, response.body.len());
+                Full::new(Bytes::from(response.body)).map_err(|never| match never {}).boxed_unsync()
+            }
+        };
         builder.body(body).map_err(|e| Error::InternalError(Some(format!("could not build the response: {e}"))))
     }
+}
+
+/// The guest's view of a streamed response body: each piece as the reader clears it. Foreign
+/// tokens found and a body cut off by the scan get their `leak` rows as they happen; an error
+/// ends the body (the guest's read fails with its reason).
+fn streamed_body(reader: BodyReader, record: Arc<Recorder>, policy: &'static str, credential: Option<String>) -> WasiBody {
+    let channel = format!("{OPERATION}.response");
+    let state = Some((reader, record, channel, credential));
+    let frames = futures_util::stream::unfold(state, move |state| async move {
+        let (mut reader, record, channel, credential) = state?;
+        let next = reader.next_chunk().await;
+        for rule in reader.take_foreign() {
+            record.record_leak(&channel, credential.as_deref(), "raw", Some(&rule), policy);
+        }
+        match next {
+            Ok(Some(bytes)) => Some((Ok(Frame::data(bytes)), Some((reader, record, channel, credential)))),
+            Ok(None) => None,
+            Err(error) => {
+                match &error {
+                    EgressError::ResponseBlocked { credential: hit, view } => {
+                        record.record_leak(&channel, credential.as_deref().or(Some(hit)), view, None, "block");
+                    }
+                    EgressError::ForeignTokenBlocked { rule } => {
+                        record.record_leak(&channel, credential.as_deref(), "raw", Some(rule), "block");
+                    }
+                    _ => {}
+                }
+                Some((Err(guest_error(HostError::from(error))), None))
+            }
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
 }
 
 /// A host refusal or failure, as the `wasi:http` error the guest's client reports.

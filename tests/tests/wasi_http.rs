@@ -183,7 +183,9 @@ async fn a_token_in_an_outgoing_body_trips_the_wire() {
 }
 
 /// A server that reflects the request's `Authorization` value, `Transfer-Encoding: chunked`,
-/// with the value split across two chunks sent 50 ms apart.
+/// after 64 KiB of padding, with the value split across two chunks sent 50 ms apart. The path
+/// says how: `/raw` as it is, `/escaped` as JSON `\uXXXX` escapes (which only a decoded view
+/// finds).
 async fn split_reflector() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -204,8 +206,14 @@ async fn split_reflector() -> std::net::SocketAddr {
                     .find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: ")))
                     .unwrap_or("none")
                     .to_owned();
-                let body = format!("{{\"echo\":\"{auth}\"}}");
-                let (a, b) = body.split_at(body.len() / 2);
+                let echoed = if head.starts_with("GET /escaped") {
+                    auth.chars().map(|c| format!("\\u{:04x}", c as u32)).collect()
+                } else {
+                    auth.clone()
+                };
+                let padding = "x".repeat(64 * 1024);
+                let body = format!("{{\"padding\":\"{padding}\",\"echo\":\"{echoed}\"}}");
+                let (a, b) = body.split_at(body.len() - 2 - echoed.len() / 2);
                 let chunk = |part: &str| format!("{:x}\r\n{part}\r\n", part.len());
                 let _ = stream
                     .write_all(
@@ -233,7 +241,8 @@ async fn a_reflected_token_is_cut_out_even_split_across_chunks_and_never_in_gues
     let out = run(
         &skill,
         json!({ "dump": true, "requests": [
-            { "url": format!("http://{split}/echo") },
+            { "url": format!("http://{split}/raw") },
+            { "url": format!("http://{split}/escaped") },
             { "url": format!("{}/reflect/raw", reflector.base_url()) },
             { "url": format!("{}/reflect/base64", reflector.base_url()) },
             { "url": format!("{}/reflect/hex", reflector.base_url()) },
@@ -246,13 +255,17 @@ async fn a_reflected_token_is_cut_out_even_split_across_chunks_and_never_in_gues
     let results = out["results"].as_array().unwrap();
     // Raw reflections, split or whole, are redacted in place.
     let echoed = json(results[0]["body"].as_str().unwrap());
-    assert_eq!(echoed["echo"], "Bearer [REDACTED]", "{out:#}");
-    assert!(results[1]["body"].as_str().unwrap().contains("[REDACTED]"), "{}", results[1]);
+    assert_eq!(echoed["echo"], "Bearer [REDACTED]", "{}", results[0]["error"]);
+    assert_eq!(echoed["padding"].as_str().unwrap().len(), 64 * 1024);
+    // Encoded and split: found in the views across the boundary; the body is cut off.
+    let cut = results[1]["error"].as_str().unwrap_or_else(|| panic!("not cut off: {}", results[1]));
+    assert!(cut.contains("withheld"), "{cut}");
+    assert!(results[2]["body"].as_str().unwrap().contains("[REDACTED]"), "{}", results[2]);
     // Encoded ones are redacted where the encoding is matched directly, else blocked; either
     // way nothing an attacker could decode is left, and a block is audited.
     let needles = Needles::new(&[("token", secret.as_bytes())]);
     let mut blocked = 0;
-    for result in &results[2..] {
+    for result in &results[3..] {
         match result["error"].as_str() {
             Some(error) => {
                 assert!(error.contains("withheld"), "{error}");
