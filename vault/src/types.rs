@@ -193,6 +193,19 @@ string_enum! {
         ApikeyCreate = "apikey-create",
         /// An API key was revoked.
         ApikeyRevoke = "apikey-revoke",
+        /// An OAuth 2 access token was refreshed (or fetched) by the host and stored as a new
+        /// version; `detail` says which grant and whether the refresh token rotated.
+        Refresh = "refresh",
+        /// An alert was raised (`detail`: event kind and what it concerns; never a secret).
+        Alert = "alert",
+        /// A credential was declared compromised: every version revoked and every grant
+        /// suspended in one step (`detail`: reason, grants suspended).
+        Compromise = "compromise",
+        /// A credential's metadata changed (`cred update`: rotation schedule, test URL, ...).
+        Update = "update",
+        /// A credential handle was released at the end of an invocation (`detail`: uses,
+        /// held for how long).
+        Release = "release",
     }
     what = "audit action"
 }
