@@ -28,9 +28,11 @@ installed() {
 if ! installed; then
     python=${PYTHON:-python3}
     command -v "$python" >/dev/null || { echo "build-python.sh: $python not found; install Python 3 (with venv)" >&2; exit 1; }
-    if [[ ! -x $venv/bin/python ]]; then
+    # (Re)create it unless it has a working interpreter.
+    if ! "$venv/bin/python" -c '' 2>/dev/null; then
         echo "creating $venv"
-        "$python" -m venv "$venv"
+        "$python" -m venv --clear "$venv" ||
+            { echo "build-python.sh: cannot create a virtual environment; install Python's venv module (Debian: python3-venv)" >&2; exit 1; }
     fi
     echo "installing componentize-py==$COMPONENTIZE_PY_VERSION into $venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"

@@ -2,6 +2,11 @@
 //! the tests every skill's directory and component path as constants, plus a
 //! `foreach_skill!` macro so a test suite can check that no skill goes
 //! untested (the pattern of wasmtime's `test-programs/artifacts`).
+//!
+//! Python samples (a directory with an `app.py`) are built by
+//! `sample-skills/build-python.sh`, not here (it needs componentize-py from
+//! PyPI); this only checks their components exist and are not older than
+//! their sources.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,12 +17,23 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
     println!("cargo:rerun-if-changed={}", guests.join("Cargo.lock").display());
+    // What build-python.sh writes: a new or rebuilt Python sample shows up here.
+    println!("cargo:rerun-if-changed={}", guests.join("target").join("python").display());
 
     let skills = skill_dirs(&guests);
     for dir in &skills {
-        println!("cargo:rerun-if-changed={}", dir.join("src").display());
-        println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
         println!("cargo:rerun-if-changed={}", dir.join("skill.toml").display());
+        if is_python(dir) {
+            // Built by sample-skills/build-python.sh, not by cargo: watch the sources (to
+            // warn when the component is older) and the component (to notice a rebuild).
+            for source in python_sources(dir) {
+                println!("cargo:rerun-if-changed={}", source.display());
+            }
+            println!("cargo:rerun-if-changed={}", component_path(dir).display());
+        } else {
+            println!("cargo:rerun-if-changed={}", dir.join("src").display());
+            println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
+        }
     }
     build_guests(&guests);
 
@@ -30,6 +46,9 @@ fn main() {
         let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
         let ident = name.to_uppercase().replace('-', "_");
         let component = component_path(dir);
+        if is_python(dir) {
+            check_python_component(&root, dir, &name, &component);
+        }
         assert!(component.is_file(), "{} was not built (expected {})", name, component.display());
         code +=
             &format!("/// Directory of the `{name}` sample skill.\npub const {ident}: &str = {:?};\n", dir.display());
@@ -60,6 +79,50 @@ fn skill_dirs(guests: &Path) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// A Python sample (an `app.py` beside its `skill.toml`), built by
+/// `sample-skills/build-python.sh` with componentize-py rather than by cargo.
+fn is_python(dir: &Path) -> bool {
+    dir.join("app.py").is_file()
+}
+
+/// The Python modules of a Python sample (the files build-python.sh compiles in).
+fn python_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    sources.sort();
+    sources
+}
+
+/// Fails with the command to run when a Python sample's component is missing, and
+/// warns when one of its sources (or the WIT) is newer than the component.
+fn check_python_component(root: &Path, dir: &Path, name: &str, component: &Path) {
+    let Ok(built) = std::fs::metadata(component).and_then(|m| m.modified()) else {
+        panic!(
+            "the Python sample skill `{name}` was not built (expected {}): run `sample-skills/build-python.sh` \
+             (part of the README's set-up command), which installs the pinned componentize-py into \
+             target/componentize-py and builds every Python sample",
+            component.display()
+        );
+    };
+    let wit = std::fs::read_dir(root.join("wit")).unwrap().map(|e| e.unwrap().path());
+    let newer: Vec<String> = python_sources(dir)
+        .into_iter()
+        .chain(wit)
+        .filter(|p| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > built))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    if !newer.is_empty() {
+        println!(
+            "cargo:warning=the component of Python sample `{name}` is older than {}: run `sample-skills/build-python.sh {name}` \
+             to rebuild it (the tests run the old one)",
+            newer.join(", ")
+        );
+    }
 }
 
 /// The component path a skill's manifest names (`skill.component`), resolved.
