@@ -41,7 +41,8 @@ impl Table {
     pub(crate) fn columns(self) -> &'static str {
         match self {
             Table::Credentials => {
-                "id, owner, environment, name, kind, service, expires_at, status, current_version, revoked_reason"
+                "id, owner, environment, name, kind, service, expires_at, status, current_version, revoked_reason, \
+                 rotate_every, needs_reauth, test_url"
             }
             Table::Versions => "credential_id, version, key_id, status, fingerprint",
             Table::Grants => {
@@ -80,12 +81,16 @@ impl Table {
         self.columns().split(',').count()
     }
 
-    /// Columns added after schema 3 (at the end of [`Table::columns`]) are MACed only when
-    /// set, so a row sealed before they existed still checks. Still unambiguous: the MAC
-    /// input is a length-prefixed list, and one with a trailing part is a different list.
+    /// Columns added after schema 3 (at the end of [`Table::columns`]): trailing NULL ones are
+    /// left out of the MAC, so a row sealed before they existed still checks. A NULL among
+    /// them before a set one is MACed (as NULL), so every part keeps its position: still
+    /// unambiguous, the MAC input is a length-prefixed list of typed parts, and a list with
+    /// more parts is a different list. A later migration appends its columns at the end and
+    /// raises the count here.
     fn optional_tail(self) -> usize {
         match self {
-            Table::Grants => 1, // policy (schema 4)
+            Table::Grants => 1,      // policy (schema 4)
+            Table::Credentials => 3, // rotate_every, needs_reauth, test_url (schema 6)
             _ => 0,
         }
     }
@@ -101,11 +106,12 @@ impl RecordKey<'_> {
     fn mac(&self, table: Table, row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[u8; 32]> {
         let mut parts: Vec<Vec<u8>> = Vec::with_capacity(table.count() + 1);
         parts.push(self.vault_id.to_vec());
-        for i in 0..table.count() {
-            let optional = i >= table.count() - table.optional_tail();
-            if optional && matches!(row.get_ref(first + i)?, ValueRef::Null) {
-                continue;
-            }
+        // Trailing NULL columns of the optional tail are left out (see `optional_tail`).
+        let mut end = table.count();
+        while end > table.count() - table.optional_tail() && matches!(row.get_ref(first + end - 1)?, ValueRef::Null) {
+            end -= 1;
+        }
+        for i in 0..end {
             let mut v = Vec::new();
             match row.get_ref(first + i)? {
                 ValueRef::Null => v.push(0),

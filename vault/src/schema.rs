@@ -139,6 +139,16 @@ const MIGRATIONS: &[&str] = &[
         mac          BLOB
     ) STRICT;
     "#,
+    // 6: credential lifecycle (lifecycle.rs). `rotate_every`: the rotation schedule in
+    // seconds (NULL = none); `needs_reauth`: why the credential needs an operator (set when an
+    // OAuth 2 refresh fails with invalid_grant, cleared by a new value); `test_url`: where
+    // `cred test` sends its request. The credentials MAC covers them when set (records.rs),
+    // so rows sealed before stay valid.
+    r#"
+    ALTER TABLE credentials ADD COLUMN rotate_every INTEGER CHECK (rotate_every IS NULL OR rotate_every > 0);
+    ALTER TABLE credentials ADD COLUMN needs_reauth TEXT;
+    ALTER TABLE credentials ADD COLUMN test_url TEXT;
+    "#,
 ];
 
 /// The schema version that added record MACs: a file older than this gets
