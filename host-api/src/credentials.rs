@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use skillbox_egress::{Auth, HostPattern, Injection, ResponseScope};
+use skillbox_oauth::Refresher;
 use skillbox_vault::{
     Access, CredentialKind, CredentialRef, Generation, NewGrant, Resolved, ResponseMode, SecretValue, Vault,
 };
@@ -217,19 +218,73 @@ impl SkillCtx {
         let recheck = access.clone();
         // Taken before the resolve: any change after it makes the first use check again.
         let generation = vault.generation().ok();
-        let resolved = match vault.resolve(&access) {
+        let mut resolved = match vault.resolve(&access) {
             Ok(resolved) => resolved,
             Err(refused @ skillbox_vault::Error::NotGranted { .. }) => {
                 self.ask_approver(&vault, &declared, access, refused).await?
             }
             Err(e) => return Err(e.into()),
         };
+        // An OAuth 2 token that is missing or expires within the margin is refreshed first.
+        let mut refreshed = false;
+        if Refresher::needs_refresh(&resolved.value) {
+            let r = resolved.credential.reference();
+            match self.record.services.oauth.fresh(&vault, &resolved.credential.id, &r, &resolved.value, false).await {
+                Ok(Some(value)) => {
+                    resolved.value = value;
+                    refreshed = true;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.refresh_failed(name, "credentials.open", e)),
+            }
+        }
         let mut open = self.open_resolved(declared, resolved, recheck)?;
+        if refreshed {
+            open.id = refreshed_id(&open.id);
+        }
         if open.recheck.one_time_approval.is_none() && open.grant_less {
             open.recheck.one_time_approval = Some(open.recheck.user.clone());
         }
         *open.generation.get_mut().unwrap_or_else(|p| p.into_inner()) = generation;
         Ok(open)
+    }
+
+    /// After a `401` to a request made with `open`: gets a new access token (unless another
+    /// caller already did) and makes the handle use it. `Ok(false)`: the credential cannot be
+    /// refreshed, so the `401` stands.
+    pub(crate) async fn refresh_after_401(&mut self, open: &mut OpenCredential) -> Result<bool, HostError> {
+        let refreshable = matches!(&open.value, SecretValue::OAuth2(t) if t.can_refresh());
+        let Some(vault) = self.record.services.vault.clone() else { return Ok(false) };
+        if !refreshable {
+            return Ok(false);
+        }
+        let r = open.credential.clone();
+        let id = open.id.split('#').next().unwrap_or_default().to_owned();
+        match self.record.services.oauth.fresh(&vault, &id, &r, &open.value, true).await {
+            Ok(Some(value)) => {
+                open.value = value;
+                open.id = refreshed_id(&id);
+                open.injection = OnceLock::new();
+                self.remember_open(open);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(self.refresh_failed(open.name(), "http.send", e)),
+        }
+    }
+
+    /// A failed refresh as the guest's error, recorded as a denial; `invalid_grant` also
+    /// marks the credential as needing a new sign-in.
+    fn refresh_failed(&mut self, name: &str, operation: &str, error: skillbox_oauth::Error) -> HostError {
+        tracing::warn!(skill = %self.record.invocation.skill, credential = name, "OAuth 2 refresh failed: {error}");
+        let host_error = match &error {
+            skillbox_oauth::Error::InvalidGrant { .. } | skillbox_oauth::Error::NotRefreshable { .. } => {
+                HostError::Guest(WitError::Expired(error.to_string()))
+            }
+            _ => HostError::upstream(error.to_string()),
+        };
+        self.record_denial(Some(name), operation, &host_error);
+        host_error
     }
 
     /// Before every use of `open`: has it expired, or has the vault changed since it was
@@ -384,6 +439,14 @@ impl SkillCtx {
             injection: OnceLock::new(),
         })
     }
+}
+
+/// The cache key of a handle whose value was refreshed in this invocation: unique, so no
+/// matcher or injection built for the old token is ever reused for the new one.
+fn refreshed_id(id: &str) -> String {
+    static REFRESHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = REFRESHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}#refreshed-{n}", id.split('#').next().unwrap_or_default())
 }
 
 /// A manifest's `bearer` also accepts an `oauth2` credential (both are tokens).

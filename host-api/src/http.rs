@@ -45,24 +45,42 @@ impl http::Host for SkillCtxView<'_> {
         {
             return Err(self.ctx.refuse(message));
         }
-        let table = &*self.table;
-        let credential = match &auth {
-            Some(handle) => Some(table.get(handle)?),
-            None => None,
-        };
-        if let Some(open) = credential {
-            self.ctx.check_still_granted(open, OPERATION)?;
-        }
-        let injection = credential.map(|c| c.injection(&self.ctx.record.services)).transpose()?;
         let method = request.method.clone();
         let request =
             Request { method: request.method, url: request.url, headers: request.headers, body: request.body };
-        let started = Instant::now();
-        let ctx = &mut *self.ctx;
-        let result =
-            ctx.record.services.egress.send(&ctx.record.invocation.policy.network, request, injection, &ctx.scanner).await;
-        let Exchange { response, .. } = settle(&ctx.record, &ctx.scanner, credential, OPERATION, &method, started, result)?;
-        Ok(http::Response { status: response.status, headers: response.headers, body: response.body })
+        let mut retried = false;
+        loop {
+            let table = &*self.table;
+            let credential = match &auth {
+                Some(handle) => Some(table.get(handle)?),
+                None => None,
+            };
+            if let Some(open) = credential {
+                self.ctx.check_still_granted(open, OPERATION)?;
+                if retried {
+                    self.ctx.reserve_use_row(OPERATION)?;
+                }
+            }
+            let injection = credential.map(|c| c.injection(&self.ctx.record.services)).transpose()?;
+            let started = Instant::now();
+            let ctx = &mut *self.ctx;
+            let network = &ctx.record.invocation.policy.network;
+            let result = ctx.record.services.egress.send(network, request.clone(), injection, &ctx.scanner).await;
+            let Exchange { response, .. } =
+                settle(&ctx.record, &ctx.scanner, credential, OPERATION, &method, started, result)?;
+            // A 401 to an OAuth 2 credential: refresh once and send again.
+            if response.status == 401
+                && !retried
+                && let Some(handle) = &auth
+            {
+                let open = self.table.get_mut(handle)?;
+                if self.ctx.refresh_after_401(open).await? {
+                    retried = true;
+                    continue;
+                }
+            }
+            return Ok(http::Response { status: response.status, headers: response.headers, body: response.body });
+        }
     }
 }
 

@@ -145,12 +145,17 @@ pub struct HostServices {
     scan: ScanConfig,
     matchers: BuildCache<(String, u32, String), SecretMatcher>,
     injections: BuildCache<String, skillbox_egress::Injection>,
+    /// Keeps `oauth2` credentials fresh (refreshes on the host, single-flight).
+    oauth: skillbox_oauth::Refresher,
 }
 
 impl HostServices {
     /// Services with no vault: skills that open credentials are refused.
     pub fn new(egress: EgressConfig) -> Result<HostServices, EgressError> {
+        let oauth = skillbox_oauth::Refresher::new(egress.allow_http_loopback)
+            .map_err(|e| EgressError::Setup(format!("the OAuth 2 client: {e}")))?;
         Ok(HostServices {
+            oauth,
             vault: None,
             approver: Arc::new(DenyAll),
             egress: Egress::new(egress)?,

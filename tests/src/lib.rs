@@ -8,6 +8,7 @@ use skillbox_runtime::{Runtime, RuntimeConfig};
 
 include!(concat!(env!("OUT_DIR"), "/skills.rs"));
 
+pub mod oauth;
 pub mod reflect;
 pub mod server;
 

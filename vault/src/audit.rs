@@ -483,15 +483,17 @@ impl Vault {
     /// `denied` (e.g. host not allowed), `leak` (a response was blocked or a
     /// foreign token was found; `detail` holds `channel`, `view` and `rule`) or
     /// `tripwire` (appended without checking the suspension threshold: use
-    /// [`Vault::record_tripwire`] for that). Other actions are the vault's own:
-    /// `suspend` and `resume` rows are written only when a grant changes state.
-    /// The credential, if given, is looked up for its id; it need not exist.
+    /// [`Vault::record_tripwire`] for that), `refresh` (the host refreshed an OAuth 2 token),
+    /// `alert` (an alert was raised) or `release` (a handle was released). Other actions are
+    /// the vault's own: `suspend` and `resume` rows are written only when a grant changes
+    /// state. The credential, if given, is looked up for its id; it need not exist.
     pub fn record(&self, event: &AuditEvent) -> Result<()> {
-        if !matches!(event.action, AuditAction::Use | AuditAction::Denied | AuditAction::Leak | AuditAction::Tripwire) {
+        use AuditAction::{Alert, Denied, Leak, Refresh, Release, Tripwire, Use};
+        if !matches!(event.action, Use | Denied | Leak | Tripwire | Refresh | Alert | Release) {
             return Err(Error::InvalidInput {
                 what: "audit event",
                 reason: format!(
-                    "only 'use', 'denied', 'leak' and 'tripwire' events can be recorded from outside (got '{}')",
+                    "only 'use', 'denied', 'leak', 'tripwire', 'refresh', 'alert' and 'release' events can be recorded from outside (got '{}')",
                     event.action
                 ),
             });

@@ -122,6 +122,25 @@ pub struct Token {
     pub expires_at: Option<String>,
     /// Scopes it carries.
     pub scopes: Vec<String>,
+    /// The OAuth 2 client the host refreshes (or fetches) tokens as.
+    pub client_id: Option<String>,
+    /// That client's secret.
+    pub client_secret: Option<SecretString>,
+}
+
+impl Token {
+    /// When the access token expires, in seconds since the Unix epoch.
+    pub fn expires_at_unix(&self) -> Option<u64> {
+        let at = humantime::parse_rfc3339_weak(self.expires_at.as_deref()?).ok()?;
+        at.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+    }
+
+    /// Whether the host can get a new access token itself: with a refresh token, or as a
+    /// client (`client_credentials`), at a token endpoint.
+    pub fn can_refresh(&self) -> bool {
+        self.token_endpoint.is_some()
+            && (self.refresh_token.is_some() || (self.client_id.is_some() && self.client_secret.is_some()))
+    }
 }
 
 /// `basic` value.
@@ -289,6 +308,40 @@ impl<'a> Fields<'a> {
         self.opt_header_secret(field)?.ok_or_else(|| self.err(field, "is required"))
     }
 
+    /// `expires_at` (RFC 3339, or seconds since the Unix epoch) or `expires_in` (seconds from
+    /// now), as RFC 3339.
+    fn expiry(&mut self) -> Result<Option<String>> {
+        let at = match self.get("expires_at") {
+            None => None,
+            Some(Value::String(t)) => match humantime::parse_rfc3339_weak(t) {
+                Ok(_) => Some(t.clone()),
+                Err(_) => {
+                    return Err(self.err(
+                        "expires_at",
+                        "must be an RFC 3339 time like 2030-01-31T12:00:00Z or seconds since the Unix epoch",
+                    ));
+                }
+            },
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(secs) => Some(rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))),
+                None => return Err(self.err("expires_at", "must be a whole number of seconds")),
+            },
+            Some(_) => return Err(self.err("expires_at", "must be a string or a number")),
+        };
+        let within = match self.get("expires_in") {
+            None => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(secs) => Some(rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(secs))),
+                None => return Err(self.err("expires_in", "must be a whole number of seconds")),
+            },
+            Some(_) => return Err(self.err("expires_in", "must be a number of seconds")),
+        };
+        match (at, within) {
+            (Some(_), Some(_)) => Err(self.err("expires_in", "give expires_in or expires_at, not both")),
+            (a, b) => Ok(a.or(b)),
+        }
+    }
+
     fn opt_bool(&mut self, field: &'static str) -> Result<Option<bool>> {
         match self.get(field) {
             None => Ok(None),
@@ -371,22 +424,42 @@ impl SecretValue {
                 SecretValue::ApiKey(ApiKey { key, secret })
             }
             CredentialKind::Bearer | CredentialKind::OAuth2 => {
-                let access_token = f.req_header_secret("access_token")?;
+                // The standard OAuth 2 names (RFC 6749: `token_url` as most clients call the
+                // token endpoint, `expires_in`, a space-separated `scope`) and our own.
+                let access_token = f.opt_header_secret("access_token")?;
                 let refresh_token = f.opt_header_secret("refresh_token")?;
-                let token_endpoint = f.opt_str("token_endpoint")?.map(str::to_owned);
+                let token_endpoint = match (f.opt_str("token_endpoint")?, f.opt_str("token_url")?) {
+                    (Some(_), Some(_)) => return Err(f.err("token_url", "give token_url or token_endpoint, not both")),
+                    (a, b) => a.or(b).map(str::to_owned),
+                };
                 if let Some(url) = &token_endpoint
                     && !(url.starts_with("https://") || url.starts_with("http://"))
                 {
-                    return Err(f.err("token_endpoint", "must be an http:// or https:// URL"));
+                    return Err(f.err("token_url", "must be an http:// or https:// URL"));
                 }
-                let expires_at = f.opt_str("expires_at")?.map(str::to_owned);
-                if let Some(t) = &expires_at
-                    && humantime::parse_rfc3339_weak(t).is_err()
-                {
-                    return Err(f.err("expires_at", "must be an RFC 3339 time like 2030-01-31T12:00:00Z"));
+                let expires_at = f.expiry()?;
+                let mut scopes = f.opt_str_list("scopes")?;
+                if let Some(scope) = f.opt_str("scope")? {
+                    scopes.extend(scope.split_whitespace().map(str::to_owned));
                 }
-                let scopes = f.opt_str_list("scopes")?;
-                let t = Token { access_token, refresh_token, token_endpoint, expires_at, scopes };
+                let client_id = f.opt_str("client_id")?.map(str::to_owned);
+                let client_secret = f.opt_header_secret("client_secret")?;
+                let t = Token {
+                    access_token: access_token.clone().unwrap_or_else(|| SecretString::from("")),
+                    refresh_token,
+                    token_endpoint,
+                    expires_at,
+                    scopes,
+                    client_id,
+                    client_secret,
+                };
+                // Without an access token, the host must be able to fetch one.
+                if access_token.is_none() && !(kind == CredentialKind::OAuth2 && t.can_refresh()) {
+                    return Err(f.err(
+                        "access_token",
+                        "is required (an oauth2 credential may leave it out when it gives token_url with a refresh_token, or client_id and client_secret)",
+                    ));
+                }
                 if kind == CredentialKind::Bearer { SecretValue::Bearer(t) } else { SecretValue::OAuth2(t) }
             }
             CredentialKind::Basic => {
@@ -482,6 +555,8 @@ impl SecretValue {
                     token_endpoint: None,
                     expires_at: None,
                     scopes: Vec::new(),
+                    client_id: None,
+                    client_secret: None,
                 };
                 if kind == CredentialKind::Bearer { SecretValue::Bearer(t) } else { SecretValue::OAuth2(t) }
             }
@@ -518,6 +593,7 @@ impl SecretValue {
             SecretValue::Bearer(t) | SecretValue::OAuth2(t) => {
                 out.push(b(&t.access_token));
                 out.extend(t.refresh_token.as_ref().map(b));
+                out.extend(t.client_secret.as_ref().map(b));
             }
             SecretValue::Basic(x) => out.push(b(&x.password)),
             SecretValue::Database(Database::Postgres(p)) => out.extend(p.password.as_ref().map(b)),
@@ -562,7 +638,11 @@ impl SecretValue {
         let fields: Vec<(&str, Option<&SecretString>)> = match self {
             SecretValue::ApiKey(a) => vec![("key", Some(&a.key)), ("secret", a.secret.as_ref())],
             SecretValue::Bearer(t) | SecretValue::OAuth2(t) => {
-                vec![("access_token", Some(&t.access_token)), ("refresh_token", t.refresh_token.as_ref())]
+                vec![
+                    ("access_token", Some(&t.access_token)),
+                    ("refresh_token", t.refresh_token.as_ref()),
+                    ("client_secret", t.client_secret.as_ref()),
+                ]
             }
             SecretValue::Basic(x) => vec![("password", Some(&x.password))],
             SecretValue::Database(Database::Postgres(p)) => vec![("password", p.password.as_ref())],
@@ -638,6 +718,8 @@ impl SecretValue {
         }
         #[derive(Serialize)]
         struct TokenOut<'a> {
+            /// Absent until the host fetched one (a client-credentials value).
+            #[serde(skip_serializing_if = "str::is_empty")]
             access_token: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             refresh_token: Option<&'a str>,
@@ -647,6 +729,10 @@ impl SecretValue {
             expires_at: Option<&'a str>,
             #[serde(skip_serializing_if = "<[String]>::is_empty")]
             scopes: &'a [String],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_secret: Option<&'a str>,
         }
         #[derive(Serialize)]
         struct BasicOut<'a> {
@@ -690,6 +776,8 @@ impl SecretValue {
             SecretValue::Bearer(t) | SecretValue::OAuth2(t) => serde_json::to_writer(
                 w,
                 &TokenOut {
+                    client_id: t.client_id.as_deref(),
+                    client_secret: t.client_secret.as_ref().map(|s| s.expose_secret()),
                     access_token: t.access_token.expose_secret(),
                     refresh_token: t.refresh_token.as_ref().map(|s| s.expose_secret()),
                     token_endpoint: t.token_endpoint.as_deref(),
@@ -756,4 +844,9 @@ fn classify(e: &serde_json::Error) -> &'static str {
         serde_json::error::Category::Syntax => "syntax error",
         _ => "invalid",
     }
+}
+
+/// `at` as RFC 3339 (UTC, whole seconds).
+fn rfc3339(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
 }

@@ -1,0 +1,186 @@
+//! OAuth 2 on the host, against a real authorization server on loopback
+//! (`skillbox_tests::oauth`): the `github-issues` sample, declared with an `oauth2` credential,
+//! keeps working as its access tokens expire, is refreshed once however many invocations need
+//! it, survives refresh-token rotation and a provider-side revocation (`401`), and stops with
+//! a clear message on `invalid_grant`. The guest never holds either token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use skillbox_runtime::vault::{AuditAction, AuditQuery, CredentialRef, MasterKeySource, SecretValue, Vault};
+use skillbox_runtime::{Error, Runtime, RuntimeConfig, Skill};
+use skillbox_tests::oauth::{CLIENT_ID, CLIENT_SECRET, OAuthServer};
+use skillbox_tests::{TestVault, json};
+
+const SKILL: &str = "github-issues";
+
+/// `github-issues` under a manifest that declares its `github` credential as `oauth2`, for the
+/// authorization server's host.
+fn manifest(server: &OAuthServer) -> (tempfile::TempDir, std::path::PathBuf) {
+    skillbox_tests::temp_skill(&format!(
+        "[skill]\nname = \"{SKILL}\"\nversion = \"0.1.0\"\ncomponent = \"{{component:{SKILL}}}\"\n\
+         [[credentials]]\nname = \"github\"\nkind = \"oauth2\"\nhosts = [\"{}\"]\n",
+        server.server.host()
+    ))
+}
+
+/// A vault holding `github` as an OAuth 2 credential whose access token has already expired.
+fn vault_with(server: &OAuthServer, refresh_token: &str) -> TestVault {
+    let vault = TestVault::new();
+    let value = json!({
+        "access_token": "at_expired_before_the_test_began",
+        "expires_at": 1,
+        "refresh_token": refresh_token,
+        "token_url": server.token_url(),
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    });
+    vault.add("github", "oauth2", &value.to_string());
+    vault.grant(SKILL, "github", None);
+    vault
+}
+
+fn input(server: &OAuthServer) -> String {
+    json!({ "owner": "o", "repo": "r", "base_url": server.server.base_url() }).to_string()
+}
+
+async fn call(skill: &Skill, server: &OAuthServer) -> Result<Value, Error> {
+    skill.invoke(&input(server)).await.map(|out| json(&out.json))
+}
+
+fn stored(vault: &Vault) -> skillbox_runtime::vault::Token {
+    match vault.reveal(&CredentialRef::new("github"), "test", None).unwrap() {
+        SecretValue::OAuth2(token) => token,
+        other => panic!("not oauth2: {:?}", other.kind()),
+    }
+}
+
+#[tokio::test]
+async fn a_skill_keeps_working_across_several_expiries_without_seeing_a_token() {
+    // Tokens live 1 s, well inside the 5-minute margin: every call refreshes.
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(1)).await;
+    let vault = vault_with(&server, &refresh);
+    let (_dir, path) = manifest(&server);
+    let skill = vault.runtime().load(&path).unwrap();
+    for round in 1..=3 {
+        let out = skill.invoke(&input(&server)).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(json(&out.json), json!({ "issues": [] }));
+        let token = stored(&vault.vault);
+        for secret in [token.access_token.expose_secret(), &refresh] {
+            assert!(!out.json.contains(secret) && !String::from_utf8_lossy(&out.stdout).contains(secret));
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(server.issued("refresh_token"), 3);
+    let rows = vault.vault.audit_list(&AuditQuery { action: Some(AuditAction::Refresh), ..AuditQuery::default() });
+    assert_eq!(rows.unwrap().len(), 3, "each refresh is audited");
+    let all = serde_json::to_string(&vault.vault.audit_list(&AuditQuery::default()).unwrap()).unwrap();
+    assert!(!all.contains(&refresh) && !all.contains("at_"), "no token in any audit row");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_invocations_cause_exactly_one_refresh() {
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
+    let vault = vault_with(&server, &refresh);
+    let (_dir, path) = manifest(&server);
+    let skill = vault.runtime().load(&path).unwrap();
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let (skill, server) = (skill.clone(), server.clone());
+            tokio::spawn(async move { call(&skill, &server).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), json!({ "issues": [] }));
+    }
+    assert_eq!(server.issued("refresh_token"), 1);
+}
+
+#[tokio::test]
+async fn two_vault_handles_with_their_own_refreshers_cause_one_refresh() {
+    // Two runtimes, each with its own vault connection and refresher (as two processes have):
+    // the lock file beside the vault and the re-read under it make the second find the first's
+    // token. (cli/tests/oauth_cli.rs does the same with two `skillbox` processes.)
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
+    let first = vault_with(&server, &refresh);
+    let key = MasterKeySource::Hex(first.master_key_hex.clone().into());
+    let second = Arc::new(Vault::open(&first.path(), &key).unwrap());
+    let (_dir, path) = manifest(&server);
+    let mut config = RuntimeConfig::default();
+    config.egress.allow_http_loopback = true;
+    let other = Runtime::with_vault(config, second, Arc::new(skillbox_runtime::DenyAll)).unwrap();
+    let skills = [first.runtime().load(&path).unwrap(), other.load(&path).unwrap()];
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let (skill, server) = (skills[i % 2].clone(), server.clone());
+            tokio::spawn(async move { call(&skill, &server).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), json!({ "issues": [] }));
+    }
+    assert_eq!(server.issued("refresh_token"), 1);
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_stored_and_used_next_time() {
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(1)).await;
+    server.state.lock().unwrap().rotate_refresh_tokens = true;
+    let vault = vault_with(&server, &refresh);
+    let (_dir, path) = manifest(&server);
+    let skill = vault.runtime().load(&path).unwrap();
+    call(&skill, &server).await.unwrap();
+    let live = server.live_refresh_tokens();
+    assert_eq!(live.len(), 1);
+    assert_ne!(live[0], refresh, "the server rotated it");
+    let token = stored(&vault.vault);
+    assert_eq!(token.refresh_token.as_ref().unwrap().expose_secret(), live[0], "the rotated token is persisted");
+    // The old one is dead; the next refresh must use the stored new one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    call(&skill, &server).await.expect("refreshed with the rotated token");
+    assert_eq!(server.issued("refresh_token"), 2);
+}
+
+#[tokio::test]
+async fn a_401_refreshes_once_and_retries() {
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
+    let vault = vault_with(&server, &refresh);
+    let (_dir, path) = manifest(&server);
+    let skill = vault.runtime().load(&path).unwrap();
+    call(&skill, &server).await.unwrap();
+    assert_eq!(server.issued("refresh_token"), 1);
+    // The provider revokes the (unexpired) token: the next request gets a 401, the host
+    // refreshes and sends it again.
+    server.revoke_access_tokens();
+    assert_eq!(call(&skill, &server).await.unwrap(), json!({ "issues": [] }));
+    assert_eq!(server.issued("refresh_token"), 2);
+}
+
+#[tokio::test]
+async fn invalid_grant_fails_the_call_with_what_to_run() {
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
+    server.state.lock().unwrap().invalid_grant = true;
+    let vault = vault_with(&server, &refresh);
+    let (_dir, path) = manifest(&server);
+    let skill = vault.runtime().load(&path).unwrap();
+    let error = call(&skill, &server).await.unwrap_err().to_string();
+    assert!(error.contains("invalid_grant") && error.contains("skillbox oauth login github"), "{error}");
+    assert!(!error.contains(&refresh));
+}
+
+#[tokio::test]
+async fn client_credentials_are_fetched_by_the_host() {
+    let (server, _) = OAuthServer::start(Duration::from_secs(3600)).await;
+    let vault = TestVault::new();
+    let value = json!({ "token_url": server.token_url(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET });
+    vault.add("github", "oauth2", &value.to_string());
+    vault.grant(SKILL, "github", None);
+    let (_dir, path) = manifest(&server);
+    let skill = vault.runtime().load(&path).unwrap();
+    for _ in 0..3 {
+        assert_eq!(call(&skill, &server).await.unwrap(), json!({ "issues": [] }));
+    }
+    assert_eq!(server.issued("client_credentials"), 1, "fetched once, then cached in the vault");
+}
