@@ -16,7 +16,7 @@ use crate::{Keys, Vault};
 /// Columns of [`read_info`], in order (`c` = credentials, `v` = current version).
 pub(crate) const INFO_COLS: &str = "c.id, c.owner, c.environment, c.name, c.kind, c.service, c.description, c.scopes, \
      c.expires_at, c.status, c.revoked_reason, c.created_at, c.updated_at, c.last_rotated_at, c.current_version, \
-     v.fingerprint";
+     v.fingerprint, c.rotate_every, c.needs_reauth, c.test_url";
 pub(crate) const INFO_FROM: &str =
     "credentials c JOIN versions v ON v.credential_id = c.id AND v.version = c.current_version";
 
@@ -30,7 +30,8 @@ pub(crate) fn read_info(r: &Row<'_>) -> rusqlite::Result<CredentialInfo> {
     let scopes: String = r.get(7)?;
     let status: String = r.get(9)?;
     let fp: String = r.get(15)?;
-    Ok(CredentialInfo {
+    let rotate_every: Option<i64> = r.get(16)?;
+    let mut info = CredentialInfo {
         id: r.get(0)?,
         owner: r.get(1)?,
         environment: env.parse().map_err(|_| bad("environment"))?,
@@ -47,7 +48,13 @@ pub(crate) fn read_info(r: &Row<'_>) -> rusqlite::Result<CredentialInfo> {
         last_rotated_at: r.get::<_, Option<i64>>(13)?.map(from_ms),
         version: r.get(14)?,
         fingerprint: partial(&fp),
-    })
+        rotate_every: rotate_every.map(|s| std::time::Duration::from_secs(s.max(0) as u64)),
+        needs_reauth: r.get(17)?,
+        test_url: r.get(18)?,
+        rotation_due_at: None,
+    };
+    info.rotation_due_at = info.compute_rotation_due();
+    Ok(info)
 }
 
 /// `…a1b2`: the last four hex digits of a stored fingerprint.
@@ -294,6 +301,7 @@ impl Vault {
         for s in &new.scopes {
             check_text("scope", s)?;
         }
+        let rotate_every = new.rotate_every.map(crate::lifecycle::check_rotate_every).transpose()?;
         if value.kind() != new.kind {
             return Err(Error::InvalidInput {
                 what: "credential value",
@@ -319,7 +327,8 @@ impl Vault {
         }
         tx.execute(
             "INSERT INTO credentials (id, owner, environment, name, kind, service, description, scopes, expires_at, \
-             status, created_at, updated_at, current_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?10, 1)",
+             status, created_at, updated_at, current_version, rotate_every) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?10, 1, ?11)",
             params![
                 cred_id,
                 r.owner,
@@ -330,14 +339,19 @@ impl Vault {
                 new.description,
                 serde_json::to_string(&new.scopes).expect("strings serialize"),
                 new.expires_at.map(to_ms),
-                now
+                now,
+                rotate_every
             ],
         )?;
         insert_version(&tx, &cred_id, 1, &sealed, now)?;
         let rk = self.records();
         rk.seal(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
         rk.seal(&tx, Table::Versions, "credential_id = ?1", [&cred_id])?;
-        let detail = serde_json::json!({ "version": 1, "kind": new.kind.as_str(), "service": new.service }).to_string();
+        let mut detail = serde_json::json!({ "version": 1, "kind": new.kind.as_str(), "service": new.service });
+        if let Some(secs) = rotate_every {
+            detail["rotate_every_secs"] = secs.into();
+        }
+        let detail = detail.to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Create, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })?;
         Ok(self.show_locked(&inner.conn, r)?.info)
@@ -413,12 +427,27 @@ impl Vault {
     }
 
     /// [`Vault::rotate`], also replacing the expiry when `expires_at` is `Some`.
+    /// A credential that needed re-authorization (`needs_reauth`) no longer does.
     pub fn rotate_with(
         &self,
         r: &CredentialRef,
         value: &SecretValue,
         expires_at: Option<std::time::SystemTime>,
         actor: &str,
+    ) -> Result<CredentialInfo> {
+        self.rotate_inner(r, value, expires_at, actor, None, serde_json::Value::Null)
+    }
+
+    /// [`Vault::rotate_with`], refusing with a retry message when the current version is no
+    /// longer `expected` (when given), and adding `extra` (an object) to the audit detail.
+    pub(crate) fn rotate_inner(
+        &self,
+        r: &CredentialRef,
+        value: &SecretValue,
+        expires_at: Option<std::time::SystemTime>,
+        actor: &str,
+        expected: Option<u32>,
+        extra: serde_json::Value,
     ) -> Result<CredentialInfo> {
         value.validate()?;
         let mut inner = self.lock();
@@ -433,6 +462,12 @@ impl Vault {
             })
             .optional()?;
         let (cred_id, kind, current) = found.ok_or_else(|| not_found(r))?;
+        if expected.is_some_and(|e| e != current) {
+            return Err(Error::InvalidInput {
+                what: "rotation",
+                reason: "the credential changed while rotating (another process?); run the command again".into(),
+            });
+        }
         check_credential(&self.records(), &inner.conn, &cred_id, None)?;
         if kind != value.kind().as_str() {
             return Err(Error::InvalidInput {
@@ -464,7 +499,8 @@ impl Vault {
         insert_version(&tx, &cred_id, next, &sealed, now)?;
         tx.execute(
             "UPDATE credentials SET current_version = ?2, status = 'active', revoked_reason = NULL, updated_at = ?3, \
-             last_rotated_at = ?3, expires_at = CASE WHEN ?4 THEN ?5 ELSE expires_at END WHERE id = ?1",
+             last_rotated_at = ?3, expires_at = CASE WHEN ?4 THEN ?5 ELSE expires_at END, needs_reauth = NULL \
+             WHERE id = ?1",
             params![cred_id, next, now, expires_at.is_some(), expires_at.map(to_ms)],
         )?;
         let pruned = tx.execute(
@@ -473,7 +509,11 @@ impl Vault {
         )?;
         rk.seal(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
         rk.seal(&tx, Table::Versions, "credential_id = ?1", [&cred_id])?;
-        let detail = serde_json::json!({ "version": next, "previous": current, "pruned_versions": pruned }).to_string();
+        let mut detail = serde_json::json!({ "version": next, "previous": current, "pruned_versions": pruned });
+        if let serde_json::Value::Object(extra) = extra {
+            detail.as_object_mut().expect("an object").extend(extra);
+        }
+        let detail = detail.to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Rotate, actor, &cred_id, r, &detail))?;
         tx.commit().map_err(|source| Error::Audit { source })?;
         Ok(self.show_locked(&inner.conn, r)?.info)
@@ -606,7 +646,7 @@ pub(crate) struct CurrentRow {
 /// fingerprint placeholder is filled from the version row). Hot-path queries
 /// avoid joins: SQLite re-prepares joined statements on every rebind.
 const CRED_COLS: &str = "id, owner, environment, name, kind, service, description, scopes, expires_at, status, \
-     revoked_reason, created_at, updated_at, last_rotated_at, current_version, ''";
+     revoked_reason, created_at, updated_at, last_rotated_at, current_version, '', rotate_every, needs_reauth, test_url";
 
 /// Checks the MACs of credential `id` and of its versions (only `version` when given).
 pub(crate) fn check_credential(rk: &RecordKey<'_>, conn: &Connection, id: &str, version: Option<u32>) -> Result<()> {
@@ -683,7 +723,9 @@ mod tests {
                 .execute_batch(
                     "ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; \
                      ALTER TABLE grants DROP COLUMN mac; ALTER TABLE grants DROP COLUMN policy; \
-                     DROP TABLE api_keys; PRAGMA user_version = 2;",
+                     DROP TABLE api_keys; ALTER TABLE credentials DROP COLUMN rotate_every; \
+                     ALTER TABLE credentials DROP COLUMN needs_reauth; ALTER TABLE credentials DROP COLUMN test_url; \
+                     PRAGMA user_version = 2;",
                 )
                 .unwrap();
             old

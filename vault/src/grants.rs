@@ -372,41 +372,85 @@ impl Vault {
                 ))?;
                 stmt.query_map(params![skill, digest], read_grant)?.collect::<rusqlite::Result<_>>()?
             };
-            let rk = self.records();
             for mut g in targets {
-                rk.check(&tx, Table::Grants, "id = ?1", [&g.id])?;
-                tx.prepare_cached("UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1")?
-                    .execute(params![g.id, now, reason])?;
-                rk.seal(&tx, Table::Grants, "id = ?1", [&g.id])?;
                 let detail = serde_json::json!({
-                    "grant_id": g.id, "alias": g.alias, "reason": reason, "digest": digest,
-                    "tripwires": count, "threshold": threshold, "window_secs": window.as_secs(),
+                    "digest": digest, "tripwires": count, "threshold": threshold, "window_secs": window.as_secs(),
                     "automatic": true,
-                })
-                .to_string();
-                self.audit(
-                    &tx,
-                    &NewRow {
-                        action: AuditAction::Suspend.as_str(),
-                        actor: &event.actor,
-                        skill: Some(skill),
-                        credential_id: Some(&g.credential_id),
-                        credential_name: Some(&g.credential_name),
-                        environment: Some(g.environment.as_str()),
-                        owner: Some(&g.owner),
-                        detail: Some(&detail),
-                        success: true,
-                        ..Default::default()
-                    },
-                )?;
-                g.status = GrantStatus::Suspended;
-                g.suspended_at = Some(from_ms(now));
-                g.suspended_reason = Some(reason.clone());
+                });
+                self.suspend_grant(&tx, &mut g, now, &reason, &event.actor, detail)?;
                 suspended.push(g);
             }
         }
         tx.commit().map_err(|source| Error::Audit { source })?;
         Ok(TripwireOutcome { count, suspended })
+    }
+
+    /// Suspends grant `g` inside the caller's transaction: checks its MAC, sets `suspended_at`
+    /// and `suspended_reason`, seals it, and appends a `suspend` row whose detail is `detail`
+    /// (an object) plus the grant id, alias and reason. `g` is updated to match.
+    pub(crate) fn suspend_grant(
+        &self,
+        tx: &Connection,
+        g: &mut GrantInfo,
+        now: i64,
+        reason: &str,
+        actor: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let rk = self.records();
+        rk.check(tx, Table::Grants, "id = ?1", [&g.id])?;
+        tx.prepare_cached("UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1")?
+            .execute(params![g.id, now, reason])?;
+        rk.seal(tx, Table::Grants, "id = ?1", [&g.id])?;
+        let mut full = serde_json::json!({ "grant_id": g.id, "alias": g.alias, "reason": reason });
+        if let serde_json::Value::Object(extra) = detail {
+            full.as_object_mut().expect("an object").extend(extra);
+        }
+        let full = full.to_string();
+        self.audit(
+            tx,
+            &NewRow {
+                action: AuditAction::Suspend.as_str(),
+                actor,
+                skill: Some(&g.skill),
+                credential_id: Some(&g.credential_id),
+                credential_name: Some(&g.credential_name),
+                environment: Some(g.environment.as_str()),
+                owner: Some(&g.owner),
+                detail: Some(&full),
+                success: true,
+                ..Default::default()
+            },
+        )?;
+        g.status = GrantStatus::Suspended;
+        g.suspended_at = Some(from_ms(now));
+        g.suspended_reason = Some(reason.to_owned());
+        Ok(())
+    }
+
+    /// Suspends every grant of credential `cred_id` that is not suspended yet (in every skill,
+    /// environment and owner), inside the caller's transaction; returns them as they are now.
+    pub(crate) fn suspend_credential_grants(
+        &self,
+        tx: &Connection,
+        cred_id: &str,
+        now: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Vec<GrantInfo>> {
+        let targets: Vec<GrantInfo> = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id \
+                 WHERE g.credential_id = ?1 AND g.suspended_at IS NULL ORDER BY g.skill, g.environment, g.owner, g.alias"
+            ))?;
+            stmt.query_map([cred_id], read_grant)?.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(targets.len());
+        for mut g in targets {
+            self.suspend_grant(tx, &mut g, now, reason, actor, serde_json::json!({ "compromise": true }))?;
+            out.push(g);
+        }
+        Ok(out)
     }
 
     /// Grants matching `filter`.
@@ -571,6 +615,7 @@ impl Vault {
                     },
                 )?;
                 tx.commit().map_err(|source| Error::Audit { source })?;
+                crate::lifecycle::warn_if_overdue(&info, &access.skill);
                 Ok(Resolved { credential: info, grant, value })
             }
             Err(Denial { error, credential_id }) => {

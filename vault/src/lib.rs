@@ -32,6 +32,7 @@ mod crypto;
 mod error;
 mod grants;
 mod keyrot;
+mod lifecycle;
 mod policy;
 mod records;
 mod schema;
@@ -55,6 +56,7 @@ pub use crate::crypto::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::keyrot::FAILPOINT_ENV;
+pub use crate::lifecycle::COMPROMISE_USAGE_WINDOW;
 pub use crate::secret::{
     ApiKey, Basic, CredentialKind, Custom, Database, HmacKey, MIN_SECRET_LEN, Postgres, SecretValue, Token,
 };

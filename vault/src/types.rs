@@ -317,12 +317,22 @@ pub struct NewCredential {
     pub scopes: Vec<String>,
     /// When the credential stops being usable.
     pub expires_at: Option<SystemTime>,
+    /// How often the value should be rotated (at least one minute); `None`: no schedule.
+    pub rotate_every: Option<Duration>,
 }
 
 impl NewCredential {
     /// A credential with only the required fields set.
     pub fn new(id: CredentialRef, kind: CredentialKind, service: impl Into<String>) -> Self {
-        NewCredential { id, kind, service: service.into(), description: None, scopes: Vec::new(), expires_at: None }
+        NewCredential {
+            id,
+            kind,
+            service: service.into(),
+            description: None,
+            scopes: Vec::new(),
+            expires_at: None,
+            rotate_every: None,
+        }
     }
 }
 
@@ -365,6 +375,19 @@ pub struct CredentialInfo {
     pub version: u32,
     /// Partial keyed fingerprint of the current value, like `…a1b2`.
     pub fingerprint: String,
+    /// How often the value should be rotated (`cred add/update --rotate-every`); in JSON,
+    /// whole seconds. `None`: no schedule.
+    #[serde(with = "secs::opt")]
+    pub rotate_every: Option<Duration>,
+    /// Why the credential needs an operator before it works again (set when an OAuth 2
+    /// refresh fails with `invalid_grant`; cleared when a new value is stored).
+    pub needs_reauth: Option<String>,
+    /// The URL `cred test` sends one request to (`cred update --test-url`).
+    pub test_url: Option<String>,
+    /// When the next rotation is due: the last rotation (or the creation) plus
+    /// `rotate_every`. `None` without a schedule.
+    #[serde(with = "rfc3339::opt")]
+    pub rotation_due_at: Option<SystemTime>,
 }
 
 impl CredentialInfo {
@@ -372,6 +395,168 @@ impl CredentialInfo {
     pub fn reference(&self) -> CredentialRef {
         CredentialRef { owner: self.owner.clone(), environment: self.environment, name: self.name.clone() }
     }
+
+    /// When the next rotation is due (see [`CredentialInfo::rotation_due_at`]).
+    pub(crate) fn compute_rotation_due(&self) -> Option<SystemTime> {
+        let every = self.rotate_every?;
+        self.last_rotated_at.unwrap_or(self.created_at).checked_add(every)
+    }
+
+    /// True when a rotation schedule is set and its due time has passed.
+    pub fn rotation_overdue(&self, now: SystemTime) -> bool {
+        self.rotation_due_at.is_some_and(|d| d <= now)
+    }
+}
+
+/// Serde helpers: durations as whole seconds.
+pub(crate) mod secs {
+    pub mod opt {
+        use std::time::Duration;
+
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.serialize_u64(d.as_secs()),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// Metadata changes for [`crate::Vault::update`]: `None` leaves a field as it is,
+/// `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialUpdate {
+    /// The rotation schedule (at least one minute).
+    pub rotate_every: Option<Option<Duration>>,
+    /// The URL `cred test` requests (http or https, no user name or password in it).
+    pub test_url: Option<Option<String>>,
+    /// Free-text description.
+    pub description: Option<Option<String>>,
+}
+
+impl CredentialUpdate {
+    /// True when nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.rotate_every.is_none() && self.test_url.is_none() && self.description.is_none()
+    }
+}
+
+string_enum! {
+    /// Why a credential is listed by [`crate::Vault::due`].
+    pub enum DueReason {
+        /// Its rotation schedule says it is due (or overdue).
+        Rotation = "rotation",
+        /// It expires (or has expired).
+        Expiry = "expiry",
+        /// It needs an operator: an OAuth 2 refresh failed with `invalid_grant`
+        /// (`skillbox oauth login NAME`, or `skillbox cred rotate NAME`).
+        NeedsReauth = "needs-reauth",
+    }
+    what = "due reason"
+}
+
+/// One thing an operator has to do about a credential (from [`crate::Vault::due`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct DueItem {
+    /// The credential's identity and metadata.
+    pub credential: CredentialInfo,
+    /// What is due.
+    pub reason: DueReason,
+    /// When it is (or was) due: the rotation due time or the expiry; `None` for `needs-reauth`.
+    #[serde(with = "rfc3339::opt")]
+    pub due_at: Option<SystemTime>,
+    /// True when the time has passed (rotation overdue, credential expired) or the credential
+    /// needs re-authorization: what `skillbox cred due` exits non-zero for.
+    pub overdue: bool,
+}
+
+/// Options for [`crate::Vault::rotate_generated`]: how to make a random value.
+#[derive(Debug, Clone)]
+pub struct Generate {
+    /// Characters in the value (16 to 4096).
+    pub length: usize,
+    /// Which characters.
+    pub charset: Charset,
+    /// Which field of the value to replace: default `key` (api_key, hmac_key),
+    /// `access_token` (bearer), `password` (basic); required for `custom` (a top-level
+    /// string field). Other fields are kept.
+    pub field: Option<String>,
+}
+
+impl Default for Generate {
+    fn default() -> Self {
+        Generate { length: 32, charset: Charset::Alnum, field: None }
+    }
+}
+
+string_enum! {
+    /// The characters a generated value is drawn from, uniformly, by the operating system's
+    /// generator.
+    #[derive(Default)]
+    pub enum Charset {
+        /// `A-Z a-z 0-9` (5.95 bits per character).
+        #[default]
+        Alnum = "alnum",
+        /// `0-9 a-f` (4 bits per character).
+        Hex = "hex",
+        /// `A-Z a-z 0-9 - _` (6 bits per character).
+        Base64url = "base64url",
+        /// Printable ASCII without space, `!` to `~` (6.55 bits per character).
+        Printable = "printable",
+    }
+    what = "charset"
+}
+
+/// What [`crate::Vault::compromised`] did, and who used the credential.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompromiseReport {
+    /// The credential, as it is now (revoked).
+    pub credential: CredentialInfo,
+    /// The reason given.
+    pub reason: String,
+    /// Who declared it.
+    pub actor: String,
+    /// When.
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    /// How many versions were revoked (every stored one that was not already).
+    pub versions_revoked: u32,
+    /// The grants suspended now (grants suspended before are left as they were).
+    pub grants_suspended: Vec<GrantInfo>,
+    /// The audit row that records it.
+    pub audit_id: i64,
+    /// Uses since this time are summarized in `usage` (30 days back).
+    #[serde(with = "rfc3339")]
+    pub usage_since: SystemTime,
+    /// Who used the credential since `usage_since`, from the audit log.
+    pub usage: Vec<UsageRow>,
+}
+
+/// Uses of a credential by one (skill, component digest, user, host), from the audit log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The skill (`None`: an operator read the value, e.g. `cred` commands).
+    pub skill: Option<String>,
+    /// The component's sha256 (hex), when the rows say it.
+    pub digest: Option<String>,
+    /// Who: the audit actor (the user a skill ran for, or the operator).
+    pub actor: String,
+    /// The host requests went to (`None` for opens and non-HTTP uses).
+    pub host: Option<String>,
+    /// Values handed out (`read` rows: a skill opening the credential, an operator reading it).
+    pub opens: u64,
+    /// Host-side uses (`use` rows: HTTP requests, signatures, queries).
+    pub uses: u64,
+    /// How many of those failed.
+    pub failures: u64,
+    /// The first of them.
+    #[serde(with = "rfc3339")]
+    pub first: SystemTime,
+    /// The last of them.
+    #[serde(with = "rfc3339")]
+    pub last: SystemTime,
 }
 
 /// One stored version of a credential's value.
