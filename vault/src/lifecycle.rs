@@ -69,7 +69,10 @@ fn check_test_url(url: &str) -> Result<()> {
 
 fn check_reason(what: &'static str, s: &str) -> Result<()> {
     if s.trim().is_empty() || s.len() > 1024 || s.chars().any(char::is_control) {
-        return Err(Error::InvalidInput { what, reason: "must be 1-1024 characters without control characters".into() });
+        return Err(Error::InvalidInput {
+            what,
+            reason: "must be 1-1024 characters without control characters".into(),
+        });
     }
     Ok(())
 }
@@ -254,13 +257,19 @@ impl Vault {
         }
         self.update_columns(r, actor, Value::Object(detail), |tx, id, now| {
             if let Some(v) = rotate_every {
-                tx.execute("UPDATE credentials SET rotate_every = ?2, updated_at = ?3 WHERE id = ?1", params![id, v, now])?;
+                tx.execute(
+                    "UPDATE credentials SET rotate_every = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, v, now],
+                )?;
             }
             if let Some(v) = &change.test_url {
                 tx.execute("UPDATE credentials SET test_url = ?2, updated_at = ?3 WHERE id = ?1", params![id, v, now])?;
             }
             if let Some(v) = &change.description {
-                tx.execute("UPDATE credentials SET description = ?2, updated_at = ?3 WHERE id = ?1", params![id, v, now])?;
+                tx.execute(
+                    "UPDATE credentials SET description = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, v, now],
+                )?;
             }
             Ok(())
         })
@@ -285,7 +294,10 @@ impl Vault {
         check_reason("re-authorization reason", reason)?;
         let detail = serde_json::json!({ "needs_reauth": reason });
         self.update_columns(r, actor, detail, |tx, id, now| {
-            tx.execute("UPDATE credentials SET needs_reauth = ?2, updated_at = ?3 WHERE id = ?1", params![id, reason, now])?;
+            tx.execute(
+                "UPDATE credentials SET needs_reauth = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, reason, now],
+            )?;
             Ok(())
         })
     }
@@ -326,7 +338,12 @@ impl Vault {
                 continue;
             }
             if c.needs_reauth.is_some() {
-                items.push(DueItem { credential: c.clone(), reason: DueReason::NeedsReauth, due_at: None, overdue: true });
+                items.push(DueItem {
+                    credential: c.clone(),
+                    reason: DueReason::NeedsReauth,
+                    due_at: None,
+                    overdue: true,
+                });
             }
             if let Some(due) = c.rotation_due_at.filter(|d| *d <= horizon) {
                 items.push(DueItem {
@@ -337,11 +354,18 @@ impl Vault {
                 });
             }
             if let Some(exp) = c.expires_at.filter(|e| *e <= horizon) {
-                items.push(DueItem { credential: c.clone(), reason: DueReason::Expiry, due_at: Some(exp), overdue: exp <= now });
+                items.push(DueItem {
+                    credential: c.clone(),
+                    reason: DueReason::Expiry,
+                    due_at: Some(exp),
+                    overdue: exp <= now,
+                });
             }
         }
         items.sort_by(|a, b| {
-            b.overdue.cmp(&a.overdue).then_with(|| a.due_at.unwrap_or(SystemTime::UNIX_EPOCH).cmp(&b.due_at.unwrap_or(SystemTime::UNIX_EPOCH)))
+            b.overdue.cmp(&a.overdue).then_with(|| {
+                a.due_at.unwrap_or(SystemTime::UNIX_EPOCH).cmp(&b.due_at.unwrap_or(SystemTime::UNIX_EPOCH))
+            })
         });
         Ok(items)
     }
@@ -422,9 +446,10 @@ impl Vault {
                 });
             }
         };
-        let mut json = Scrubbed(serde_json::from_slice::<Value>(&current.to_json()).map_err(|_| Error::Corrupt {
-            what: format!("the current value of '{}'", r.name),
-        })?);
+        let mut json = Scrubbed(
+            serde_json::from_slice::<Value>(&current.to_json())
+                .map_err(|_| Error::Corrupt { what: format!("the current value of '{}'", r.name) })?,
+        );
         drop(current);
         let Value::Object(map) = &mut json.0 else {
             return Err(Error::Corrupt { what: format!("the current value of '{}'", r.name) });
@@ -448,8 +473,7 @@ impl Vault {
                 map.insert(field.clone(), Value::String(secret.to_string()));
             }
             None => {
-                let fields: Vec<&str> =
-                    map.iter().filter(|(_, v)| v.is_string()).map(|(k, _)| k.as_str()).collect();
+                let fields: Vec<&str> = map.iter().filter(|(_, v)| v.is_string()).map(|(k, _)| k.as_str()).collect();
                 return Err(Error::InvalidInput {
                     what: "--field",
                     reason: format!(
@@ -609,7 +633,10 @@ mod tests {
         assert!(version >= 6);
         assert!(v.audit_verify().unwrap().is_ok(), "rows sealed at schema 5 still check");
         let info = v.show(&CredentialRef::new("gh")).unwrap().info;
-        assert_eq!((info.rotate_every, info.needs_reauth, info.test_url, info.rotation_due_at), (None, None, None, None));
+        assert_eq!(
+            (info.rotate_every, info.needs_reauth, info.test_url, info.rotation_due_at),
+            (None, None, None, None)
+        );
         v.resolve(&access("triage", "gh", DIGEST, "u")).unwrap();
         let info = v.set_rotation(&CredentialRef::new("gh"), Some(Duration::from_secs(86_400)), "op").unwrap();
         assert_eq!(info.rotate_every, Some(Duration::from_secs(86_400)));
@@ -631,9 +658,9 @@ mod tests {
         v.mark_needs_reauth(&r, "refresh failed: invalid_grant", "op").unwrap();
         assert!(v.audit_verify().unwrap().is_ok());
         for forge in [
-            "UPDATE credentials SET rotate_every = NULL",               // drop the schedule
-            "UPDATE credentials SET rotate_every = 3153600000",         // postpone it a century
-            "UPDATE credentials SET needs_reauth = NULL",               // hide the re-auth mark
+            "UPDATE credentials SET rotate_every = NULL",       // drop the schedule
+            "UPDATE credentials SET rotate_every = 3153600000", // postpone it a century
+            "UPDATE credentials SET needs_reauth = NULL",       // hide the re-auth mark
             "UPDATE credentials SET test_url = 'https://evil.example/'", // redirect cred test
             "UPDATE credentials SET test_url = NULL",
             // Shift the columns: every part keeps its position in the MAC.
@@ -726,7 +753,10 @@ mod tests {
         let value = v.reveal(&CredentialRef::new("pw"), "op", None).unwrap();
         let basic = value.as_basic().unwrap();
         assert_eq!(basic.username, "svc-user");
-        assert_eq!(secrecy::ExposeSecret::expose_secret(&basic.password), secrecy::ExposeSecret::expose_secret(&secret));
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&basic.password),
+            secrecy::ExposeSecret::expose_secret(&secret)
+        );
         assert_eq!(secrecy::ExposeSecret::expose_secret(&secret).len(), 40);
         let rows = v.audit_list(&AuditQuery { action: Some(AuditAction::Rotate), ..Default::default() }).unwrap();
         assert_eq!(rows[0].detail["generated"]["field"], "password");
@@ -811,8 +841,15 @@ mod tests {
             report
                 .usage
                 .iter()
-                .find(|x| x.skill.as_deref() == skill && x.digest.as_deref() == digest && x.actor == actor && x.host.as_deref() == host)
-                .unwrap_or_else(|| panic!("no usage row for {skill:?} {digest:?} {actor} {host:?}: {:#?}", report.usage))
+                .find(|x| {
+                    x.skill.as_deref() == skill
+                        && x.digest.as_deref() == digest
+                        && x.actor == actor
+                        && x.host.as_deref() == host
+                })
+                .unwrap_or_else(|| {
+                    panic!("no usage row for {skill:?} {digest:?} {actor} {host:?}: {:#?}", report.usage)
+                })
                 .clone()
         };
         let a = u(Some("triage"), Some(DIGEST), "alice", Some("api.github.com"));

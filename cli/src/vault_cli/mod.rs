@@ -4,7 +4,9 @@
 //! master key, reads secrets from a prompt, stdin or a file (never argv), and
 //! formats output as text or `--json`. All policy lives in the library.
 
+mod actor;
 mod input;
+mod lifecycle;
 mod print;
 
 use std::io::IsTerminal;
@@ -32,7 +34,7 @@ pub enum VaultCommands {
     /// Create or back up the credential vault file.
     #[command(subcommand)]
     Vault(Box<VaultCmd>),
-    /// Add, list, show, rotate, revoke and delete credentials.
+    /// Add, list, show, update, rotate, revoke and delete credentials; what is due; compromise.
     #[command(subcommand)]
     Cred(Box<CredCmd>),
     /// Let a skill use a credential (default is deny).
@@ -151,6 +153,9 @@ pub enum CredCmd {
         /// Expiry: an RFC 3339 time or a duration like 30d.
         #[arg(long, value_name = "WHEN")]
         expires: Option<String>,
+        /// Rotation schedule: a duration like 90d, 12h or 30m (`skillbox cred due` lists it when due).
+        #[arg(long, value_name = "DURATION")]
+        rotate_every: Option<String>,
         #[command(flatten)]
         value: ValueOpts,
         /// Print the new credential's metadata as JSON.
@@ -206,8 +211,18 @@ pub enum CredCmd {
         #[command(flatten)]
         value: ValueOpts,
         #[command(flatten)]
+        generate: lifecycle::GenerateOpts,
+        #[command(flatten)]
         key: KeyOpts,
     },
+    /// Change a credential's rotation schedule, test URL or description (never its value).
+    Update(Box<lifecycle::UpdateArgs>),
+    /// List what needs attention: rotations due or overdue, expiries near, re-authorization
+    /// needed. Exits 5 when something is overdue or needs re-authorization (for cron).
+    Due(lifecycle::DueArgs),
+    /// Shut off a leaked credential in one step: revoke every version, suspend every grant,
+    /// record it, and show who used it in the last 30 days.
+    Compromised(Box<lifecycle::CompromisedArgs>),
     /// Revoke a credential now (kept, but never handed out).
     Revoke {
         /// Credential name.
@@ -524,9 +539,10 @@ pub fn vault_err(e: skillbox_vault::Error) -> anyhow::Error {
     with_code(code, e)
 }
 
-/// The user recorded as actor in audit rows: `$USER` (or `$LOGNAME`).
+/// The user recorded as actor in audit rows: the operating-system account of the process's
+/// uid (`uid:<n>` without a password-database entry), never the spoofable `$USER`.
 pub fn actor() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    actor::os_account()
 }
 
 /// The vault file: `--vault` / `SKILLBOX_VAULT`, else `$XDG_DATA_HOME/skillbox/vault.db`.
@@ -666,17 +682,20 @@ fn parse_when(s: &str, forward: bool) -> anyhow::Result<SystemTime> {
 
 fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     match cmd {
-        CredCmd::Add { name, kind, service, id, description, scopes, expires, value, json, key } => {
+        CredCmd::Add { name, kind, service, id, description, scopes, expires, rotate_every, value, json, key } => {
             input::refuse_argv_secrets(&value)?;
             let kind: CredentialKind = kind.parse().map_err(usage)?;
             let r = cref(&name, &id)?;
             let expires_at = expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
+            let rotate_every =
+                rotate_every.as_deref().map(|d| lifecycle::parse_duration("--rotate-every", d)).transpose()?;
             let vault = open_vault_with(global, key.key_file.as_deref())?;
             let secret = input::read_value(kind, &name, &value)?;
             let mut new = NewCredential::new(r, kind, service);
             new.description = description;
             new.scopes = scopes;
             new.expires_at = expires_at;
+            new.rotate_every = rotate_every;
             let info = vault.add(&new, &secret, &actor()).map_err(vault_err)?;
             if json {
                 print::json(&info);
@@ -706,8 +725,12 @@ fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             let d = vault.show(&r).map_err(vault_err)?;
             Ok(print::json_or(json, &d, print::cred_show))
         }
-        CredCmd::Rotate { name, id, expires, value, key } => {
+        CredCmd::Rotate { name, id, expires, value, generate, key } if generate.generate => {
+            lifecycle::rotate_generated(global, &name, &id, expires, &value, &generate, &key)
+        }
+        CredCmd::Rotate { name, id, expires, value, generate, key } => {
             input::refuse_argv_secrets(&value)?;
+            generate.refuse_without_generate()?;
             let r = cref(&name, &id)?;
             let expires_at = expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
             let vault = open_vault_with(global, key.key_file.as_deref())?;
@@ -748,6 +771,9 @@ fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             eprintln!("deleted '{name}' in {}", r.environment);
             Ok(ExitCode::SUCCESS)
         }
+        CredCmd::Update(a) => lifecycle::update(global, *a),
+        CredCmd::Due(a) => lifecycle::due(global, a),
+        CredCmd::Compromised(a) => lifecycle::compromised(global, *a),
     }
 }
 
