@@ -7,6 +7,7 @@
 mod approve;
 mod exit;
 mod new;
+mod oauth_cli;
 mod serve;
 mod skills;
 mod vault_cli;
@@ -60,6 +61,9 @@ enum Command {
     Mcp(serve::McpArgs),
     /// Serve a directory of skills over HTTP: MCP at /mcp, REST at /v1, behind API keys.
     Serve(serve::ServeArgs),
+    /// OAuth 2 sign-in: `skillbox oauth login NAME` stores an oauth2 credential's first tokens.
+    #[command(subcommand)]
+    Oauth(oauth_cli::OauthCommand),
     #[command(flatten)]
     Vault(vault_cli::VaultCommands),
 }
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::New(args) => new::new(args),
         Command::Mcp(args) => serve::mcp(args, &cli.global),
         Command::Serve(args) => serve::serve(args, &cli.global),
+        Command::Oauth(command) => oauth_cli::run(command, &cli.global),
         Command::Vault(cmd) => vault_cli::run(cmd, &cli.global),
     };
     match result {

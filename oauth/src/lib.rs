@@ -22,6 +22,10 @@
 
 #![deny(missing_docs)]
 
+mod login;
+
+pub use login::{Login, LoginOutcome};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -39,7 +43,7 @@ use skillbox_vault::{AuditAction, AuditEvent, CredentialRef, SecretValue, Token,
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How long one token request may take.
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a process waits for another one's refresh before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -184,7 +188,7 @@ impl Refresher {
         let Some(url) = token.token_endpoint.as_deref() else {
             return Err(Error::NotRefreshable { name: name.to_owned() });
         };
-        self.check_url(url).map_err(failed)?;
+        check_endpoint(url, self.allow_http_loopback).map_err(|e| failed(format!("token_url: {e}")))?;
         let token_url = TokenUrl::new(url.to_owned()).map_err(|e| failed(format!("token_url is not a URL ({e})")))?;
         let mut client = BasicClient::new(ClientId::new(token.client_id.clone().unwrap_or_default()))
             .set_token_uri(token_url)
@@ -222,23 +226,21 @@ impl Refresher {
             },
             client_id: token.client_id.clone(),
             client_secret: token.client_secret.clone(),
+            auth_url: token.auth_url.clone(),
         };
         Ok((SecretValue::OAuth2(new), rotated))
     }
+}
 
-    /// https anywhere; plain http only to loopback, and only when allowed.
-    fn check_url(&self, url: &str) -> Result<(), String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("token_url is not a URL ({e})"))?;
-        let loopback = parsed.host_str().is_some_and(is_loopback_host);
-        match parsed.scheme() {
-            "https" => Ok(()),
-            "http" if loopback && self.allow_http_loopback => Ok(()),
-            "http" => Err(
-                "token_url uses plain http; use https (plain http is allowed only to loopback, with --allow-http-loopback)"
-                    .into(),
-            ),
-            other => Err(format!("token_url has scheme {other}; use https")),
-        }
+/// https anywhere; plain http only to loopback, and only when allowed.
+pub(crate) fn check_endpoint(url: &str, allow_http_loopback: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    let loopback = parsed.host_str().is_some_and(is_loopback_host);
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback && allow_http_loopback => Ok(()),
+        "http" => Err("plain http is refused; use https (plain http is allowed only to loopback, with --allow-http-loopback)".into()),
+        other => Err(format!("scheme {other} is refused; use https")),
     }
 }
 
@@ -248,7 +250,7 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Sorts a failed token request into what the operator must do.
-fn classify<RE: std::error::Error + 'static>(
+pub(crate) fn classify<RE: std::error::Error + 'static>(
     name: &str,
     error: RequestTokenError<RE, StandardErrorResponse<BasicErrorResponseType>>,
 ) -> Error {
@@ -282,7 +284,7 @@ fn now_secs() -> u64 {
 }
 
 /// RFC 3339 in UTC with whole seconds, as the vault stores expiries.
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 

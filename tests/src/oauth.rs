@@ -1,9 +1,10 @@
-//! A real OAuth 2 authorization server on loopback, for tests: a token endpoint with the
-//! `refresh_token` and `client_credentials` grants (RFC 6749 sections 6 and 4.4), tokens that
+//! A real OAuth 2 authorization server on loopback, for tests: an authorization endpoint that
+//! approves at once (PKCE S256 required), a token endpoint with the `authorization_code` (with
+//! the PKCE verifier), `refresh_token` and `client_credentials` grants, tokens that
 //! expire in seconds, refresh-token rotation and `invalid_grant` on demand, plus a protected
 //! resource that answers only a live access token.
 //!
-//! Routes: `POST /token` (form body, client authenticated in the body or with Basic auth);
+//! Routes: `GET /authorize`, `POST /token` (form body, client authenticated in the body or with Basic auth);
 //! anything else is the resource: `200 []` for `Authorization: Bearer <live token>`, else `401`.
 
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub struct State {
     pub issued: HashMap<String, usize>,
     /// Token requests seen (any outcome).
     pub requests: usize,
+    /// Codes handed out by `/authorize`: code -> (PKCE challenge, redirect URI).
+    pub codes: HashMap<String, (String, String)>,
     counter: usize,
 }
 
@@ -60,6 +63,7 @@ impl OAuthServer {
             refresh: Vec::new(),
             issued: HashMap::new(),
             requests: 0,
+            codes: HashMap::new(),
             counter: 0,
         }));
         let first = state.lock().unwrap().mint("rt");
@@ -109,6 +113,23 @@ fn error(status: u16, code: &str) -> Reply {
 
 fn handle(state: &Mutex<State>, req: &Received) -> Reply {
     let mut state = state.lock().unwrap();
+    // The authorization endpoint approves at once (the scripted browser step): a code bound to
+    // the PKCE challenge and redirect URI, sent back to the redirect URI with the state.
+    if req.method == "GET" && req.target.starts_with("/authorize?") {
+        let params = form(req.target.split_once('?').map(|(_, q)| q).unwrap_or_default().as_bytes());
+        let get = |k: &str| params.get(k).cloned().unwrap_or_default();
+        if get("client_id") != CLIENT_ID || get("response_type") != "code" || get("code_challenge_method") != "S256" {
+            return error(400, "invalid_request");
+        }
+        let redirect = get("redirect_uri");
+        if !redirect.starts_with("http://127.0.0.1:") {
+            return error(400, "invalid_request");
+        }
+        let code = state.mint("code");
+        state.codes.insert(code.clone(), (get("code_challenge"), redirect.clone()));
+        let location = format!("{redirect}?code={code}&state={}", get("state"));
+        return Reply::redirect(&location);
+    }
     if req.method == "POST" && req.target.starts_with("/token") {
         state.requests += 1;
         let params = form(&req.body);
@@ -147,6 +168,21 @@ fn handle(state: &Mutex<State>, req: &Received) -> Reply {
                 }
             }
             "client_credentials" => {}
+            "authorization_code" => {
+                use sha2::Digest as _;
+                let code = params.get("code").cloned().unwrap_or_default();
+                let Some((challenge, redirect)) = state.codes.remove(&code) else {
+                    return error(400, "invalid_grant");
+                };
+                let verifier = params.get("code_verifier").cloned().unwrap_or_default();
+                let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&verifier));
+                if computed != challenge || params.get("redirect_uri") != Some(&redirect) {
+                    return error(400, "invalid_grant");
+                }
+                let refresh = state.mint("rt");
+                state.refresh.push(refresh.clone());
+                body["refresh_token"] = refresh.into();
+            }
             _ => return error(400, "unsupported_grant_type"),
         }
         let token = state.mint("at");

@@ -126,6 +126,8 @@ pub struct Token {
     pub client_id: Option<String>,
     /// That client's secret.
     pub client_secret: Option<SecretString>,
+    /// The provider's authorization endpoint, for signing in again (`skillbox oauth login`).
+    pub auth_url: Option<String>,
 }
 
 impl Token {
@@ -444,7 +446,14 @@ impl SecretValue {
                 }
                 let client_id = f.opt_str("client_id")?.map(str::to_owned);
                 let client_secret = f.opt_header_secret("client_secret")?;
+                let auth_url = f.opt_str("auth_url")?.map(str::to_owned);
+                if let Some(url) = &auth_url
+                    && !(url.starts_with("https://") || url.starts_with("http://"))
+                {
+                    return Err(f.err("auth_url", "must be an http:// or https:// URL"));
+                }
                 let t = Token {
+                    auth_url,
                     access_token: access_token.clone().unwrap_or_else(|| SecretString::from("")),
                     refresh_token,
                     token_endpoint,
@@ -557,6 +566,7 @@ impl SecretValue {
                     scopes: Vec::new(),
                     client_id: None,
                     client_secret: None,
+                    auth_url: None,
                 };
                 if kind == CredentialKind::Bearer { SecretValue::Bearer(t) } else { SecretValue::OAuth2(t) }
             }
@@ -733,6 +743,8 @@ impl SecretValue {
             client_id: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             client_secret: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            auth_url: Option<&'a str>,
         }
         #[derive(Serialize)]
         struct BasicOut<'a> {
@@ -776,6 +788,7 @@ impl SecretValue {
             SecretValue::Bearer(t) | SecretValue::OAuth2(t) => serde_json::to_writer(
                 w,
                 &TokenOut {
+                    auth_url: t.auth_url.as_deref(),
                     client_id: t.client_id.as_deref(),
                     client_secret: t.client_secret.as_ref().map(|s| s.expose_secret()),
                     access_token: t.access_token.expose_secret(),
