@@ -142,6 +142,8 @@ pub struct AlertStats {
     pub delivered: u64,
     /// Deliveries that failed after their retries.
     pub failed: u64,
+    /// Alerts whose audit row could not be written.
+    pub audit_failures: u64,
 }
 
 /// Most deliveries in flight at once; the worker waits for a slot (and the queue fills).
@@ -164,6 +166,9 @@ struct Shared {
     failed: AtomicU64,
     /// Jobs queued and deliveries in flight.
     pending: AtomicUsize,
+    /// Audit rows that could not be written (the first failure is logged as an error, the
+    /// rest at debug level: one broken vault must not flood the log).
+    audit_failures: AtomicU64,
 }
 
 /// Decrements `pending` when a job or delivery is done, however it ends.
@@ -253,6 +258,7 @@ impl Alerts {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            audit_failures: AtomicU64::new(0),
         });
         Ok(Alerts {
             inner: Arc::new(Inner {
@@ -284,6 +290,7 @@ impl Alerts {
             dropped: s.dropped.load(Ordering::Relaxed),
             delivered: s.delivered.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
+            audit_failures: s.audit_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -463,13 +470,21 @@ async fn dispatch(shared: &Arc<Shared>, permits: &Arc<Semaphore>, tasks: &mut Jo
     let body: Arc<[u8]> = alert.to_json().into_bytes().into();
     if let Some(recorder) = &shared.recorder {
         let (recorder, alert, pending) = (recorder.clone(), alert.clone(), Pending::new(shared));
+        let shared = shared.clone();
         tasks.spawn(async move {
             let id = alert.id.clone();
             let recorded = tokio::task::spawn_blocking(move || recorder.record(&alert)).await;
-            match recorded {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(id, "alerts: could not write the alert's audit row: {e}"),
-                Err(e) => tracing::error!(id, "alerts: writing the alert's audit row failed: {e}"),
+            let error = match recorded {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = error {
+                if shared.audit_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!(id, "alerts: could not write the alert's audit row: {e}");
+                } else {
+                    tracing::debug!(id, "alerts: could not write the alert's audit row: {e}");
+                }
             }
             drop(pending);
         });

@@ -171,6 +171,7 @@ impl std::fmt::Display for DeliveryReport {
         let tries = if self.attempts == 1 { "1 attempt".to_owned() } else { format!("{} attempts", self.attempts) };
         let status = self.status.map(|s| format!(" ({s})")).unwrap_or_default();
         match (&self.error, self.ok) {
+            (_, true) if self.sink == "log" => write!(f, "log: written"),
             (_, true) => write!(f, "{}: delivered{status} after {tries} in {} ms", self.sink, self.elapsed_ms),
             (Some(e), false) => write!(f, "{}: FAILED after {tries} in {} ms: {e}", self.sink, self.elapsed_ms),
             (None, false) => write!(f, "{}: FAILED{status} after {tries}", self.sink),

@@ -4,6 +4,7 @@
 //! here; everything that does work is in the `skillbox-runtime` and
 //! `skillbox-vault` libraries.
 
+mod alerts_cli;
 mod approve;
 mod exit;
 mod new;
@@ -61,6 +62,8 @@ enum Command {
     Mcp(serve::McpArgs),
     /// Serve a directory of skills over HTTP: MCP at /mcp, REST at /v1, behind API keys.
     Serve(serve::ServeArgs),
+    /// Check the alert sinks of the config file: `skillbox alerts test`.
+    Alerts(alerts_cli::AlertsArgs),
     /// OAuth 2 sign-in: `skillbox oauth login NAME` stores an oauth2 credential's first tokens.
     #[command(subcommand)]
     Oauth(oauth_cli::OauthCommand),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::New(args) => new::new(args),
         Command::Mcp(args) => serve::mcp(args, &cli.global),
         Command::Serve(args) => serve::serve(args, &cli.global),
+        Command::Alerts(args) => alerts_cli::run(args, &cli.global),
         Command::Oauth(command) => oauth_cli::run(command, &cli.global),
         Command::Vault(cmd) => vault_cli::run(cmd, &cli.global),
     };

@@ -143,6 +143,8 @@ pub struct HostServices {
     approver: Arc<dyn Approver>,
     egress: Egress,
     scan: ScanConfig,
+    /// Where alerts go (tripwires, suspensions, denial bursts, first uses); `None`: only the log.
+    alerts: Option<Arc<skillbox_alerts::Alerts>>,
     matchers: BuildCache<(String, u32, String), SecretMatcher>,
     injections: BuildCache<String, skillbox_egress::Injection>,
     /// Keeps `oauth2` credentials fresh (refreshes on the host, single-flight).
@@ -160,6 +162,7 @@ impl HostServices {
             approver: Arc::new(DenyAll),
             egress: Egress::new(egress)?,
             scan: ScanConfig::default(),
+            alerts: None,
             matchers: BuildCache::default(),
             injections: BuildCache::default(),
         })
@@ -203,6 +206,17 @@ impl HostServices {
     /// The vault, when one is configured.
     pub fn vault(&self) -> Option<&Arc<Vault>> {
         self.vault.as_ref()
+    }
+
+    /// Raises alerts through `alerts` (tripwires, suspensions, denial bursts, first uses).
+    pub fn with_alerts(mut self, alerts: Arc<skillbox_alerts::Alerts>) -> HostServices {
+        self.alerts = Some(alerts);
+        self
+    }
+
+    /// Where alerts go, when configured.
+    pub fn alerts(&self) -> Option<&Arc<skillbox_alerts::Alerts>> {
+        self.alerts.as_ref()
     }
 }
 

@@ -4,9 +4,16 @@
 //! Shared (`Arc`) between the invocation's host state and its `wasi:http` requests, which the
 //! host runs in tasks of their own: a use, a refusal or a tripwire in such a request is
 //! recorded exactly as one in a host call, and the runtime sees it when the guest is done.
+//!
+//! It also raises the invocation's alerts (when the services have [`skillbox_alerts::Alerts`]):
+//! `tripwire` and `suspension` from [`Recorder::trip`], denials (every one passes through
+//! [`Recorder::deny`]) counted towards a `denial-burst`, and successful uses checked for a
+//! `first-use`. Raising never blocks.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
+use skillbox_alerts::{Alert, AlertKind, Subject};
 use skillbox_egress::Redactor;
 use skillbox_vault::{AuditAction, AuditEvent, CredentialRef};
 
@@ -57,8 +64,13 @@ impl Recorder {
         lock(&self.denials).clone()
     }
 
-    /// Notes a denial for the runtime's exit status (already audited elsewhere).
+    /// Notes a denial for the runtime's exit status (already audited elsewhere), and counts
+    /// it towards a `denial-burst` alert. Every denial passes here once ([`Self::record_denial`]
+    /// included; the same refusal repeated within an invocation is folded, as in the audit log).
     pub(crate) fn deny(&self, message: String) {
+        if let Some(alerts) = &self.services.alerts {
+            alerts.note_denial(&self.invocation.skill, &self.invocation.user);
+        }
         lock(&self.denials).push(message);
     }
 
@@ -78,24 +90,75 @@ impl Recorder {
         event.detail["view"] = view.into();
         event.detail["digest"] = inv.digest.to_string().into();
         let mut suspended = Vec::new();
+        let mut outcome = None;
         // Recorded whatever the row cap: it ends the invocation, so it happens once.
         self.ledger().count_row();
         if let Some(vault) = &self.services.vault {
             let scan = &self.services.scan;
             match vault.record_tripwire(&event, scan.tripwire_threshold, scan.tripwire_window) {
-                Ok(outcome) => {
-                    suspended = outcome.suspended.iter().map(|g| g.alias.clone()).collect();
+                Ok(found) => {
+                    suspended = found.suspended.iter().map(|g| g.alias.clone()).collect();
                     if !suspended.is_empty() {
-                        tracing::error!(skill = %inv.skill, count = outcome.count, "grants suspended after repeated tripwires");
+                        tracing::error!(skill = %inv.skill, count = found.count, "grants suspended after repeated tripwires");
                     }
+                    outcome = Some(found);
                 }
                 Err(e) => tracing::error!(skill = %inv.skill, "could not record the tripwire: {e}"),
             }
         }
         let hit = Tripped { channel: channel.to_owned(), credential, view: view.to_owned(), suspended };
-        self.deny(hit.to_string());
+        self.alert_tripwire(&hit, outcome.as_ref());
+        // Not a denial for bursts: the tripwire raised its own alert.
+        lock(&self.denials).push(hit.to_string());
         *tripped = Some(hit.clone());
         hit
+    }
+
+    /// Raises `tripwire` for `hit`, and `suspension` when it suspended grants. Names only: the
+    /// channel, the view, the declared credential, never what was sent.
+    fn alert_tripwire(&self, hit: &Tripped, outcome: Option<&skillbox_vault::TripwireOutcome>) {
+        let Some(alerts) = &self.services.alerts else { return };
+        let inv = &self.invocation;
+        let subject = Subject {
+            skill: Some(inv.skill.to_string()),
+            credential: hit.credential.clone(),
+            user: Some(inv.user.clone()),
+            environment: Some(inv.environment.as_str().to_owned()),
+            host: None,
+        };
+        let count = outcome.map(|o| o.count);
+        let what = hit.credential.as_deref().map(|c| format!(" (credential `{c}`)")).unwrap_or_default();
+        let message = format!(
+            "skill `{}` tried to pass on a secret{what} through {} ({} view); the invocation was ended",
+            inv.skill, hit.channel, hit.view
+        );
+        let detail = serde_json::json!({
+            "channel": hit.channel,
+            "view": hit.view,
+            "digest": inv.digest.to_string(),
+            "tripwires_in_window": count,
+            "threshold": self.services.scan.tripwire_threshold,
+            "window_secs": self.services.scan.tripwire_window.as_secs(),
+            "suspended": hit.suspended,
+        });
+        alerts.raise(Alert::new(AlertKind::Tripwire, subject.clone(), message).detail(detail));
+        let Some(outcome) = outcome.filter(|o| !o.suspended.is_empty()) else { return };
+        let grants: Vec<&str> = outcome.suspended.iter().map(|g| g.alias.as_str()).collect();
+        let message = format!(
+            "skill `{}` lost its grants of {} after {} tripwires within {}; `skillbox grant` re-enables them",
+            inv.skill,
+            grants.join(", "),
+            outcome.count,
+            humantime_secs(self.services.scan.tripwire_window.as_secs()),
+        );
+        let detail = serde_json::json!({
+            "grants": grants,
+            "tripwires": outcome.count,
+            "digest": inv.digest.to_string(),
+            "regrant": outcome.suspended.iter().map(|g| g.grant_command()).collect::<Vec<_>>(),
+        });
+        let subject = Subject { credential: None, ..subject };
+        alerts.raise(Alert::new(AlertKind::Suspension, subject, message).detail(detail));
     }
 
     /// Audits a secret or foreign token found in `channel` (no value, ever); the same finding
@@ -191,11 +254,42 @@ impl Recorder {
     /// result is withheld from the guest (fail closed). Its row was reserved before the use.
     pub(crate) fn audit_use(&self, event: AuditEvent) -> Result<(), HostError> {
         self.ledger().take_reserved();
+        // Taken before the row is written: the first-use check reads the history before it.
+        let at = SystemTime::now();
         match &self.services.vault {
             Some(vault) => vault.record(&event).map_err(|e| {
                 HostError::upstream(format!("the audit log could not be written, so the result was withheld: {e}"))
-            }),
-            None => Ok(()),
+            })?,
+            None => return Ok(()),
         }
+        self.note_use(&event, at);
+        Ok(())
+    }
+
+    /// Hands a successful, recorded use to the first-use check (in the background).
+    fn note_use(&self, event: &AuditEvent, at: SystemTime) {
+        let (Some(alerts), Some(credential), true) = (&self.services.alerts, &event.credential, event.success) else {
+            return;
+        };
+        let key = skillbox_alerts::detect::CredentialKey {
+            owner: credential.owner.clone(),
+            environment: credential.environment.as_str().to_owned(),
+            name: credential.name.clone(),
+        };
+        let record = skillbox_alerts::detect::UseRecord {
+            skill: event.skill.clone(),
+            host: event.detail.get("host").and_then(|h| h.as_str()).map(str::to_owned),
+            user: Some(event.actor.clone()),
+        };
+        alerts.note_use(key, record, at);
+    }
+}
+
+/// `86400` as `24h`, `300` as `5m`, for messages.
+fn humantime_secs(secs: u64) -> String {
+    match secs {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }

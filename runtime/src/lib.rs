@@ -53,6 +53,7 @@ pub use skillbox_egress as egress;
 pub use skillbox_host_api::limits;
 pub use skillbox_host_api::{Approval, ApprovalRequest, Approver, DenyAll, ScanConfig, SkillPolicy, Tripped};
 pub use skillbox_vault as vault;
+pub use skillbox_alerts as alerts;
 
 use store::StoreState;
 
@@ -74,6 +75,8 @@ pub struct RuntimeConfig {
     /// Skill directories `skillbox mcp` and `skillbox serve` load (`[serve] skills` in the
     /// config file, relative to it), besides any `--skills` given.
     pub skills: Vec<PathBuf>,
+    /// Where alerts go (`[alerts]` in the config file): webhooks, commands, the log.
+    pub alerts: skillbox_alerts::AlertsConfig,
 }
 
 /// The operator's caps on a skill's limits: a manifest that asks for more memory, time or
@@ -152,6 +155,7 @@ impl Default for RuntimeConfig {
             scan: ScanConfig::default(),
             limits: OperatorLimits::default(),
             skills: Vec::new(),
+            alerts: skillbox_alerts::AlertsConfig::default(),
         }
     }
 }
@@ -181,7 +185,7 @@ impl Runtime {
     /// Builds the engine and linker, and opens the compile cache. Without a
     /// vault, skills that open credentials are refused.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
-        let services = host_services(&config)?;
+        let services = host_services(&config, None)?;
         Runtime::with_services(config, services)
     }
 
@@ -189,7 +193,7 @@ impl Runtime {
     /// it grants them, and `approver` decides about declared but ungranted
     /// credentials.
     pub fn with_vault(config: RuntimeConfig, vault: Arc<Vault>, approver: Arc<dyn Approver>) -> Result<Runtime> {
-        let services = host_services(&config)?.with_vault(vault, approver);
+        let services = host_services(&config, Some(&vault))?.with_vault(vault, approver);
         Runtime::with_services(config, services)
     }
 
@@ -241,10 +245,13 @@ impl Runtime {
     }
 }
 
-fn host_services(config: &RuntimeConfig) -> Result<HostServices> {
+fn host_services(config: &RuntimeConfig, vault: Option<&Arc<Vault>>) -> Result<HostServices> {
+    let alerts = skillbox_alerts::Alerts::new(config.alerts.clone(), vault.cloned())
+        .map_err(|e| Error::Engine(format!("setting up alerts: {e}")))?;
     Ok(HostServices::new(config.egress.clone())
         .map_err(|e| Error::Engine(format!("setting up outbound HTTP: {e}")))?
-        .with_scan(config.scan.clone()))
+        .with_scan(config.scan.clone())
+        .with_alerts(Arc::new(alerts)))
 }
 
 fn build_linker(engine: &Engine) -> Result<Linker<StoreState>> {
