@@ -235,7 +235,7 @@ impl SkillCtx {
                     refreshed = true;
                 }
                 Ok(None) => {}
-                Err(e) => return Err(self.refresh_failed(name, "credentials.open", e)),
+                Err(e) => return Err(self.refresh_failed(&r, "credentials.open", e)),
             }
         }
         let mut open = self.open_resolved(declared, resolved, recheck)?;
@@ -269,14 +269,20 @@ impl SkillCtx {
                 Ok(true)
             }
             Ok(None) => Ok(false),
-            Err(e) => Err(self.refresh_failed(open.name(), "http.send", e)),
+            Err(e) => Err(self.refresh_failed(&r, "http.send", e)),
         }
     }
 
     /// A failed refresh as the guest's error, recorded as a denial; `invalid_grant` also
-    /// marks the credential as needing a new sign-in.
-    fn refresh_failed(&mut self, name: &str, operation: &str, error: skillbox_oauth::Error) -> HostError {
+    /// marks the credential as needing a new sign-in (`skillbox cred due` lists it).
+    fn refresh_failed(&mut self, r: &CredentialRef, operation: &str, error: skillbox_oauth::Error) -> HostError {
+        let name = r.name.as_str();
         tracing::warn!(skill = %self.record.invocation.skill, credential = name, "OAuth 2 refresh failed: {error}");
+        if let (skillbox_oauth::Error::InvalidGrant { code, .. }, Some(vault)) = (&error, &self.record.services.vault)
+            && let Err(e) = vault.mark_needs_reauth(r, &format!("refresh refused ({code})"), skillbox_oauth::ACTOR)
+        {
+            tracing::error!(credential = name, "could not mark the credential as needing re-authorization: {e}");
+        }
         let host_error = match &error {
             skillbox_oauth::Error::InvalidGrant { .. } | skillbox_oauth::Error::NotRefreshable { .. } => {
                 HostError::Guest(WitError::Expired(error.to_string()))

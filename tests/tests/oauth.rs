@@ -168,6 +168,10 @@ async fn invalid_grant_fails_the_call_with_what_to_run() {
     let error = call(&skill, &server).await.unwrap_err().to_string();
     assert!(error.contains("invalid_grant") && error.contains("skillbox oauth login github"), "{error}");
     assert!(!error.contains(&refresh));
+    // The credential now says so, and `cred due` lists it.
+    let info = vault.vault.show(&CredentialRef::new("github")).unwrap().info;
+    assert!(info.needs_reauth.as_deref().is_some_and(|r| r.contains("invalid_grant")), "{:?}", info.needs_reauth);
+    assert!(vault.vault.due(Duration::from_secs(0)).unwrap().iter().any(|d| d.credential.name == "github"));
 }
 
 #[tokio::test]
