@@ -283,6 +283,22 @@ impl SkillCtx {
         {
             tracing::error!(credential = name, "could not mark the credential as needing re-authorization: {e}");
         }
+        if let Some(alerts) = &self.record.services.alerts {
+            use skillbox_alerts::{Alert, AlertKind, Subject};
+            let kind = match error {
+                skillbox_oauth::Error::InvalidGrant { .. } => AlertKind::NeedsReauth,
+                _ => AlertKind::RefreshFailed,
+            };
+            let subject = Subject {
+                skill: Some(self.record.invocation.skill.to_string()),
+                credential: Some(name.to_owned()),
+                user: Some(r.owner.clone()),
+                environment: Some(r.environment.as_str().to_owned()),
+                host: None,
+            };
+            // The error text names the credential and the provider's code, never a token.
+            alerts.raise(Alert::new(kind, subject, error.to_string()));
+        }
         let host_error = match &error {
             skillbox_oauth::Error::InvalidGrant { .. } | skillbox_oauth::Error::NotRefreshable { .. } => {
                 HostError::Guest(WitError::Expired(error.to_string()))
