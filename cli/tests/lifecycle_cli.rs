@@ -320,3 +320,22 @@ fn the_audit_actor_is_the_os_account_not_user() {
         assert_eq!(r["actor"], me.as_str(), "{r}");
     }
 }
+
+#[test]
+fn running_a_skill_with_a_credential_overdue_for_rotation_warns() {
+    let env = Env::new();
+    env.add_hmac("webhook-key", "overdue-webhook-key-0001", &["--rotate-every", "1h"]);
+    env.ok(&["grant", "webhook-signer", "webhook-key"], None);
+    let out = env.sign("p", 1);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("overdue"), "{}", stderr(&out));
+    env.age("webhook-key", 2 * 3600);
+    let out = env.sign("p", 2);
+    assert!(out.status.success(), "the warning does not stop the run: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("overdue for rotation") && err.contains("skillbox cred rotate webhook-key"), "{err}");
+    // After a rotation it is quiet again.
+    env.ok(&["cred", "rotate", "webhook-key", "--generate"], None);
+    let out = env.sign("p", 3);
+    assert!(out.status.success() && !stderr(&out).contains("overdue"), "{}", stderr(&out));
+}
