@@ -86,7 +86,8 @@ impl AuditRecorder for VaultAudit {
     fn record(&self, alert: &Alert) -> Result<(), String> {
         let subject = &alert.subject;
         let mut event = AuditEvent::new(AuditAction::Alert, subject.user.clone().unwrap_or_else(|| "skillbox".into()));
-        event.skill = subject.skill.clone();
+        // The skill is named in `detail.subject`, not the row's skill column: an alert is not a
+        // row the skill's invocation caused, and must not count against its per-invocation cap.
         event.credential = match (&subject.credential, &subject.user, &subject.environment) {
             (Some(name), Some(owner), Some(env)) => env.parse().ok().map(|environment| CredentialRef {
                 owner: owner.clone(),
@@ -148,6 +149,9 @@ pub struct AlertStats {
 
 /// Most deliveries in flight at once; the worker waits for a slot (and the queue fills).
 const MAX_IN_FLIGHT: usize = 64;
+/// Most `first-use` alerts sent per credential per hour; more are only logged (a skill with a
+/// wildcard host grant must not turn new hosts into a flood of alerts and audit rows).
+const MAX_FIRST_USES_PER_HOUR: u32 = 20;
 
 enum Job {
     Alert(Alert),
@@ -449,15 +453,32 @@ async fn work(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Job, Pending)>) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     let mut first_use = FirstUse::new();
+    let mut first_use_budget: std::collections::HashMap<CredentialKey, (Instant, u32)> = Default::default();
     while let Some((job, _pending)) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
         match job {
             Job::Alert(alert) => dispatch(&shared, &permits, &mut tasks, alert).await,
             Job::Use { credential, record, at } => {
+                let key = credential.clone();
                 if let Some(alert) = check_first_use(&shared, &mut first_use, credential, record, at).await {
                     shared.raised.fetch_add(1, Ordering::Relaxed);
                     log_alert(&alert);
-                    dispatch(&shared, &permits, &mut tasks, alert).await;
+                    if first_use_budget.len() > 10_000 {
+                        first_use_budget.clear();
+                    }
+                    let (start, sent) = first_use_budget.entry(key).or_insert((Instant::now(), 0));
+                    if start.elapsed() >= Duration::from_secs(3600) {
+                        (*start, *sent) = (Instant::now(), 0);
+                    }
+                    *sent += 1;
+                    if *sent <= MAX_FIRST_USES_PER_HOUR {
+                        dispatch(&shared, &permits, &mut tasks, alert).await;
+                    } else if *sent == MAX_FIRST_USES_PER_HOUR + 1 {
+                        tracing::warn!(
+                            credential = alert.subject.credential,
+                            "alerts: over {MAX_FIRST_USES_PER_HOUR} first uses of this credential within an hour; more are only logged"
+                        );
+                    }
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use skillbox_runtime::vault::{AuditAction, AuditQuery};
 use skillbox_runtime::{Error, Runtime, RuntimeConfig};
 use skillbox_tests::TestVault;
 use skillbox_tests::server::{Received, Reply, TestServer};
@@ -114,6 +115,24 @@ async fn a_tripwire_reaches_the_webhook_signed_and_without_the_secret() {
         assert!(verified(&req));
         assert_no_secret(&req, secret);
     }
+
+    // Each alert is an audit row too: kind and subject, no secret.
+    let query = AuditQuery { action: Some(AuditAction::Alert), ..AuditQuery::default() };
+    let until = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = vault.vault.audit_list(&query).unwrap();
+        if rows.iter().any(|r| r.detail["kind"] == "suspension") || Instant::now() > until {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let kinds: Vec<&str> = rows.iter().filter_map(|r| r.detail["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "tripwire").count(), 3, "{kinds:?}");
+    assert!(kinds.contains(&"suspension"), "{kinds:?}");
+    let row = rows.iter().find(|r| r.detail["kind"] == "tripwire").unwrap();
+    assert_eq!(row.detail["subject"]["skill"], "exfiltrate");
+    assert_eq!(row.detail["subject"]["credential"], "token");
+    assert!(!serde_json::to_string(&rows).unwrap().contains(secret));
 }
 
 #[tokio::test]
