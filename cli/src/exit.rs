@@ -23,7 +23,8 @@ Exit codes:
   2  bad usage: arguments, manifest, input, component file, vault
   3  the skill hit a limit (time, memory or fuel; its manifest's or the operator's cap;
      or a host limit: too many host calls, handles or audit rows, a request or result too large)
-  4  access denied (credential not granted, revoked, expired; host not allowed)";
+  4  access denied (credential not granted, revoked, expired; host not allowed)
+  5  `skillbox cred due`: something is overdue for rotation, expired or needs re-authorization";
 
 /// A failure whose exit code was decided where it happened.
 #[derive(Debug)]

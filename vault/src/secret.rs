@@ -430,14 +430,15 @@ impl SecretValue {
                 // token endpoint, `expires_in`, a space-separated `scope`) and our own.
                 let access_token = f.opt_header_secret("access_token")?;
                 let refresh_token = f.opt_header_secret("refresh_token")?;
-                let token_endpoint = match (f.opt_str("token_endpoint")?, f.opt_str("token_url")?) {
+                let (token_endpoint, url_key) = match (f.opt_str("token_endpoint")?, f.opt_str("token_url")?) {
                     (Some(_), Some(_)) => return Err(f.err("token_url", "give token_url or token_endpoint, not both")),
-                    (a, b) => a.or(b).map(str::to_owned),
+                    (Some(a), None) => (Some(a.to_owned()), "token_endpoint"),
+                    (None, b) => (b.map(str::to_owned), "token_url"),
                 };
                 if let Some(url) = &token_endpoint
                     && !(url.starts_with("https://") || url.starts_with("http://"))
                 {
-                    return Err(f.err("token_url", "must be an http:// or https:// URL"));
+                    return Err(f.err(url_key, "must be an http:// or https:// URL"));
                 }
                 let expires_at = f.expiry()?;
                 let mut scopes = f.opt_str_list("scopes")?;

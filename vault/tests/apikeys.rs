@@ -317,12 +317,18 @@ fn a_schema_4_vault_gets_the_api_keys_table_when_opened() {
     v.add(&NewCredential::new(CredentialRef::new("gh"), CredentialKind::Bearer, "github"), &value, "op").unwrap();
     v.grant(&NewGrant::new("triage", CredentialRef::new("gh")), "op").unwrap();
     drop(v);
-    raw(&db).execute_batch("DROP TABLE api_keys; PRAGMA user_version = 4;").unwrap();
+    raw(&db)
+        .execute_batch(
+            "DROP TABLE api_keys; ALTER TABLE credentials DROP COLUMN rotate_every; \
+             ALTER TABLE credentials DROP COLUMN needs_reauth; ALTER TABLE credentials DROP COLUMN test_url; \
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
     let version = || -> i64 { raw(&db).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap() };
     assert_eq!(version(), 4);
 
     let v = reopen(&db);
-    assert_eq!(version(), 5);
+    assert_eq!(version(), 6);
     assert!(v.audit_verify().unwrap().is_ok(), "rows sealed at schema 4 still check");
     assert!(v.apikey_list().unwrap().is_empty());
     let (_, key) = create(&v, &new_key("ci", DEFAULT_OWNER, Environment::Staging, None));

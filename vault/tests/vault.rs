@@ -968,7 +968,8 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     let c = raw(&db);
     c.execute_batch(
         "DROP TABLE api_keys; ALTER TABLE grants DROP COLUMN policy; \
-         ALTER TABLE grants DROP COLUMN response; ALTER TABLE grants DROP COLUMN suspended_reason; \
+         ALTER TABLE credentials DROP COLUMN rotate_every; ALTER TABLE credentials DROP COLUMN needs_reauth; \
+         ALTER TABLE credentials DROP COLUMN test_url; ALTER TABLE grants DROP COLUMN response; ALTER TABLE grants DROP COLUMN suspended_reason; \
          ALTER TABLE grants DROP COLUMN suspended_at; ALTER TABLE grants DROP COLUMN mac; \
          ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; PRAGMA user_version = 1;",
     )
@@ -987,7 +988,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
 
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
     let c = raw(&db);
-    assert_eq!(version(&c), 5);
+    assert_eq!(version(&c), 6);
     for col in ["suspended_at", "suspended_reason", "response", "policy"] {
         assert!(columns(&c).contains(&col.to_string()), "{col} was not added");
     }
@@ -1675,11 +1676,15 @@ fn a_version_3_vault_keeps_its_record_macs_when_the_policy_column_is_added() {
     v.resolve(&access("triage", "gh")).unwrap();
     drop(v);
     raw(&db)
-        .execute_batch("DROP TABLE api_keys; ALTER TABLE grants DROP COLUMN policy; PRAGMA user_version = 3;")
+        .execute_batch(
+            "DROP TABLE api_keys; ALTER TABLE grants DROP COLUMN policy; ALTER TABLE credentials DROP COLUMN rotate_every; \
+             ALTER TABLE credentials DROP COLUMN needs_reauth; ALTER TABLE credentials DROP COLUMN test_url; \
+             PRAGMA user_version = 3;",
+        )
         .unwrap();
 
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
-    assert_eq!(raw(&db).query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 5);
+    assert_eq!(raw(&db).query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 6);
     assert!(v.audit_verify().unwrap().is_ok(), "rows sealed at schema 3 still check");
     v.resolve(&with_policy(access("triage", "gh"), POLICY)).unwrap();
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].policy.as_deref(), Some(POLICY));

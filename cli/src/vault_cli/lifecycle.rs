@@ -262,12 +262,49 @@ pub fn compromised(global: &GlobalOpts, a: CompromisedArgs) -> anyhow::Result<Ex
     let r = cref(&a.name, &a.id)?;
     let vault = open_vault_with(global, a.key.key_file.as_deref())?;
     let report = vault.compromised(&r, &a.reason, &actor()).map_err(vault_err)?;
+    alert_compromise(global, &report);
     if a.json {
         print::json(&report);
     } else {
         print_compromise(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the `compromise` alert through the sinks of the runtime config and waits for their
+/// deliveries (the command exits next). A sink that fails is reported on stderr; the
+/// credential is revoked whatever happens to the alert.
+fn alert_compromise(global: &GlobalOpts, report: &CompromiseReport) {
+    use skillbox_runtime::alerts::{Alert, AlertKind, Alerts, Subject};
+    let deliver = || -> anyhow::Result<Vec<String>> {
+        let config = crate::skills::runtime_config(global)?;
+        let alerts = Alerts::new(config.alerts, None)?;
+        let c = &report.credential;
+        let subject = Subject {
+            credential: Some(c.name.clone()),
+            user: Some(c.owner.clone()),
+            environment: Some(c.environment.as_str().to_owned()),
+            ..Subject::default()
+        };
+        let message = format!("credential '{}' was declared compromised: {}", c.name, report.reason);
+        let detail = serde_json::json!({
+            "reason": report.reason,
+            "versions_revoked": report.versions_revoked,
+            "grants_suspended": report.grants_suspended.len(),
+            "actor": report.actor,
+        });
+        let alert = Alert::new(AlertKind::Compromise, subject, message).detail(detail);
+        let reports = crate::skills::tokio_runtime()?.block_on(alerts.deliver_now(&alert));
+        Ok(reports.iter().filter(|r| !r.ok).map(ToString::to_string).collect())
+    };
+    match deliver() {
+        Ok(failed) => {
+            for failure in failed {
+                eprintln!("warning: the compromise alert was not delivered: {}", escape(&failure));
+            }
+        }
+        Err(e) => eprintln!("warning: the compromise alert could not be sent: {e:#}"),
+    }
 }
 
 fn print_compromise(rep: &CompromiseReport) {
