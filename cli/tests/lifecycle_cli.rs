@@ -48,7 +48,9 @@ impl Env {
             .unwrap();
         let mut input = child.stdin.take().unwrap();
         if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
+            // A command that fails before reading its input closes the pipe; its exit status
+            // and stderr say why, which the caller checks.
+            let _ = input.write_all(text.as_bytes());
         }
         drop(input);
         child.wait_with_output().unwrap()

@@ -337,7 +337,7 @@ fn a_schema_4_vault_gets_the_api_keys_table_when_opened() {
     drop(v);
     // Opening again is a no-op, and the key still works.
     let v = reopen(&db);
-    assert_eq!(version(), 5);
+    assert_eq!(version(), 6);
     assert_eq!(v.apikey_verify(&key).unwrap().name, "ci");
 }
 

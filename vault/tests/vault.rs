@@ -1004,7 +1004,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     drop(v);
     // Opening again is a no-op.
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
-    assert_eq!(version(&raw(&db)), 5);
+    assert_eq!(version(&raw(&db)), 6);
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].status, GrantStatus::Suspended);
 }
 

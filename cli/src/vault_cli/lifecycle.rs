@@ -165,6 +165,7 @@ pub fn due(global: &GlobalOpts, a: DueArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_due(&items, &a.within);
     }
+    alert_due(global, &items);
     Ok(if items.iter().any(|i| i.overdue) { ExitCode::from(ATTENTION) } else { ExitCode::SUCCESS })
 }
 
@@ -269,6 +270,48 @@ pub fn compromised(global: &GlobalOpts, a: CompromisedArgs) -> anyhow::Result<Ex
         print_compromise(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises a `rotation-due`, `expiry-due` or `needs-reauth` alert for each item (run `cred due`
+/// from cron and the alerts arrive at the configured sinks), waiting for their deliveries.
+fn alert_due(global: &GlobalOpts, items: &[DueItem]) {
+    use skillbox_runtime::alerts::{Alert, AlertKind, Alerts, Subject};
+    if items.is_empty() {
+        return;
+    }
+    let deliver = || -> anyhow::Result<Vec<String>> {
+        let config = crate::skills::runtime_config(global)?;
+        let alerts = Alerts::new(config.alerts, None)?;
+        let runtime = crate::skills::tokio_runtime()?;
+        let mut failed = Vec::new();
+        for item in items {
+            let c = &item.credential;
+            let kind = match item.reason {
+                DueReason::Rotation => AlertKind::RotationDue,
+                DueReason::Expiry => AlertKind::ExpiryDue,
+                _ => AlertKind::NeedsReauth,
+            };
+            let subject = Subject {
+                credential: Some(c.name.clone()),
+                user: Some(c.owner.clone()),
+                environment: Some(c.environment.as_str().to_owned()),
+                ..Subject::default()
+            };
+            let message = format!("credential '{}': {} (run `{}`)", c.name, item.reason, what_to_run(item));
+            let detail = serde_json::json!({ "reason": item.reason, "due_at": item.due_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()), "overdue": item.overdue });
+            let alert = Alert::new(kind, subject, message).detail(detail);
+            failed.extend(runtime.block_on(alerts.deliver_now(&alert)).iter().filter(|r| !r.ok).map(ToString::to_string));
+        }
+        Ok(failed)
+    };
+    match deliver() {
+        Ok(failed) => {
+            for failure in failed {
+                eprintln!("warning: a due alert was not delivered: {}", escape(&failure));
+            }
+        }
+        Err(e) => eprintln!("warning: the due alerts could not be sent: {e:#}"),
+    }
 }
 
 /// Raises the `compromise` alert through the sinks of the runtime config and waits for their
