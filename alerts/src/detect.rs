@@ -269,13 +269,15 @@ mod tests {
         let t0 = Instant::now();
         assert!(bursts.record("a", "alice", t0).is_empty());
         // Another skill, same user: the user's burst, not a skill's.
-        assert_eq!(bursts.record("b", "alice", t0).iter().map(|b| b.key.clone()).collect::<Vec<_>>(), vec![
-            BurstKey::User("alice".into())
-        ]);
+        assert_eq!(
+            bursts.record("b", "alice", t0).iter().map(|b| b.key.clone()).collect::<Vec<_>>(),
+            vec![BurstKey::User("alice".into())]
+        );
         // Skill a again for another user: skill a's burst.
-        assert_eq!(bursts.record("a", "bob", t0).iter().map(|b| b.key.clone()).collect::<Vec<_>>(), vec![
-            BurstKey::Skill("a".into())
-        ]);
+        assert_eq!(
+            bursts.record("a", "bob", t0).iter().map(|b| b.key.clone()).collect::<Vec<_>>(),
+            vec![BurstKey::Skill("a".into())]
+        );
     }
 
     #[test]
@@ -312,15 +314,16 @@ mod tests {
         assert!(first.is_seeded(&gh));
         assert!(first.observe(&gh, &used("issues", Some("api.github.com"), "ada")).is_empty());
         assert!(first.observe(&gh, &used("issues", Some("api.github.com"), "bob")).is_empty());
-        assert_eq!(first.observe(&gh, &used("issues", Some("evil.example"), "ada")), vec![Party::Host(
-            "evil.example".into()
-        )]);
+        assert_eq!(
+            first.observe(&gh, &used("issues", Some("evil.example"), "ada")),
+            vec![Party::Host("evil.example".into())]
+        );
         // Reported once: the second use by that host is not a first.
         assert!(first.observe(&gh, &used("issues", Some("evil.example"), "ada")).is_empty());
-        assert_eq!(first.observe(&gh, &used("stealer", Some("api.github.com"), "eve")), vec![
-            Party::Skill("stealer".into()),
-            Party::User("eve".into())
-        ]);
+        assert_eq!(
+            first.observe(&gh, &used("stealer", Some("api.github.com"), "eve")),
+            vec![Party::Skill("stealer".into()), Party::User("eve".into())]
+        );
     }
 
     #[test]

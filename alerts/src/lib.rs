@@ -40,8 +40,8 @@ use tokio::task::JoinSet;
 pub use alert::{Alert, AlertKind, Severity, Subject};
 pub use config::{AlertsConfig, BurstConfig, CommandConfig, KeySource, WebhookConfig};
 use detect::{CredentialKey, DenialBursts, FirstUse, UseRecord};
-pub use sinks::{DeliveryReport, ID_HEADER, MIN_KEY_BYTES, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify};
 use sinks::Sink;
+pub use sinks::{DeliveryReport, ID_HEADER, MIN_KEY_BYTES, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify};
 
 /// Why alerts could not be set up. Delivery failures are not errors: they are logged and
 /// counted, never returned to whoever raised the alert.
@@ -321,12 +321,8 @@ impl Alerts {
                 detect::BurstKey::Skill(s) => subject.skill = Some(s.clone()),
                 detect::BurstKey::User(u) => subject.user = Some(u.clone()),
             }
-            let message = format!(
-                "{} denials within {minutes} for {} `{}`",
-                burst.count,
-                burst.key.scope(),
-                burst.key.name()
-            );
+            let message =
+                format!("{} denials within {minutes} for {} `{}`", burst.count, burst.key.scope(), burst.key.name());
             let detail = serde_json::json!({
                 "scope": burst.key.scope(),
                 "count": burst.count,
@@ -544,7 +540,10 @@ async fn check_first_use(
         match tokio::task::spawn_blocking(move || history.uses(&key, at)).await {
             Ok(Ok(rows)) => tracker.seed(&credential, rows),
             Ok(Err(e)) => {
-                tracing::warn!(credential = credential.name, "alerts: cannot read its use history, first use not checked: {e}");
+                tracing::warn!(
+                    credential = credential.name,
+                    "alerts: cannot read its use history, first use not checked: {e}"
+                );
                 return None;
             }
             Err(e) => {

@@ -81,7 +81,10 @@ pub(crate) fn load_key(source: &KeySource) -> Result<Zeroizing<Vec<u8>>, Error> 
     if key.len() < MIN_KEY_BYTES {
         return Err(Error::Key {
             what,
-            reason: format!("the key is {} bytes; use at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)", key.len()),
+            reason: format!(
+                "the key is {} bytes; use at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)",
+                key.len()
+            ),
         });
     }
     Ok(key)

@@ -148,8 +148,7 @@ async fn a_client_error_is_not_retried_and_counts_as_failed() {
     rx.script.lock().unwrap().extend([401]);
     let dir = tempfile::tempdir().unwrap();
     let alerts = Alerts::new(webhook_config(&dir, url), None).unwrap();
-    let reports =
-        alerts.deliver_now(&Alert::new(AlertKind::Test, Subject::default(), "test")).await;
+    let reports = alerts.deliver_now(&Alert::new(AlertKind::Test, Subject::default(), "test")).await;
     assert_eq!(reports.len(), 2, "{reports:?}");
     assert_eq!(reports[0].sink, "log");
     let hook = &reports[1];

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use secrecy::SecretString;
-use skillbox_runtime::vault::{CredentialKind, CredentialRef, Environment, NewCredential, SecretValue};
 use skillbox_oauth::Login;
+use skillbox_runtime::vault::{CredentialKind, CredentialRef, Environment, NewCredential, SecretValue};
 
 use crate::GlobalOpts;
 use crate::exit::{self, with_code};
@@ -60,17 +60,19 @@ pub struct LoginArgs {
 
 pub fn run(command: OauthCommand, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let OauthCommand::Login(args) = command;
-    let environment: Environment = args
-        .environment
-        .parse()
-        .map_err(|e| with_code(exit::USAGE, anyhow::anyhow!("--env: {e}")))?;
+    let environment: Environment =
+        args.environment.parse().map_err(|e| with_code(exit::USAGE, anyhow::anyhow!("--env: {e}")))?;
     let vault = vault_cli::open_vault(global)?;
     let r = CredentialRef { owner: args.owner.clone(), environment, name: args.name.clone() };
     let existing = match vault.show(&r) {
         Ok(detail) if detail.info.kind != CredentialKind::OAuth2 => {
             return Err(with_code(
                 exit::USAGE,
-                anyhow::anyhow!("credential `{}` is a {} credential; oauth login stores oauth2 credentials", r.name, detail.info.kind),
+                anyhow::anyhow!(
+                    "credential `{}` is a {} credential; oauth login stores oauth2 credentials",
+                    r.name,
+                    detail.info.kind
+                ),
             ));
         }
         Ok(_) => match vault.reveal(&r, &vault_cli::actor(), Some("oauth login: endpoints and client")) {
@@ -92,7 +94,8 @@ pub fn run(command: OauthCommand, global: &GlobalOpts) -> anyhow::Result<ExitCod
             anyhow::anyhow!("{flag} is required: credential `{}` does not exist yet (or does not record it)", r.name),
         )
     };
-    let pick = |given: Option<String>, stored: Option<String>, flag: &str| given.or(stored).ok_or_else(|| missing(flag));
+    let pick =
+        |given: Option<String>, stored: Option<String>, flag: &str| given.or(stored).ok_or_else(|| missing(flag));
     let login = Login {
         name: args.name.clone(),
         auth_url: pick(args.auth_url, existing.as_ref().and_then(|t| t.auth_url.clone()), "--auth-url")?,

@@ -62,8 +62,8 @@ pub use error::{EgressError, RequestPart};
 pub use host::HostPattern;
 pub use ipnet::IpNet;
 pub use pipeline::{Egress, EgressConfig, Exchange, Policy, Request, Response, is_managed_header};
-pub use streamed::BodyReader;
 pub use secrecy::SecretString;
 pub use skillbox_scan::{
     ForeignAction, Hit, MIN_ENCODED_LEN, MIN_SECRET_LEN, REDACTED, Redactor, Scanner, SecretMatcher, ViewLimits,
 };
+pub use streamed::BodyReader;

@@ -276,7 +276,14 @@ impl Egress {
         let prepared = self.admit(policy, request, injection, scanner)?;
         let outcome = tokio::time::timeout(
             self.config.timeout,
-            self.exchange(policy, prepared, injection.map(|i| (i, i.applied())), scanner, started, (redirects, delivery)),
+            self.exchange(
+                policy,
+                prepared,
+                injection.map(|i| (i, i.applied())),
+                scanner,
+                started,
+                (redirects, delivery),
+            ),
         )
         .await
         .unwrap_or(Err(EgressError::Timeout { after: self.config.timeout }));

@@ -158,13 +158,12 @@ impl Plan {
         let egress = &self.record.services.egress;
         let config = egress.config();
         let (parts, body) = request.into_parts();
-        let body = match tokio::time::timeout(config.timeout, Limited::new(body, config.max_request_body).collect())
-            .await
-        {
-            Err(_) => return Err(Error::ConnectionTimeout),
-            Ok(Err(_)) => return Err(Error::HttpRequestBodySize(Some(config.max_request_body as u64))),
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
+        let body =
+            match tokio::time::timeout(config.timeout, Limited::new(body, config.max_request_body).collect()).await {
+                Err(_) => return Err(Error::ConnectionTimeout),
+                Ok(Err(_)) => return Err(Error::HttpRequestBodySize(Some(config.max_request_body as u64))),
+                Ok(Ok(collected)) => collected.to_bytes(),
+            };
         let mut headers = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
             // The host frames the body itself (and wasmtime checked the guest's length).
@@ -224,7 +223,12 @@ impl Plan {
 /// The guest's view of a streamed response body: each piece as the reader clears it. Foreign
 /// tokens found and a body cut off by the scan get their `leak` rows as they happen; an error
 /// ends the body (the guest's read fails with its reason).
-fn streamed_body(reader: BodyReader, record: Arc<Recorder>, policy: &'static str, credential: Option<String>) -> WasiBody {
+fn streamed_body(
+    reader: BodyReader,
+    record: Arc<Recorder>,
+    policy: &'static str,
+    credential: Option<String>,
+) -> WasiBody {
     let channel = format!("{OPERATION}.response");
     let state = Some((reader, record, channel, credential));
     let frames = futures_util::stream::unfold(state, move |state| async move {
@@ -299,8 +303,9 @@ impl WasiHttpHooks for SkillCtx {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<
-        dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
-            + Send,
+        dyn Future<
+                Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>,
+            > + Send,
     > {
         // Connect and first-byte timeouts a guest asks for are not applied: the operator's
         // egress timeout bounds the whole exchange.

@@ -239,7 +239,10 @@ pub(crate) fn check_endpoint(url: &str, allow_http_loopback: bool) -> Result<(),
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback && allow_http_loopback => Ok(()),
-        "http" => Err("plain http is refused; use https (plain http is allowed only to loopback, with --allow-http-loopback)".into()),
+        "http" => {
+            Err("plain http is refused; use https (plain http is allowed only to loopback, with --allow-http-loopback)"
+                .into())
+        }
         other => Err(format!("scheme {other} is refused; use https")),
     }
 }

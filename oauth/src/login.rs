@@ -135,11 +135,20 @@ async fn accept_code(listener: &tokio::net::TcpListener, state: &str) -> Result<
         let params: std::collections::HashMap<String, String> =
             url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let (page, outcome) = match (params.get("state"), params.get("code"), params.get("error")) {
-            (_, _, Some(error)) => ("Sign-in was refused. You can close this window.", Err(failed(format!("the provider answered `{error}`")))),
+            (_, _, Some(error)) => (
+                "Sign-in was refused. You can close this window.",
+                Err(failed(format!("the provider answered `{error}`"))),
+            ),
             (Some(got), Some(code), None) if got == state => {
                 ("Signed in. You can close this window and return to skillbox.", Ok(code.clone()))
             }
-            _ => ("This sign-in link is not valid. You can close this window.", Err(failed("the redirect's state did not match this sign-in (a stale or forged link); run the login again".into()))),
+            _ => (
+                "This sign-in link is not valid. You can close this window.",
+                Err(failed(
+                    "the redirect's state did not match this sign-in (a stale or forged link); run the login again"
+                        .into(),
+                )),
+            ),
         };
         let body = format!("<!doctype html><title>skillbox</title><p>{page}</p>");
         let reply = format!(

@@ -387,7 +387,9 @@ mod tests {
         assert!(!alerts.first_use);
         assert_eq!((alerts.queue, alerts.drain), (16, Duration::from_secs(1)));
         let hook = &alerts.webhooks[0];
-        assert!(matches!(&hook.key, skillbox_alerts::KeySource::File(p) if p.ends_with("webhook.key") && p.is_absolute()));
+        assert!(
+            matches!(&hook.key, skillbox_alerts::KeySource::File(p) if p.ends_with("webhook.key") && p.is_absolute())
+        );
         assert_eq!((hook.retries, hook.timeout, hook.backoff), (2, Duration::from_secs(3), Duration::from_millis(250)));
         assert_eq!(hook.min_severity, skillbox_alerts::Severity::Warning);
         assert_eq!(alerts.webhooks[1].key, skillbox_alerts::KeySource::Env("HOOK_KEY".into()));

@@ -49,11 +49,11 @@ pub use error::{Error, Result, SkillFailure};
 pub use inspect::{ComponentInfo, Item};
 pub use manifest::{Limits, Manifest};
 pub use skill::{InvocationContext, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, Output, Skill};
+pub use skillbox_alerts as alerts;
 pub use skillbox_egress as egress;
 pub use skillbox_host_api::limits;
 pub use skillbox_host_api::{Approval, ApprovalRequest, Approver, DenyAll, ScanConfig, SkillPolicy, Tripped};
 pub use skillbox_vault as vault;
-pub use skillbox_alerts as alerts;
 
 use store::StoreState;
 

@@ -217,9 +217,8 @@ impl Skill {
         let fuel_consumed = limits.fuel.unwrap_or(u64::MAX) - store.get_fuel().unwrap_or(0);
         // The guest is done: repeated refusals are written as their counts now.
         store.data_mut().skill_ctx_mut().finish();
-        let tripwire = |host: &SkillCtx| {
-            host.tripped().map(|tripped| Error::Tripwire { skill: self.name().to_owned(), tripped })
-        };
+        let tripwire =
+            |host: &SkillCtx| host.tripped().map(|tripped| Error::Tripwire { skill: self.name().to_owned(), tripped });
         // A tripwire during the run ends it; nothing the guest produced is handed on.
         if let Some(error) = tripwire(store.data().skill_ctx()) {
             return Err(error);

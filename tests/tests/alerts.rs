@@ -39,9 +39,10 @@ fn runtime(dir: &tempfile::TempDir, server: &TestServer, vault: &TestVault, extr
 async fn alert_of(server: &TestServer, kind: &str) -> Received {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        let found = server.received().into_iter().find(|r| {
-            serde_json::from_slice::<Value>(&r.body).is_ok_and(|body| body["kind"] == kind)
-        });
+        let found = server
+            .received()
+            .into_iter()
+            .find(|r| serde_json::from_slice::<Value>(&r.body).is_ok_and(|body| body["kind"] == kind));
         if let Some(found) = found {
             return found;
         }

@@ -68,9 +68,10 @@ async fn weather_server() -> TestServer {
             return Reply::json(401, json!({ "message": "invalid token" }));
         }
         match req.target.strip_prefix("/weather?city=") {
-            Some(city) if req.method == "GET" => {
-                Reply::json(200, json!({ "city": percent_decode(city), "temp_c": -3.5, "conditions": ["snow", "wind"] }))
-            }
+            Some(city) if req.method == "GET" => Reply::json(
+                200,
+                json!({ "city": percent_decode(city), "temp_c": -3.5, "conditions": ["snow", "wind"] }),
+            ),
             _ => Reply::json(404, json!({ "message": "no such endpoint" })),
         }
     })
@@ -83,7 +84,8 @@ async fn echo_server() -> TestServer {
     TestServer::start("127.0.0.1", |req: &Received| {
         let auth = req.header("authorization").unwrap_or_default().to_owned();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&auth);
-        let mut reply = Reply::json(200, json!({ "authorization": auth, "authorization_b64": b64, "target": req.target }));
+        let mut reply =
+            Reply::json(200, json!({ "authorization": auth, "authorization_b64": b64, "target": req.target }));
         reply.headers.push(("x-echo-authorization".into(), auth));
         reply.headers.push(("x-echo-b64".into(), b64));
         reply

@@ -217,8 +217,11 @@ async fn split_reflector() -> std::net::SocketAddr {
                 let chunk = |part: &str| format!("{:x}\r\n{part}\r\n", part.len());
                 let _ = stream
                     .write_all(
-                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{}", chunk(a))
-                            .as_bytes(),
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{}",
+                            chunk(a)
+                        )
+                        .as_bytes(),
                     )
                     .await;
                 let _ = stream.flush().await;

@@ -300,7 +300,8 @@ fn alert_due(global: &GlobalOpts, items: &[DueItem]) {
             let message = format!("credential '{}': {} (run `{}`)", c.name, item.reason, what_to_run(item));
             let detail = serde_json::json!({ "reason": item.reason, "due_at": item.due_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()), "overdue": item.overdue });
             let alert = Alert::new(kind, subject, message).detail(detail);
-            failed.extend(runtime.block_on(alerts.deliver_now(&alert)).iter().filter(|r| !r.ok).map(ToString::to_string));
+            failed
+                .extend(runtime.block_on(alerts.deliver_now(&alert)).iter().filter(|r| !r.ok).map(ToString::to_string));
         }
         Ok(failed)
     };
