@@ -20,7 +20,7 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use crate::store::{OptionalExtension, Row, SqlExt, params};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -76,8 +76,8 @@ fn generate_key() -> Result<SecretString> {
     Ok(SecretString::from(std::mem::take(&mut *key)))
 }
 
-fn read_info(r: &Row<'_>, now: i64) -> rusqlite::Result<ApiKeyInfo> {
-    let bad = |what: &str| rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text);
+fn read_info(r: &Row<'_>, now: i64) -> Result<ApiKeyInfo> {
+    let bad = |what: &str| -> Error { crate::store::DbError::convert(format!("column {what} holds an unknown value")).into() };
     let environment: String = r.get(3)?;
     let skills: Option<String> = r.get(4)?;
     let expires_at: Option<i64> = r.get(9)?;
@@ -100,7 +100,7 @@ fn read_info(r: &Row<'_>, now: i64) -> rusqlite::Result<ApiKeyInfo> {
         created_by: r.get(8)?,
         expires_at: expires_at.map(from_ms),
         revoked_at: revoked_at.map(from_ms),
-        last_used_at: r.get::<_, Option<i64>>(12)?.map(from_ms),
+        last_used_at: r.get::<Option<i64>>(12)?.map(from_ms),
         status,
     })
 }
@@ -146,9 +146,9 @@ impl Vault {
         };
         let skills_json = skills.as_ref().map(|s| serde_json::to_string(s).expect("strings serialize"));
         let id = format!("apikey_{}", crypto::random_hex(8)?);
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if tx.prepare_cached("SELECT 1 FROM api_keys WHERE name = ?1")?.exists([&new.name])? {
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
+        if tx.exists("SELECT 1 FROM api_keys WHERE name = ?1", [&new.name])? {
             return Err(Error::ApiKeyExists { name: new.name.clone() });
         }
         // The fingerprint names one key in audit rows: draw again in the rare case it is taken.
@@ -156,7 +156,7 @@ impl Vault {
         for _ in 0..FINGERPRINT_TRIES {
             let key = generate_key()?;
             let fingerprint = self.apikey_fingerprint(key.expose_secret());
-            if !tx.prepare_cached("SELECT 1 FROM api_keys WHERE fingerprint = ?1")?.exists([&fingerprint])? {
+            if !tx.exists("SELECT 1 FROM api_keys WHERE fingerprint = ?1", [&fingerprint])? {
                 drawn = Some((key, fingerprint));
                 break;
             }
@@ -207,8 +207,8 @@ impl Vault {
                 ..Default::default()
             },
         )?;
-        let info = tx.prepare_cached(&select("id = ?1"))?.query_row([&id], |r| read_info(r, now))?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        let info = tx.query_row(&select("id = ?1"), [&id], |r| read_info(r, now))?;
+        tx.commit_audited()?;
         Ok((info, key))
     }
 
@@ -230,11 +230,11 @@ impl Vault {
         let now = now_ms();
         let inner = self.lock();
         let (id, mut info) = {
-            let mut stmt = inner.conn.prepare_cached(&BY_HASH)?;
-            let mut rows = stmt.query([&hash[..]])?;
-            let Some(r) = rows.next()? else {
+            let rows = inner.conn.query_rows(&BY_HASH, params![&hash[..]])?;
+            let Some(r) = rows.iter().next() else {
                 return Err(Error::ApiKeyRefused);
             };
+            let r = &r;
             let stored: Vec<u8> = r.get(5)?;
             if !bool::from(hash[..].ct_eq(&stored[..])) {
                 return Err(Error::ApiKeyRefused);
@@ -242,19 +242,17 @@ impl Vault {
             if !self.records().is_authentic(Table::ApiKeys, r)? {
                 return Err(Table::ApiKeys.tampered(r));
             }
-            (r.get::<_, String>(0)?, read_info(r, now)?)
+            (r.get::<String>(0)?, read_info(r, now)?)
         };
         if info.status != ApiKeyStatus::Active {
             return Err(Error::ApiKeyRefused);
         }
         let stale = info.last_used_at.is_none_or(|t| now - to_ms(t) >= LAST_USED_EVERY_MS);
         if stale {
-            let written = inner
-                .conn
-                .prepare_cached(
-                    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?3)",
-                )
-                .and_then(|mut s| s.execute(params![id, now, now - LAST_USED_EVERY_MS]));
+            let written = inner.conn.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?3)",
+                params![id, now, now - LAST_USED_EVERY_MS],
+            );
             match written {
                 Ok(_) => info.last_used_at = Some(from_ms(now)),
                 Err(e) => tracing::warn!("recording when API key {} was last used failed: {e}", info.fingerprint),
@@ -269,10 +267,10 @@ impl Vault {
         let now = now_ms();
         let inner = self.lock();
         let rk = self.records();
-        let mut stmt = inner.conn.prepare(&format!("{} ORDER BY name", select("1=1")))?;
-        let mut rows = stmt.query([])?;
+        let rows = inner.conn.query_rows(&format!("{} ORDER BY name", select("1=1")), params![])?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
+        for r in rows.iter() {
+            let r = &r;
             if !rk.is_authentic(Table::ApiKeys, r)? {
                 return Err(Table::ApiKeys.tampered(r));
             }
@@ -285,12 +283,11 @@ impl Vault {
     /// is kept (listings show it as revoked; its name and fingerprint stay taken). Audited
     /// as `apikey-revoke`; revoking a revoked key changes and records nothing.
     pub fn apikey_revoke(&self, name: &str, actor: &str) -> Result<()> {
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         type Found = (String, String, String, String, Option<i64>);
         let found: Option<Found> = tx
-            .prepare_cached("SELECT id, fingerprint, owner, environment, revoked_at FROM api_keys WHERE name = ?1")?
-            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_row("SELECT id, fingerprint, owner, environment, revoked_at FROM api_keys WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .optional()?;
         let Some((id, fingerprint, owner, environment, revoked_at)) = found else {
             return Err(Error::ApiKeyNotFound { name: name.into() });
@@ -316,7 +313,7 @@ impl Vault {
                 ..Default::default()
             },
         )?;
-        tx.commit().map_err(|source| Error::Audit { source })
+        tx.commit_audited()
     }
 }
 

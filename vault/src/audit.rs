@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+use crate::store::{OptionalExtension, Row, Sql, SqlExt, ToValue, Value, params};
 
 use crate::crypto::{Key32, sha256};
 use crate::error::{Error, Result};
@@ -57,7 +57,7 @@ impl<'a> NewRow<'a> {
     }
 }
 
-struct Head {
+pub(crate) struct Head {
     count: u64,
     last_id: i64,
     last_hash: [u8; 32],
@@ -94,7 +94,7 @@ fn parse_head(key: &Key32, b: &[u8]) -> std::result::Result<Head, ()> {
 }
 
 /// Writes the empty log's head (at init).
-pub(crate) fn init_head(conn: &Connection, key: &Key32, vault_id: &[u8]) -> rusqlite::Result<()> {
+pub(crate) fn init_head(conn: &dyn Sql, key: &Key32, vault_id: &[u8]) -> Result<()> {
     meta_set(conn, "audit_head", &head_bytes(key, &Head { count: 0, last_id: 0, last_hash: genesis(vault_id) }))
 }
 
@@ -155,7 +155,7 @@ struct StoredRow {
 const COLUMNS: &str = "id, ts, action, actor, skill, credential_id, credential_name, environment, owner, purpose, \
                        detail, success, error, prev_hash, mac";
 
-fn read_row(r: &Row<'_>) -> rusqlite::Result<StoredRow> {
+fn read_row(r: &Row<'_>) -> Result<StoredRow> {
     Ok(StoredRow {
         id: r.get(0)?,
         ts: r.get(1)?,
@@ -178,16 +178,16 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<StoredRow> {
 /// The stored head, checked: its MAC, and that the row it names is the newest
 /// row as stored. Anything else is [`Error::AuditHeadDamaged`]: appends stop
 /// (fail closed) until `skillbox audit repair`.
-fn checked_head(conn: &Connection, key: &Key32) -> Result<Head> {
-    let db = |source| Error::Audit { source };
+fn checked_head(conn: &dyn Sql, key: &Key32) -> Result<Head> {
+    let db = |source| Error::Audit { source: Box::new(source) };
     let head_raw = meta_get(conn, "audit_head").map_err(db)?.unwrap_or_default();
     let head = parse_head(key, &head_raw).map_err(|()| Error::AuditHeadDamaged {
         reason: "its MAC does not match: it was altered or replaced".into(),
     })?;
     if head.count > 0 {
         let last = conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM audit WHERE id = ?1"))
-            .and_then(|mut s| s.query_row([head.last_id], read_row).optional())
+            .query_row(&format!("SELECT {COLUMNS} FROM audit WHERE id = ?1"), [head.last_id], read_row)
+            .optional()
             .map_err(db)?;
         match last {
             Some(r) if sha256(&[&canonical(&r), &r.mac]) == head.last_hash => {}
@@ -210,13 +210,13 @@ fn checked_head(conn: &Connection, key: &Key32) -> Result<Head> {
 /// means the row was not written and the caller must not go on. A damaged
 /// head is never rebuilt here: that would let someone who deleted the newest
 /// rows and spoiled the head erase history unnoticed.
-pub(crate) fn append(conn: &Connection, key: &Key32, vault_id: &[u8], row: &NewRow<'_>) -> Result<()> {
+pub(crate) fn append(conn: &dyn Sql, key: &Key32, vault_id: &[u8], row: &NewRow<'_>) -> Result<()> {
     let head = checked_head(conn, key)?;
     append_after(conn, key, vault_id, &head, row)
 }
 
-fn append_after(conn: &Connection, key: &Key32, vault_id: &[u8], head: &Head, row: &NewRow<'_>) -> Result<()> {
-    let db = |source| Error::Audit { source };
+fn append_after(conn: &dyn Sql, key: &Key32, vault_id: &[u8], head: &Head, row: &NewRow<'_>) -> Result<()> {
+    let db = |source| Error::Audit { source: Box::new(source) };
     let stored = StoredRow {
         id: head.last_id + 1,
         ts: now_ms(),
@@ -236,11 +236,8 @@ fn append_after(conn: &Connection, key: &Key32, vault_id: &[u8], head: &Head, ro
     };
     let canon = canonical(&stored);
     let mac = key.mac(&[&canon]);
-    let inserted = conn.prepare_cached(
-        "INSERT INTO audit (id, ts, action, actor, skill, credential_id, credential_name, environment, owner, purpose, \
-         detail, success, error, prev_hash, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
+    let inserted = conn.execute("INSERT INTO audit (id, ts, action, actor, skill, credential_id, credential_name, environment, owner, purpose, \
+         detail, success, error, prev_hash, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)", params![
         stored.id,
         stored.ts,
         stored.action,
@@ -369,8 +366,8 @@ fn anchor_setting_mac(key: &Key32, vault_id: &[u8], path: &[u8]) -> [u8; 32] {
 /// The configured anchor file, checked: the setting is MACed, so someone who
 /// can only edit the vault file cannot make skillbox overwrite a file of their
 /// choosing.
-fn anchor_file(conn: &Connection, key: &Key32, vault_id: &[u8]) -> Result<Option<std::path::PathBuf>> {
-    let Some(v) = meta_get(conn, ANCHOR_FILE_KEY).map_err(|source| Error::Audit { source })? else {
+fn anchor_file(conn: &dyn Sql, key: &Key32, vault_id: &[u8]) -> Result<Option<std::path::PathBuf>> {
+    let Some(v) = meta_get(conn, ANCHOR_FILE_KEY).map_err(|source| Error::Audit { source: Box::new(source) })? else {
         return Ok(None);
     };
     let tampered = || Error::Tampered { what: "the audit anchor file setting in the vault metadata".into() };
@@ -451,27 +448,27 @@ fn entry(r: StoredRow) -> AuditEntry {
     }
 }
 
-fn where_clause(q: &AuditQuery) -> (String, Vec<Box<dyn ToSql>>) {
+fn where_clause(q: &AuditQuery) -> (String, Vec<Value>) {
     let mut sql = String::from(" WHERE 1=1");
-    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
     if let Some(c) = &q.credential {
-        args.push(Box::new(c.clone()));
+        args.push(c.to_value());
         sql += &format!(" AND (credential_name = ?{n} OR credential_id = ?{n})", n = args.len());
     }
     if let Some(s) = &q.skill {
-        args.push(Box::new(s.clone()));
+        args.push(s.to_value());
         sql += &format!(" AND skill = ?{}", args.len());
     }
     if let Some(a) = q.action {
-        args.push(Box::new(a.as_str()));
+        args.push(a.as_str().to_value());
         sql += &format!(" AND action = ?{}", args.len());
     }
     if let Some(t) = q.since {
-        args.push(Box::new(to_ms(t)));
+        args.push(to_ms(t).to_value());
         sql += &format!(" AND ts >= ?{}", args.len());
     }
     if let Some(t) = q.until {
-        args.push(Box::new(to_ms(t)));
+        args.push(to_ms(t).to_value());
         sql += &format!(" AND ts < ?{}", args.len());
     }
     (sql, args)
@@ -498,14 +495,14 @@ impl Vault {
                 ),
             });
         }
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         self.append_event(&tx, event)?;
-        tx.commit().map_err(|source| Error::Audit { source })
+        tx.commit_audited()
     }
 
     /// Appends `event` inside the caller's (immediate) transaction.
-    pub(crate) fn append_event(&self, tx: &Connection, event: &AuditEvent) -> Result<()> {
+    pub(crate) fn append_event(&self, tx: &dyn Sql, event: &AuditEvent) -> Result<()> {
         let cred_id = match &event.credential {
             Some(c) => crate::creds::credential_id(tx, c)?,
             None => None,
@@ -533,9 +530,8 @@ impl Vault {
         let (w, args) = where_clause(query);
         let limit = query.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
         let sql = format!("SELECT {COLUMNS} FROM audit{w} ORDER BY id DESC{limit}");
-        let mut stmt = inner.conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), read_row)?;
-        let mut out: Vec<AuditEntry> = rows.map(|r| r.map(entry)).collect::<rusqlite::Result<_>>()?;
+        let mut out: Vec<AuditEntry> =
+            inner.conn.query_map(&sql, &args, read_row)?.into_iter().map(entry).collect();
         out.reverse();
         Ok(out)
     }
@@ -556,10 +552,10 @@ impl Vault {
     pub fn audit_summary(&self, query: &AuditQuery) -> Result<AuditSummary> {
         let inner = self.lock();
         let (w, args) = where_clause(query);
-        let p = || rusqlite::params_from_iter(args.iter().map(|b| b.as_ref()));
+        let p = || &args;
         let mut s = AuditSummary::default();
         let (total, ok, last): (i64, Option<i64>, Option<i64>) =
-            inner.conn.query_row(&format!("SELECT count(*), sum(success), max(ts) FROM audit{w}"), p(), |r| {
+            inner.conn.query_row(&format!("SELECT count(*), CAST(sum(success) AS BIGINT), max(ts) FROM audit{w}"), p(), |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
         s.total = total as u64;
@@ -568,9 +564,8 @@ impl Vault {
         s.last_at = last.map(from_ms);
         let group = |col: &str| -> Result<BTreeMap<String, u64>> {
             let sql = format!("SELECT {col}, count(*) FROM audit{w} AND {col} IS NOT NULL GROUP BY {col}");
-            let mut stmt = inner.conn.prepare(&sql)?;
-            let rows = stmt.query_map(p(), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let rows = inner.conn.query_map(&sql, p(), |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)? as u64)))?;
+            Ok(rows.into_iter().collect())
         };
         s.by_action = group("action")?;
         s.by_skill = group("skill")?;
@@ -599,9 +594,16 @@ impl Vault {
 
     fn verify_with(&self, anchor: Option<&Head>) -> Result<AuditReport> {
         let inner = self.lock();
-        // One read transaction so the rows and the head are a consistent snapshot.
-        let tx = inner.conn.unchecked_transaction()?;
-        let w = walk(&tx, &self.audit_key, &self.vault_id, anchor)?;
+        // One transaction (holding the writers' lock) so the rows and the head are a
+        // consistent snapshot; dropped without a commit, it changes nothing.
+        let tx = inner.conn.begin()?;
+        self.verify_on(&tx, anchor)
+    }
+
+    /// Verifies the chain, the head and every record MAC as stored in `tx` (this vault's
+    /// store, or a copy of it in another store).
+    pub(crate) fn verify_on(&self, tx: &dyn Sql, anchor: Option<&Head>) -> Result<AuditReport> {
+        let w = walk(tx, &self.audit_key, &self.vault_id, anchor)?;
         let (rows, last_id, prev) = (w.rows, w.last_id, w.prev);
         if let Some(p) = w.problem {
             return Ok(AuditReport { rows, problem: Some(p) });
@@ -621,7 +623,7 @@ impl Vault {
                 ),
             );
         }
-        let head_raw = meta_get(&tx, "audit_head")?.unwrap_or_default();
+        let head_raw = meta_get(tx, "audit_head")?.unwrap_or_default();
         let Ok(head) = parse_head(&self.audit_key, &head_raw) else {
             return problem(
                 TamperKind::HeadAltered,
@@ -648,7 +650,7 @@ impl Vault {
                 format!("audit rows after row {} were added outside the vault", head.last_id),
             );
         }
-        if let Some(what) = self.records().verify_all(&tx)? {
+        if let Some(what) = self.records().verify_all(tx)? {
             return problem(
                 TamperKind::RecordForged,
                 0,
@@ -662,7 +664,7 @@ impl Vault {
     /// [`AuditAnchor`]). Refused while the head is damaged.
     pub fn audit_anchor(&self) -> Result<AuditAnchor> {
         let inner = self.lock();
-        let tx = inner.conn.unchecked_transaction()?;
+        let tx = inner.conn.begin()?;
         let head = checked_head(&tx, &self.audit_key)?;
         Ok(anchor_of(&self.audit_key, &self.vault_id, &head))
     }
@@ -670,7 +672,7 @@ impl Vault {
     /// The file the anchor is rewritten to on every append, if one is set.
     pub fn audit_anchor_file(&self) -> Result<Option<std::path::PathBuf>> {
         let inner = self.lock();
-        anchor_file(&inner.conn, &self.audit_key, &self.vault_id)
+        anchor_file(&*inner.conn, &self.audit_key, &self.vault_id)
     }
 
     /// Sets (or, with `None`, removes) the file the audit anchor is rewritten
@@ -683,8 +685,8 @@ impl Vault {
             Some(p) => Some(self.check_anchor_path(p)?),
             None => None,
         };
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let detail = match &stored {
             Some(p) => {
                 let text = p.to_str().ok_or_else(|| Error::InvalidInput {
@@ -712,7 +714,7 @@ impl Vault {
                 ..Default::default()
             },
         )?;
-        tx.commit().map_err(|source| Error::Audit { source })
+        tx.commit_audited()
     }
 
     fn check_anchor_path(&self, p: &std::path::Path) -> Result<std::path::PathBuf> {
@@ -724,22 +726,24 @@ impl Vault {
             _ => std::path::Path::new("."),
         };
         let parent = parent.canonicalize().map_err(io)?;
-        let vault_dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::Path::new("."),
-        };
-        let vault_dir = vault_dir.canonicalize().map_err(|source| Error::Io {
-            action: "resolving the vault's directory",
-            path: vault_dir.to_path_buf(),
-            source,
-        })?;
-        if parent.starts_with(&vault_dir) {
-            return Err(bad(format!(
-                "{} is inside the vault's directory {}: keep the anchor elsewhere (another disk, host or user), \
-                 since whoever can replace the vault there can replace the anchor too",
-                p.display(),
-                vault_dir.display()
-            )));
+        if let Some(path) = self.path() {
+            let vault_dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            let vault_dir = vault_dir.canonicalize().map_err(|source| Error::Io {
+                action: "resolving the vault's directory",
+                path: vault_dir.to_path_buf(),
+                source,
+            })?;
+            if parent.starts_with(&vault_dir) {
+                return Err(bad(format!(
+                    "{} is inside the vault's directory {}: keep the anchor elsewhere (another disk, host or \
+                     user), since whoever can replace the vault there can replace the anchor too",
+                    p.display(),
+                    vault_dir.display()
+                )));
+            }
         }
         let full = parent.join(name);
         if full.is_dir() {
@@ -754,15 +758,15 @@ impl Vault {
     /// wrong. History that was lost stays lost: run `audit verify` first. Does
     /// nothing (and writes nothing) when the head is intact.
     pub fn audit_repair(&self, actor: &str) -> Result<AuditRepair> {
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let head_problem = match checked_head(&tx, &self.audit_key) {
             Ok(_) => None,
             Err(Error::AuditHeadDamaged { reason }) => Some(reason),
             Err(e) => return Err(e),
         };
         let w = walk(&tx, &self.audit_key, &self.vault_id, None)?;
-        let count: i64 = tx.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+        let count: i64 = tx.query_row("SELECT count(*) FROM audit", params![], |r| r.get(0))?;
         let mut report = AuditRepair {
             repaired: false,
             rows: count as u64,
@@ -774,7 +778,7 @@ impl Vault {
             return Ok(report);
         }
         let last =
-            tx.query_row(&format!("SELECT {COLUMNS} FROM audit ORDER BY id DESC LIMIT 1"), [], read_row).optional()?;
+            tx.query_row(&format!("SELECT {COLUMNS} FROM audit ORDER BY id DESC LIMIT 1"), params![], read_row).optional()?;
         let head = match last {
             Some(l) => Head { count: count as u64, last_id: l.id, last_hash: sha256(&[&canonical(&l), &l.mac]) },
             None => Head { count: 0, last_id: 0, last_hash: genesis(&self.vault_id) },
@@ -799,7 +803,7 @@ impl Vault {
                 ..Default::default()
             },
         )?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        tx.commit_audited()?;
         report.repaired = true;
         Ok(report)
     }
@@ -818,12 +822,16 @@ struct Walk {
 
 /// Walks the rows in id order, checking each MAC and link (and, with an
 /// anchor, that the row at the anchor's position is the one it signed).
-fn walk(conn: &Connection, key: &Key32, vault_id: &[u8], anchor: Option<&Head>) -> Result<Walk> {
+fn walk(conn: &dyn Sql, key: &Key32, vault_id: &[u8], anchor: Option<&Head>) -> Result<Walk> {
     let mut w = Walk { rows: 0, last_id: 0, prev: genesis(vault_id).to_vec(), problem: None };
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY id"))?;
-    let mut it = stmt.query([])?;
-    while let Some(r) = it.next()? {
-        let row = read_row(r)?;
+    // Read in pages, so a long log is never held in memory at once.
+    let page_sql = format!("SELECT {COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT {WALK_PAGE}");
+    let mut after = i64::MIN;
+    loop {
+    let page = conn.query_map(&page_sql, [after], read_row)?;
+    let Some(last) = page.last() else { break };
+    after = last.id;
+    for row in page {
         let canon = canonical(&row);
         let mac_ok = key.verify_mac(&[&canon], &row.mac);
         let linked = row.prev_hash == w.prev;
@@ -865,5 +873,9 @@ fn walk(conn: &Connection, key: &Key32, vault_id: &[u8], anchor: Option<&Head>) 
             return Ok(w);
         }
     }
+    }
     Ok(w)
 }
+
+/// Rows read at a time by `walk`.
+const WALK_PAGE: usize = 2000;

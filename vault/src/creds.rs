@@ -3,7 +3,7 @@
 //! Every write runs in one `BEGIN IMMEDIATE` transaction together with its
 //! audit row, so either both land or neither does.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use crate::store::{OptionalExtension, Row, Sql, SqlExt, params};
 
 use crate::audit::{self, NewRow};
 use crate::crypto::{self, Key32, ad};
@@ -20,11 +20,11 @@ pub(crate) const INFO_COLS: &str = "c.id, c.owner, c.environment, c.name, c.kind
 pub(crate) const INFO_FROM: &str =
     "credentials c JOIN versions v ON v.credential_id = c.id AND v.version = c.current_version";
 
-fn bad(what: &str) -> rusqlite::Error {
-    rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
+fn bad(what: &str) -> Error {
+    crate::store::DbError::convert(format!("column {what} holds an unknown value")).into()
 }
 
-pub(crate) fn read_info(r: &Row<'_>) -> rusqlite::Result<CredentialInfo> {
+pub(crate) fn read_info(r: &Row<'_>) -> Result<CredentialInfo> {
     let env: String = r.get(2)?;
     let kind: String = r.get(4)?;
     let scopes: String = r.get(7)?;
@@ -40,12 +40,12 @@ pub(crate) fn read_info(r: &Row<'_>) -> rusqlite::Result<CredentialInfo> {
         service: r.get(5)?,
         description: r.get(6)?,
         scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-        expires_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
+        expires_at: r.get::<Option<i64>>(8)?.map(from_ms),
         status: status.parse().map_err(|_| bad("status"))?,
         revoked_reason: r.get(10)?,
         created_at: from_ms(r.get(11)?),
         updated_at: from_ms(r.get(12)?),
-        last_rotated_at: r.get::<_, Option<i64>>(13)?.map(from_ms),
+        last_rotated_at: r.get::<Option<i64>>(13)?.map(from_ms),
         version: r.get(14)?,
         fingerprint: partial(&fp),
         rotate_every: rotate_every.map(|s| std::time::Duration::from_secs(s.max(0) as u64)),
@@ -89,18 +89,16 @@ fn check_text(what: &'static str, s: &str) -> Result<()> {
 }
 
 /// The id of the credential `r` names, if it exists.
-pub(crate) fn credential_id(conn: &Connection, r: &CredentialRef) -> Result<Option<String>> {
+pub(crate) fn credential_id(conn: &dyn Sql, r: &CredentialRef) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
-        .query_row(params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
+        .query_row("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3", params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
         .optional()?)
 }
 
 /// The name of the credential with id `id`, if it exists.
-pub(crate) fn credential_name(conn: &Connection, id: &str) -> Result<Option<String>> {
+pub(crate) fn credential_name(conn: &dyn Sql, id: &str) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT name FROM credentials WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
+        .query_row("SELECT name FROM credentials WHERE id = ?1", [id], |row| row.get(0))
         .optional()?)
 }
 
@@ -164,14 +162,14 @@ fn value_ad_v1(vault_id: &[u8], cred_id: &str, version: u32, key_id: &str, kind:
 /// Runs inside the migration transaction, after the master key was verified.
 /// A version that does not open under its old associated data is left as it
 /// is (it was already unusable; resolving it still fails with `Corrupt`).
-pub(crate) fn migrate_value_ad(conn: &Connection, master_wrap: &Key32, vault_id: &[u8]) -> Result<()> {
+pub(crate) fn migrate_value_ad(conn: &dyn Sql, master_wrap: &Key32, vault_id: &[u8]) -> Result<()> {
     type Row = (i64, String, u32, String, Vec<u8>, Vec<u8>, String, String, String, String);
     let rows: Vec<Row> = {
-        let mut stmt = conn.prepare(
+        conn.query_map(
             "SELECT v.rowid, v.credential_id, v.version, v.key_id, v.wrapped_dek, v.ciphertext, c.kind, c.owner, \
              c.environment, c.name FROM versions v JOIN credentials c ON c.id = v.credential_id",
-        )?;
-        let it = stmt.query_map([], |r| {
+            params![],
+            |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -184,8 +182,7 @@ pub(crate) fn migrate_value_ad(conn: &Connection, master_wrap: &Key32, vault_id:
                 r.get(8)?,
                 r.get(9)?,
             ))
-        })?;
-        it.collect::<rusqlite::Result<_>>()?
+        })?
     };
     let wrap = master_wrap.cipher();
     let mut keks: std::collections::HashMap<String, Option<Key32>> = std::collections::HashMap::new();
@@ -226,7 +223,7 @@ impl Vault {
     /// wrapped by the active KEK.
     pub(crate) fn seal_value(
         &self,
-        conn: &Connection,
+        conn: &dyn Sql,
         keys: &mut Keys,
         cred_id: &str,
         ident: &CredentialRef,
@@ -234,8 +231,7 @@ impl Vault {
         value: &SecretValue,
     ) -> Result<Sealed> {
         let key_id: String = conn
-            .prepare_cached("SELECT id FROM keys WHERE status = 'active'")?
-            .query_row([], |r| r.get(0))
+            .query_row("SELECT id FROM keys WHERE status = 'active'", params![], |r| r.get(0))
             .optional()?
             .ok_or_else(|| Error::Corrupt { what: "the key table (no active key-encryption key)".into() })?;
         let plaintext = value.to_json();
@@ -255,7 +251,7 @@ impl Vault {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn open_value(
         &self,
-        conn: &Connection,
+        conn: &dyn Sql,
         keys: &mut Keys,
         cred_id: &str,
         ident: &CredentialRef,
@@ -280,11 +276,14 @@ impl Vault {
         SecretValue::from_json(kind, text).map_err(|_| corrupt())
     }
 
-    pub(crate) fn audit(&self, conn: &Connection, row: &NewRow<'_>) -> Result<()> {
+    pub(crate) fn audit(&self, conn: &dyn Sql, row: &NewRow<'_>) -> Result<()> {
         // Every state change is audited through here; those that can change an access decision
         // move the generation the host compares before each use.
-        if !matches!(row.action, "read" | "use" | "denied" | "leak" | "tripwire" | "backup" | "pin" | "anchor") {
-            self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !matches!(
+            row.action,
+            "read" | "use" | "denied" | "leak" | "tripwire" | "backup" | "pin" | "anchor" | "refresh" | "alert" | "release"
+        ) {
+            crate::grants::bump_generation(conn)?;
         }
         audit::append(conn, &self.audit_key, &self.vault_id, row)
     }
@@ -312,12 +311,11 @@ impl Vault {
         let cred_id = format!("cred_{}", crypto::random_hex(12)?);
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, r, 1, value)?;
+        let sealed = self.seal_value(&*inner.conn, &mut inner.keys, &cred_id, r, 1, value)?;
         let now = now_ms();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner.conn.begin()?;
         let exists: bool = tx
-            .prepare_cached("SELECT 1 FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3")?
-            .exists(params![r.owner, r.environment.as_str(), r.name])?;
+            .exists("SELECT 1 FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3", params![r.owner, r.environment.as_str(), r.name])?;
         if exists {
             return Err(Error::CredentialExists {
                 name: r.name.clone(),
@@ -353,8 +351,8 @@ impl Vault {
         }
         let detail = detail.to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Create, actor, &cred_id, r, &detail))?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
-        Ok(self.show_locked(&inner.conn, r)?.info)
+        tx.commit_audited()?;
+        Ok(self.show_locked(&*inner.conn, r)?.info)
     }
 
     /// Credential metadata matching `filter` (never values), by environment, owner and name.
@@ -372,12 +370,10 @@ impl Vault {
         );
         sql += " ORDER BY c.environment, c.owner, c.name";
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_info)?;
-        let list: Vec<CredentialInfo> = rows.collect::<rusqlite::Result<_>>()?;
+        let list: Vec<CredentialInfo> = inner.conn.query_map(&sql, &vals, read_info)?;
         let rk = self.records();
         for c in &list {
-            check_credential(&rk, &inner.conn, &c.id, Some(c.version))?;
+            check_credential(&rk, &*inner.conn, &c.id, Some(c.version))?;
         }
         Ok(list)
     }
@@ -385,24 +381,22 @@ impl Vault {
     /// One credential's metadata, kept versions (newest first) and grants.
     pub fn show(&self, r: &CredentialRef) -> Result<CredentialDetail> {
         let inner = self.lock();
-        self.show_locked(&inner.conn, r)
+        self.show_locked(&*inner.conn, r)
     }
 
-    fn show_locked(&self, conn: &Connection, r: &CredentialRef) -> Result<CredentialDetail> {
+    fn show_locked(&self, conn: &dyn Sql, r: &CredentialRef) -> Result<CredentialDetail> {
         let info = conn
-            .prepare_cached(&format!(
+            .query_row(&format!(
                 "SELECT {INFO_COLS} FROM {INFO_FROM} WHERE c.owner = ?1 AND c.environment = ?2 AND c.name = ?3"
-            ))?
-            .query_row(params![r.owner, r.environment.as_str(), r.name], read_info)
+            ), params![r.owner, r.environment.as_str(), r.name], read_info)
             .optional()?
             .ok_or_else(|| not_found(r))?;
         let rk = self.records();
         check_credential(&rk, conn, &info.id, None)?;
-        let mut stmt = conn.prepare_cached(
+        let versions = conn.query_map(
             "SELECT version, status, key_id, created_at, fingerprint FROM versions WHERE credential_id = ?1 ORDER BY version DESC",
-        )?;
-        let versions = stmt
-            .query_map([&info.id], |row| {
+            [&info.id],
+            |row| {
                 let status: String = row.get(1)?;
                 let fp: String = row.get(4)?;
                 Ok(VersionInfo {
@@ -412,9 +406,8 @@ impl Vault {
                     created_at: from_ms(row.get(3)?),
                     fingerprint: partial(&fp),
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        drop(stmt);
+            },
+        )?;
         let grants = crate::grants::list_grants(&rk, conn, Some(&info.id), &GrantFilter::default())?;
         Ok(CredentialDetail { info, versions, grants })
     }
@@ -454,10 +447,7 @@ impl Vault {
         let inner = &mut *inner;
         let found: Option<(String, String, u32)> = inner
             .conn
-            .prepare_cached(
-                "SELECT id, kind, current_version FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3",
-            )?
-            .query_row(params![r.owner, r.environment.as_str(), r.name], |row| {
+            .query_row("SELECT id, kind, current_version FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3", params![r.owner, r.environment.as_str(), r.name], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()?;
@@ -468,7 +458,7 @@ impl Vault {
                 reason: "the credential changed while rotating (another process?); run the command again".into(),
             });
         }
-        check_credential(&self.records(), &inner.conn, &cred_id, None)?;
+        check_credential(&self.records(), &*inner.conn, &cred_id, None)?;
         if kind != value.kind().as_str() {
             return Err(Error::InvalidInput {
                 what: "credential value",
@@ -476,13 +466,12 @@ impl Vault {
             });
         }
         let next = current + 1;
-        let sealed = self.seal_value(&inner.conn, &mut inner.keys, &cred_id, r, next, value)?;
+        let sealed = self.seal_value(&*inner.conn, &mut inner.keys, &cred_id, r, next, value)?;
         let now = now_ms();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner.conn.begin()?;
         // Re-check under the write lock: another process may have rotated meanwhile.
         let still: Option<u32> = tx
-            .prepare_cached("SELECT current_version FROM credentials WHERE id = ?1")?
-            .query_row([&cred_id], |row| row.get(0))
+            .query_row("SELECT current_version FROM credentials WHERE id = ?1", [&cred_id], |row| row.get(0))
             .optional()?;
         if still != Some(current) {
             return Err(Error::InvalidInput {
@@ -515,15 +504,15 @@ impl Vault {
         }
         let detail = detail.to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Rotate, actor, &cred_id, r, &detail))?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
-        Ok(self.show_locked(&inner.conn, r)?.info)
+        tx.commit_audited()?;
+        Ok(self.show_locked(&*inner.conn, r)?.info)
     }
 
     /// Revokes a credential at once (soft: kept, but never resolved). Audited as `revoke`.
     pub fn revoke(&self, r: &CredentialRef, reason: &str, actor: &str) -> Result<()> {
         check_text("revocation reason", reason)?;
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let rk = self.records();
         check_credential(&rk, &tx, &cred_id, None)?;
@@ -540,23 +529,23 @@ impl Vault {
         rk.seal(&tx, Table::Versions, "credential_id = ?1", [&cred_id])?;
         let detail = serde_json::json!({ "reason": reason }).to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Revoke, actor, &cred_id, r, &detail))?;
-        tx.commit().map_err(|source| Error::Audit { source })
+        tx.commit_audited()
     }
 
     /// Deletes a credential, its versions and its grants for good, then
     /// checkpoints the WAL so no ciphertext is left in the `-wal` file
     /// (`secure_delete` zeroes the freed space in the database file). Audited as `delete`.
     pub fn delete(&self, r: &CredentialRef, actor: &str) -> Result<()> {
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let versions = tx.execute("DELETE FROM versions WHERE credential_id = ?1", [&cred_id])?;
         let grants = tx.execute("DELETE FROM grants WHERE credential_id = ?1", [&cred_id])?;
         tx.execute("DELETE FROM credentials WHERE id = ?1", [&cred_id])?;
         let detail = serde_json::json!({ "versions_deleted": versions, "grants_deleted": grants }).to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Delete, actor, &cred_id, r, &detail))?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
-        checkpoint(&inner.conn);
+        tx.commit_audited()?;
+        inner.conn.after_delete();
         Ok(())
     }
 
@@ -566,7 +555,7 @@ impl Vault {
     pub fn reveal(&self, r: &CredentialRef, actor: &str, purpose: Option<&str>) -> Result<SecretValue> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner.conn.begin()?;
         let row = load_current(&self.records(), &tx, r)?.ok_or_else(|| not_found(r))?;
         let result = if row.info.status == Status::Revoked {
             Err(Error::Revoked {
@@ -606,31 +595,20 @@ impl Vault {
             },
         )?;
         // The row is committed before the value leaves this function.
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        tx.commit_audited()?;
         result
     }
 }
 
-/// Best-effort `wal_checkpoint(TRUNCATE)`: moves every page into the main file
-/// and truncates the WAL to zero bytes (skipped if other readers hold it).
-pub(crate) fn checkpoint(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-        tracing::warn!("WAL checkpoint after delete failed: {e}");
-    }
-}
-
 pub(crate) fn insert_version(
-    tx: &Connection,
+    tx: &dyn Sql,
     cred_id: &str,
     version: u32,
     s: &Sealed,
     now: i64,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO versions (credential_id, version, key_id, wrapped_dek, ciphertext, fingerprint, status, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
-    )?
-    .execute(params![cred_id, version, s.key_id, s.wrapped_dek, s.ciphertext, s.fingerprint, now])?;
+) -> Result<()> {
+    tx.execute("INSERT INTO versions (credential_id, version, key_id, wrapped_dek, ciphertext, fingerprint, status, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)", params![cred_id, version, s.key_id, s.wrapped_dek, s.ciphertext, s.fingerprint, now])?;
     Ok(())
 }
 
@@ -649,7 +627,7 @@ const CRED_COLS: &str = "id, owner, environment, name, kind, service, descriptio
      revoked_reason, created_at, updated_at, last_rotated_at, current_version, '', rotate_every, needs_reauth, test_url";
 
 /// Checks the MACs of credential `id` and of its versions (only `version` when given).
-pub(crate) fn check_credential(rk: &RecordKey<'_>, conn: &Connection, id: &str, version: Option<u32>) -> Result<()> {
+pub(crate) fn check_credential(rk: &RecordKey<'_>, conn: &dyn Sql, id: &str, version: Option<u32>) -> Result<()> {
     rk.check(conn, Table::Credentials, "id = ?1", [id])?;
     match version {
         Some(v) => rk.check(conn, Table::Versions, "credential_id = ?1 AND version = ?2", params![id, v]),
@@ -657,34 +635,29 @@ pub(crate) fn check_credential(rk: &RecordKey<'_>, conn: &Connection, id: &str, 
     }
 }
 
-fn load_with(rk: &RecordKey<'_>, conn: &Connection, info: Option<CredentialInfo>) -> Result<Option<CurrentRow>> {
+fn load_with(rk: &RecordKey<'_>, conn: &dyn Sql, info: Option<CredentialInfo>) -> Result<Option<CurrentRow>> {
     let Some(mut info) = info else { return Ok(None) };
     check_credential(rk, conn, &info.id, Some(info.version))?;
     let (key_id, wrapped_dek, ciphertext, fp): (String, Vec<u8>, Vec<u8>, String) = conn
-        .prepare_cached(
-            "SELECT key_id, wrapped_dek, ciphertext, fingerprint FROM versions WHERE credential_id = ?1 AND version = ?2",
-        )?
-        .query_row(params![info.id, info.version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row("SELECT key_id, wrapped_dek, ciphertext, fingerprint FROM versions WHERE credential_id = ?1 AND version = ?2", params![info.id, info.version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?
         .ok_or_else(|| Error::Corrupt { what: format!("credential {} (its current version is missing)", info.id) })?;
     info.fingerprint = partial(&fp);
     Ok(Some(CurrentRow { info, key_id, wrapped_dek, ciphertext }))
 }
 
-pub(crate) fn load_current(rk: &RecordKey<'_>, conn: &Connection, r: &CredentialRef) -> Result<Option<CurrentRow>> {
+pub(crate) fn load_current(rk: &RecordKey<'_>, conn: &dyn Sql, r: &CredentialRef) -> Result<Option<CurrentRow>> {
     let info = conn
-        .prepare_cached(&format!(
+        .query_row(&format!(
             "SELECT {CRED_COLS} FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3"
-        ))?
-        .query_row(params![r.owner, r.environment.as_str(), r.name], read_info)
+        ), params![r.owner, r.environment.as_str(), r.name], read_info)
         .optional()?;
     load_with(rk, conn, info)
 }
 
-pub(crate) fn load_current_by_id(rk: &RecordKey<'_>, conn: &Connection, id: &str) -> Result<Option<CurrentRow>> {
+pub(crate) fn load_current_by_id(rk: &RecordKey<'_>, conn: &dyn Sql, id: &str) -> Result<Option<CurrentRow>> {
     let info = conn
-        .prepare_cached(&format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"))?
-        .query_row([id], read_info)
+        .query_row(&format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"), [id], read_info)
         .optional()?;
     load_with(rk, conn, info)
 }
@@ -709,9 +682,9 @@ mod tests {
             let inner = &mut *inner;
             let (key_id, wrapped_dek): (String, Vec<u8>) = inner
                 .conn
-                .query_row("SELECT key_id, wrapped_dek FROM versions", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row("SELECT key_id, wrapped_dek FROM versions", params![], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap();
-            let kek = inner.keys.kek(&inner.conn, &v.vault_id, &key_id).unwrap();
+            let kek = inner.keys.kek(&*inner.conn, &v.vault_id, &key_id).unwrap();
             let dek = crypto::open(kek, &dek_ad(&v.vault_id, &info.id, 1, &key_id), &wrapped_dek)
                 .and_then(|b| Key32::from_slice(&b))
                 .unwrap();
@@ -725,14 +698,14 @@ mod tests {
                      ALTER TABLE grants DROP COLUMN mac; ALTER TABLE grants DROP COLUMN policy; \
                      DROP TABLE api_keys; ALTER TABLE credentials DROP COLUMN rotate_every; \
                      ALTER TABLE credentials DROP COLUMN needs_reauth; ALTER TABLE credentials DROP COLUMN test_url; \
-                     PRAGMA user_version = 2;",
+                     DROP TABLE leases; PRAGMA user_version = 2;",
                 )
                 .unwrap();
             old
         };
         drop(v);
         let v = Vault::open(&path, &key).unwrap();
-        let now: Vec<u8> = v.lock().conn.query_row("SELECT ciphertext FROM versions", [], |r| r.get(0)).unwrap();
+        let now: Vec<u8> = v.lock().conn.query_row("SELECT ciphertext FROM versions", params![], |r| r.get(0)).unwrap();
         assert_ne!(now, old, "the value was re-sealed");
         assert_eq!(&v.reveal(&r, "t", None).unwrap().to_json()[..], &value.to_json()[..]);
         assert!(v.audit_verify().unwrap().is_ok());

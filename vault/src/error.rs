@@ -22,20 +22,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// SQLite reported an error (locked past the busy timeout, disk full, corrupt file...).
+    /// The store reported an error (SQLite locked past the busy timeout, disk full, corrupt
+    /// file; PostgreSQL unreachable or refusing a statement...). Calls that need a credential
+    /// fail closed.
     #[error("vault database error: {0}")]
-    Database(#[from] rusqlite::Error),
-    /// There is no vault at this path (or the file is not one).
-    #[error("no vault at {path}: create one with `skillbox vault init` (or point --vault / SKILLBOX_VAULT at it)")]
+    Database(#[from] crate::store::DbError),
+    /// There is no vault at this location (or the file is not one).
+    #[error(
+        "no vault at {location}: create one with `skillbox vault init` (or point --vault / --store / \
+         SKILLBOX_VAULT / SKILLBOX_STORE at it)"
+    )]
     NotInitialized {
-        /// The path that was opened.
-        path: PathBuf,
+        /// The file or database (without a password).
+        location: String,
     },
-    /// `init` was asked to create a vault where one already exists.
-    #[error("a vault already exists at {path}: refusing to overwrite it (choose another path with --vault)")]
+    /// `init` (or `vault migrate`) was asked to create a vault where one already exists.
+    #[error("a vault already exists at {location}: refusing to overwrite it (choose another location)")]
     AlreadyExists {
-        /// The existing vault file.
-        path: PathBuf,
+        /// The existing vault (without a password).
+        location: String,
     },
     /// The vault was written by a newer skillbox.
     #[error("vault schema version {found} is newer than this skillbox supports ({supported}): upgrade skillbox")]
@@ -47,13 +52,13 @@ pub enum Error {
     },
     /// The master key does not open this vault. Nothing was written.
     #[error(
-        "the master key does not open the vault at {path} (the key came from {tried}){hint}. \
+        "the master key does not open the vault at {location} (the key came from {tried}){hint}. \
          Master key sources, in order: SKILLBOX_MASTER_KEY (64 hex chars), --key-file / SKILLBOX_KEY_FILE, \
          SKILLBOX_PASSPHRASE, then a passphrase prompt. Nothing was changed."
     )]
     WrongMasterKey {
-        /// The vault file.
-        path: PathBuf,
+        /// The vault (without a password).
+        location: String,
         /// Which kind of source supplied the key that failed.
         tried: &'static str,
         /// Extra explanation, possibly empty (e.g. "this vault was created with a raw key").
@@ -276,7 +281,7 @@ pub enum Error {
     Audit {
         /// Why the write failed.
         #[source]
-        source: rusqlite::Error,
+        source: Box<Error>,
     },
     /// The audit log's MACed head is damaged or no longer describes the newest
     /// row, so nothing more can be appended (fail closed) until an operator

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use crate::store::{OptionalExtension, Row, Sql, SqlExt, params};
 
 use crate::Vault;
 use crate::audit::NewRow;
@@ -21,8 +21,8 @@ const GRANT_COLS: &str = "g.id, g.skill, g.alias, g.credential_id, c.name, g.env
      g.granted_by, g.granted_at, g.expires_at, g.reason, g.skill_digest, g.any_digest, g.hosts, \
      g.suspended_at, g.suspended_reason, g.response, g.policy";
 
-fn read_grant(r: &Row<'_>) -> rusqlite::Result<GrantInfo> {
-    let bad = |what: &str| rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text);
+fn read_grant(r: &Row<'_>) -> Result<GrantInfo> {
+    let bad = |what: &str| -> Error { crate::store::DbError::convert(format!("column {what} holds an unknown value")).into() };
     let env: String = r.get(5)?;
     let access: String = r.get(7)?;
     let hosts: Option<String> = r.get(14)?;
@@ -78,7 +78,7 @@ fn check_policy(policy: &str) -> Result<()> {
 
 pub(crate) fn list_grants(
     rk: &RecordKey<'_>,
-    conn: &Connection,
+    conn: &dyn Sql,
     credential_id: Option<&str>,
     f: &GrantFilter,
 ) -> Result<Vec<GrantInfo>> {
@@ -93,9 +93,7 @@ pub(crate) fn list_grants(
         ],
     );
     sql += " ORDER BY g.skill, g.environment, g.alias";
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), read_grant)?;
-    let mut out: Vec<GrantInfo> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut out: Vec<GrantInfo> = conn.query_map(&sql, &vals, read_grant)?;
     for g in &out {
         rk.check(conn, Table::Grants, "id = ?1", [&g.id])?;
     }
@@ -162,18 +160,15 @@ impl Vault {
             }
         }
         let r = &g.credential;
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let cred_id: String = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let rk = self.records();
         rk.check(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
         // A grant being replaced may be suspended: replacing it re-enables it.
         let suspended: Option<(String, i64, Option<String>)> = tx
-            .prepare_cached(
-                "SELECT id, suspended_at, suspended_reason FROM grants \
-                 WHERE skill = ?1 AND alias = ?2 AND environment = ?3 AND owner = ?4 AND suspended_at IS NOT NULL",
-            )?
-            .query_row(params![g.skill, alias, r.environment.as_str(), r.owner], |row| {
+            .query_row("SELECT id, suspended_at, suspended_reason FROM grants \
+                 WHERE skill = ?1 AND alias = ?2 AND environment = ?3 AND owner = ?4 AND suspended_at IS NOT NULL", params![g.skill, alias, r.environment.as_str(), r.owner], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()?;
@@ -239,25 +234,21 @@ impl Vault {
             )?;
         }
         let info = tx
-            .prepare_cached(&format!(
+            .query_row(&format!(
                 "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE g.id = ?1"
-            ))?
-            .query_row([&id], read_grant)?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
+            ), [&id], read_grant)?;
+        tx.commit_audited()?;
         Ok(info)
     }
 
     /// Removes the grant `alias` (the name the skill uses; usually the
     /// credential's name) of `skill` in the given environment and owner. Audited as `ungrant`.
     pub fn ungrant(&self, skill: &str, alias: &str, environment: Environment, owner: &str, actor: &str) -> Result<()> {
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let found: Option<(String, String, String)> = tx
-            .prepare_cached(
-                "SELECT g.id, g.credential_id, c.name FROM grants g JOIN credentials c ON c.id = g.credential_id \
-                 WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4",
-            )?
-            .query_row(params![skill, alias, environment.as_str(), owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row("SELECT g.id, g.credential_id, c.name FROM grants g JOIN credentials c ON c.id = g.credential_id \
+                 WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4", params![skill, alias, environment.as_str(), owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((grant_id, cred_id, cred_name)) = found else {
             return Err(Error::GrantNotFound {
@@ -284,7 +275,7 @@ impl Vault {
                 ..Default::default()
             },
         )?;
-        tx.commit().map_err(|source| Error::Audit { source })
+        tx.commit_audited()
     }
 
     /// Records a tripwire (a skill tried to send, return or log a secret, and
@@ -323,29 +314,23 @@ impl Vault {
         }
         let window_ms = window.as_millis().min(i64::MAX as u128) as i64;
 
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let now = now_ms();
         self.append_event(&tx, event)?;
 
-        // Count, newest first, while rows are inside the window. The audit
-        // table has no index on purpose: this reads only the window's rows.
+        // Count this skill's tripwires inside the window. The audit table has no index on
+        // purpose (each one is another page written on every resolve): tripwires are rare,
+        // so a scan here is the cheaper side.
         let cutoff = now.saturating_sub(window_ms);
         let mut count: u32 = 0;
         {
-            let mut stmt = tx.prepare_cached("SELECT ts, action, skill, detail FROM audit ORDER BY id DESC")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let ts: i64 = row.get(0)?;
-                if ts < cutoff {
-                    break;
-                }
-                let action: String = row.get(1)?;
-                let row_skill: Option<String> = row.get(2)?;
-                if action != AuditAction::Tripwire.as_str() || row_skill.as_deref() != Some(skill) {
-                    continue;
-                }
-                let detail: String = row.get(3)?;
+            let rows = tx.query_rows(
+                "SELECT detail FROM audit WHERE ts >= ?1 AND action = ?2 AND skill = ?3",
+                params![cutoff, AuditAction::Tripwire.as_str(), skill],
+            )?;
+            for row in rows.iter() {
+                let detail: String = row.get(0)?;
                 let same = serde_json::from_str::<serde_json::Value>(&detail)
                     .ok()
                     .is_some_and(|d| d.get("digest").and_then(|x| x.as_str()) == Some(digest));
@@ -363,15 +348,16 @@ impl Vault {
                 short_duration(window),
                 &digest[..12]
             );
-            let targets: Vec<GrantInfo> = {
-                let mut stmt = tx.prepare_cached(&format!(
+            let targets: Vec<GrantInfo> = tx.query_map(
+                &format!(
                     "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id \
                      WHERE g.skill = ?1 AND g.suspended_at IS NULL \
                      AND (g.skill_digest = ?2 OR g.skill_digest IS NULL OR g.any_digest = 1) \
                      ORDER BY g.environment, g.owner, g.alias"
-                ))?;
-                stmt.query_map(params![skill, digest], read_grant)?.collect::<rusqlite::Result<_>>()?
-            };
+                ),
+                params![skill, digest],
+                read_grant,
+            )?;
             for mut g in targets {
                 let detail = serde_json::json!({
                     "digest": digest, "tripwires": count, "threshold": threshold, "window_secs": window.as_secs(),
@@ -381,7 +367,7 @@ impl Vault {
                 suspended.push(g);
             }
         }
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        tx.commit_audited()?;
         Ok(TripwireOutcome { count, suspended })
     }
 
@@ -390,7 +376,7 @@ impl Vault {
     /// (an object) plus the grant id, alias and reason. `g` is updated to match.
     pub(crate) fn suspend_grant(
         &self,
-        tx: &Connection,
+        tx: &dyn Sql,
         g: &mut GrantInfo,
         now: i64,
         reason: &str,
@@ -399,8 +385,7 @@ impl Vault {
     ) -> Result<()> {
         let rk = self.records();
         rk.check(tx, Table::Grants, "id = ?1", [&g.id])?;
-        tx.prepare_cached("UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1")?
-            .execute(params![g.id, now, reason])?;
+        tx.execute("UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1", params![g.id, now, reason])?;
         rk.seal(tx, Table::Grants, "id = ?1", [&g.id])?;
         let mut full = serde_json::json!({ "grant_id": g.id, "alias": g.alias, "reason": reason });
         if let serde_json::Value::Object(extra) = detail {
@@ -432,19 +417,20 @@ impl Vault {
     /// environment and owner), inside the caller's transaction; returns them as they are now.
     pub(crate) fn suspend_credential_grants(
         &self,
-        tx: &Connection,
+        tx: &dyn Sql,
         cred_id: &str,
         now: i64,
         reason: &str,
         actor: &str,
     ) -> Result<Vec<GrantInfo>> {
-        let targets: Vec<GrantInfo> = {
-            let mut stmt = tx.prepare_cached(&format!(
+        let targets: Vec<GrantInfo> = tx.query_map(
+            &format!(
                 "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id \
                  WHERE g.credential_id = ?1 AND g.suspended_at IS NULL ORDER BY g.skill, g.environment, g.owner, g.alias"
-            ))?;
-            stmt.query_map([cred_id], read_grant)?.collect::<rusqlite::Result<_>>()?
-        };
+            ),
+            [cred_id],
+            read_grant,
+        )?;
         let mut out = Vec::with_capacity(targets.len());
         for mut g in targets {
             self.suspend_grant(tx, &mut g, now, reason, actor, serde_json::json!({ "compromise": true }))?;
@@ -456,16 +442,18 @@ impl Vault {
     /// Grants matching `filter`.
     pub fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantInfo>> {
         let inner = self.lock();
-        list_grants(&self.records(), &inner.conn, None, filter)
+        list_grants(&self.records(), &*inner.conn, None, filter)
     }
 
     /// A token that changes whenever an access decision may have changed: a grant, ungrant,
-    /// revocation, suspension, rotation or deletion made through this handle, or any commit by
-    /// another process (SQLite's `data_version`). Cheap enough to compare before every use.
+    /// revocation, suspension, rotation or deletion, made by this process or by any other
+    /// process or host sharing the store. It is one counter in the store (`meta.generation`),
+    /// moved inside the transaction of the change itself, so reading it is one indexed read:
+    /// cheap enough to compare before every use. A store that cannot be read is an error, and
+    /// the host then rechecks, which fails closed.
     pub fn generation(&self) -> Result<Generation> {
         let inner = self.lock();
-        let data_version: i64 = inner.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        Ok(Generation { data_version, changes: self.changes.load(std::sync::atomic::Ordering::SeqCst) })
+        Ok(Generation { counter: read_generation(&*inner.conn)? })
     }
 
     /// Whether `access` would still be granted now (grant present, not suspended or expired,
@@ -476,7 +464,7 @@ impl Vault {
     pub fn recheck(&self, access: &Access) -> Result<()> {
         let inner = self.lock();
         let rk = self.records();
-        let (grant, _row) = find_access(&rk, &inner.conn, access, now_ms()).map_err(|d| *d.error)?;
+        let (grant, _row) = find_access(&rk, &*inner.conn, access, now_ms()).map_err(|d| *d.error)?;
         if let Some(g) = grant {
             // A pin still missing here (a grant made again mid-run) is taken at the next open.
             check_pins(&g, access)?;
@@ -496,7 +484,7 @@ impl Vault {
     pub fn resolve(&self, access: &Access) -> Result<Resolved> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner.conn.begin()?;
         let now = now_ms();
         let env = access.environment;
         let rk = self.records();
@@ -514,16 +502,14 @@ impl Vault {
                 (|| {
                     if pins.digest {
                         check_digest(&access.skill_digest)?;
-                        tx.prepare_cached("UPDATE grants SET skill_digest = ?2 WHERE id = ?1")?
-                            .execute(params![g.id, access.skill_digest])?;
+                        tx.execute("UPDATE grants SET skill_digest = ?2 WHERE id = ?1", params![g.id, access.skill_digest])?;
                         g.skill_digest = Some(access.skill_digest.clone());
                     }
                     if pins.policy
                         && let Some(policy) = &access.policy
                     {
                         check_policy(policy)?;
-                        tx.prepare_cached("UPDATE grants SET policy = ?2 WHERE id = ?1")?
-                            .execute(params![g.id, policy])?;
+                        tx.execute("UPDATE grants SET policy = ?2 WHERE id = ?1", params![g.id, policy])?;
                         g.policy = Some(policy.clone());
                     }
                     rk.seal(&tx, Table::Grants, "id = ?1", [&g.id])
@@ -614,7 +600,7 @@ impl Vault {
                         ..base
                     },
                 )?;
-                tx.commit().map_err(|source| Error::Audit { source })?;
+                tx.commit_audited()?;
                 crate::lifecycle::warn_if_overdue(&info, &access.skill);
                 Ok(Resolved { credential: info, grant, value })
             }
@@ -637,8 +623,8 @@ impl Vault {
                 // A pin attempted in this transaction is rolled back with it;
                 // the denial row goes in a fresh one.
                 drop(tx);
-                let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                match self.audit(&tx, &row).and_then(|()| tx.commit().map_err(|source| Error::Audit { source })) {
+                let tx = inner.conn.begin()?;
+                match self.audit(&tx, &row).and_then(|()| tx.commit_audited()) {
                     Ok(()) => {}
                     Err(e) => tracing::error!("could not audit a denied credential request: {e}"),
                 }
@@ -694,7 +680,7 @@ fn check_pins(g: &GrantInfo, access: &Access) -> Result<Pins> {
 /// expiry) and the credential's current row (checked: MAC, revocation, expiry).
 fn find_access(
     rk: &RecordKey<'_>,
-    tx: &Connection,
+    tx: &dyn Sql,
     access: &Access,
     now: i64,
 ) -> std::result::Result<(Option<GrantInfo>, crate::creds::CurrentRow), Denial> {
@@ -710,15 +696,16 @@ fn find_access(
         }
     } else {
         let grant = tx
-            .prepare_cached(&format!(
-                "SELECT {GRANT_COLS_NO_JOIN} FROM grants g \
+            .query_row(
+                &format!(
+                    "SELECT {GRANT_COLS_NO_JOIN} FROM grants g \
                      WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4"
-            ))
-            .and_then(|mut s| {
-                s.query_row(params![access.skill, access.declared_name, env.as_str(), access.owner], read_grant)
-                    .optional()
-            })
-            .map_err(|e| Denial { error: Box::new(e.into()), credential_id: None })?;
+                ),
+                params![access.skill, access.declared_name, env.as_str(), access.owner],
+                read_grant,
+            )
+            .optional()
+            .map_err(|e| Denial { error: Box::new(e), credential_id: None })?;
         let Some(grant) = grant else {
             return deny(
                 Error::NotGranted {
@@ -792,4 +779,25 @@ fn find_access(
         );
     }
     Ok((grant, row))
+}
+
+/// The stored change counter (0 before the first change).
+pub(crate) fn read_generation(conn: &dyn Sql) -> Result<u64> {
+    let Some(raw) = crate::meta_get(conn, "generation")? else { return Ok(0) };
+    std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Corrupt { what: "vault metadata ('generation' is not a number)".into() })
+}
+
+/// Moves the change counter, inside the caller's write transaction (which holds the writers'
+/// lock, so no two changes read the same value). On PostgreSQL it also notifies listeners on
+/// other hosts at commit (best effort: they check the counter on every use anyway).
+pub(crate) fn bump_generation(tx: &dyn Sql) -> Result<()> {
+    let next = read_generation(tx)? + 1;
+    crate::meta_set(tx, "generation", next.to_string().as_bytes())?;
+    if tx.backend() == crate::store::Backend::Postgres {
+        tx.execute("SELECT pg_notify('skillbox_vault', ?1)", params![next.to_string()])?;
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use rusqlite::{TransactionBehavior, params};
+use crate::store::{SqlExt, params};
 
 use crate::audit::NewRow;
 use crate::crypto::{self, Key32, Material};
@@ -47,8 +47,8 @@ impl Vault {
         // Both stored KDF settings are read here: the current one (as open does)
         // and the iteration count for new passphrases. Either below the floor
         // means the file was edited: refuse before deriving anything.
-        crate::read_kdf(&inner.conn)?;
-        let iterations: u32 = meta_get(&inner.conn, "pbkdf2_iterations")?
+        crate::read_kdf(&*inner.conn)?;
+        let iterations: u32 = meta_get(&*inner.conn, "pbkdf2_iterations")?
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.parse().ok())
             .unwrap_or(crypto::DEFAULT_PBKDF2_ITERATIONS);
@@ -65,21 +65,19 @@ impl Vault {
         let new_wrap = new_keys.wrap.cipher();
 
         failpoint("before-begin");
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner.conn.begin()?;
         // Another process may have rotated since we opened: then our old key is stale.
         let current_check = meta_get(&tx, "vault_secret")?.unwrap_or_default();
         let secret = crypto::open(&old_wrap, &vault_secret_ad(&self.vault_id), &current_check)
             .and_then(|b| Key32::from_slice(&b))
             .ok_or_else(|| Error::WrongMasterKey {
-                path: self.path.clone(),
+                location: self.location.display(),
                 tried: inner.keys.source_kind,
                 hint: " (the master key was changed by another process since this vault was opened; open it again)"
                     .into(),
             })?;
         let keks: Vec<(String, Vec<u8>)> = {
-            let mut stmt = tx.prepare("SELECT id, wrapped FROM keys ORDER BY id")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
+            tx.query_map("SELECT id, wrapped FROM keys ORDER BY id", params![], |r| Ok((r.get(0)?, r.get(1)?)))?
         };
         for (i, (id, wrapped)) in keks.iter().enumerate() {
             let kek = crypto::open(&old_wrap, &kek_ad(&self.vault_id, id), wrapped)
@@ -111,7 +109,7 @@ impl Vault {
             },
         )?;
         failpoint("before-commit");
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        tx.commit_audited()?;
         failpoint("after-commit");
         inner.keys.master_wrap = new_keys.wrap;
         inner.keys.source_kind = new.describe();
@@ -121,7 +119,13 @@ impl Vault {
     /// Writes a consistent copy of the vault to `dest` (which must not exist)
     /// with `VACUUM INTO`. The copy is still encrypted and opens with the same
     /// master key. Audited as `backup` (the row is in the copy).
+    ///
+    /// A PostgreSQL vault is backed up the same way into a new SQLite file: its rows are
+    /// copied as they are stored ([`Vault::migrate_to`], audited as `migrate`).
     pub fn backup(&self, dest: &Path, actor: &str) -> Result<()> {
+        if self.path().is_none() {
+            return self.migrate_to(&crate::Location::Sqlite(dest.to_path_buf()), actor).map(|_| ());
+        }
         let dest_str = dest
             .to_str()
             .ok_or_else(|| Error::InvalidInput { what: "backup path", reason: "must be valid UTF-8".into() })?;
@@ -145,7 +149,7 @@ impl Vault {
             }
         }
         let inner = self.lock();
-        let tx = inner.conn.unchecked_transaction()?;
+        let tx = inner.conn.begin()?;
         let detail = serde_json::json!({ "path": dest_str }).to_string();
         self.audit(
             &tx,
@@ -157,7 +161,7 @@ impl Vault {
                 ..Default::default()
             },
         )?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        tx.commit_audited()?;
         if let Err(e) = inner.conn.execute("VACUUM INTO ?1", [dest_str]) {
             let _ = std::fs::remove_file(dest);
             return Err(e.into());

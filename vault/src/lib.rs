@@ -1,6 +1,7 @@
 //! Encrypted credential vault for skillbox: envelope encryption, versions, grants, and a tamper-evident audit log.
 //!
-//! A [`Vault`] is one SQLite file (WAL mode). The master key (hex, key file or
+//! A [`Vault`] lives in a store: one SQLite file (WAL mode; the default) or a PostgreSQL
+//! database shared by several hosts (see `store`). The master key (hex, key file or
 //! passphrase via PBKDF2) wraps key-encryption keys; every credential version
 //! has its own data key wrapped by a KEK; values are sealed with AES-256-GCM
 //! whose associated data binds each ciphertext to its vault, credential,
@@ -32,21 +33,22 @@ mod crypto;
 mod error;
 mod grants;
 mod keyrot;
+mod leases;
 mod lifecycle;
+mod migrate;
 mod policy;
 mod records;
 mod schema;
 mod secret;
+mod store;
 mod types;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use aes_gcm::Aes256Gcm;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use crate::apikeys::API_KEY_PREFIX;
 pub use crate::audit::{AuditAnchor, AuditRepair};
@@ -56,18 +58,25 @@ pub use crate::crypto::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::keyrot::FAILPOINT_ENV;
+pub use crate::leases::Lease;
 pub use crate::lifecycle::COMPROMISE_USAGE_WINDOW;
+pub use crate::migrate::MigrateReport;
 pub use crate::secret::{
     ApiKey, Basic, CredentialKind, Custom, Database, HmacKey, MIN_SECRET_LEN, Postgres, SecretValue, Token,
 };
+pub use crate::store::postgres::postgres_tls;
+pub use crate::store::{Backend, DbError, Location, StoreFacts};
 pub use crate::types::*;
 
 use crate::crypto::{KdfParams, Key32, Material, ad, label};
+use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{OptionalExtension, Sql, SqlExt, Store, params};
 
-/// How long a writer waits for another process's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Versions kept per credential unless configured otherwise.
 pub const DEFAULT_HISTORY_DEPTH: u32 = 5;
+/// The schema version this build writes (both stores).
+pub const SCHEMA_VERSION: i64 = schema::LATEST;
 /// KDF name stored for passphrase vaults.
 const KDF_PBKDF2: &[u8] = b"pbkdf2-hmac-sha256";
 const KDF_NONE: &[u8] = b"none";
@@ -103,10 +112,11 @@ impl InitOptions {
     }
 }
 
-/// An open vault. `Send + Sync`: share it behind an `Arc`; calls are serialized
-/// on one SQLite connection, and other processes coordinate through SQLite locks.
+/// An open vault. `Send + Sync`: share it behind an `Arc`; calls are serialized on one
+/// connection (SQLite) or one at a time over a small pool (PostgreSQL), and other processes
+/// and hosts coordinate through the store's locks.
 pub struct Vault {
-    path: PathBuf,
+    location: Location,
     vault_id: [u8; 16],
     /// HKDF sub-key of the vault secret: MACs audit rows.
     audit_key: Key32,
@@ -117,14 +127,12 @@ pub struct Vault {
     /// HKDF sub-key of the vault secret: keyed hashes and fingerprints of API keys.
     apikey_key: Key32,
     history_depth: u32,
-    /// Bumped by every change that can affect an access decision (see `Vault::generation`).
-    changes: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
 }
 
 /// State behind the lock.
 pub(crate) struct Inner {
-    pub(crate) conn: Connection,
+    pub(crate) conn: Box<dyn Store>,
     pub(crate) keys: Keys,
 }
 
@@ -142,41 +150,30 @@ pub(crate) struct Keys {
 
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vault").field("path", &self.path).field("vault_id", &hex::encode(self.vault_id)).finish()
+        f.debug_struct("Vault")
+            .field("location", &self.location.display())
+            .field("vault_id", &hex::encode(self.vault_id))
+            .finish()
     }
 }
 
-fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Checkpoint (with its fsync) every ~40 MiB of WAL instead of every 4 MiB:
-    // resolves rewrite the same few pages, so rarer checkpoints write far less.
-    // Deletes still checkpoint at once (see `Vault::delete`).
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(())
+pub(crate) fn meta_get(conn: &dyn Sql, key: &str) -> Result<Option<Vec<u8>>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
 
-pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()
-}
-
-pub(crate) fn meta_set(conn: &Connection, key: &str, value: &[u8]) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub(crate) fn meta_set(conn: &dyn Sql, key: &str, value: &[u8]) -> Result<()> {
+    conn.execute(
         "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value])?;
+        params![key, value],
+    )?;
     Ok(())
 }
 
-fn meta_req(conn: &Connection, key: &str) -> Result<Vec<u8>> {
+fn meta_req(conn: &dyn Sql, key: &str) -> Result<Vec<u8>> {
     meta_get(conn, key)?.ok_or_else(|| Error::Corrupt { what: format!("vault metadata ('{key}' is missing)") })
 }
 
-fn meta_u32(conn: &Connection, key: &str) -> Result<u32> {
+fn meta_u32(conn: &dyn Sql, key: &str) -> Result<u32> {
     let v = meta_req(conn, key)?;
     std::str::from_utf8(&v)
         .ok()
@@ -184,7 +181,7 @@ fn meta_u32(conn: &Connection, key: &str) -> Result<u32> {
         .ok_or_else(|| Error::Corrupt { what: format!("vault metadata ('{key}' is not a number)") })
 }
 
-pub(crate) fn read_kdf(conn: &Connection) -> Result<Option<KdfParams>> {
+pub(crate) fn read_kdf(conn: &dyn Sql) -> Result<Option<KdfParams>> {
     if meta_req(conn, "kdf")? == KDF_NONE {
         return Ok(None);
     }
@@ -193,11 +190,11 @@ pub(crate) fn read_kdf(conn: &Connection) -> Result<Option<KdfParams>> {
     Ok(Some(KdfParams { salt: meta_req(conn, "kdf_salt")?, iterations }))
 }
 
-pub(crate) fn write_kdf(conn: &Connection, kdf: Option<&KdfParams>) -> rusqlite::Result<()> {
+pub(crate) fn write_kdf(conn: &dyn Sql, kdf: Option<&KdfParams>) -> Result<()> {
     match kdf {
         None => {
             meta_set(conn, "kdf", KDF_NONE)?;
-            conn.execute("DELETE FROM meta WHERE key IN ('kdf_salt', 'kdf_iterations')", [])?;
+            conn.execute("DELETE FROM meta WHERE key IN ('kdf_salt', 'kdf_iterations')", params![])?;
         }
         Some(p) => {
             meta_set(conn, "kdf", KDF_PBKDF2)?;
@@ -236,112 +233,51 @@ pub(crate) fn new_kdf(iterations: u32) -> Result<KdfParams> {
     Ok(KdfParams { salt, iterations })
 }
 
-/// Refuses a vault path that someone other than this user could redirect: its last component
-/// is a symbolic link, or its directory is writable by others or owned by another user (who
-/// could swap the file, or plant the `-wal`/`-shm` files SQLite creates beside it). Checked on
-/// a handle to the directory (`cap_std`); SQLite then opens the path again, which leaves the
-/// window described in `docs/threat-model.md`. A missing directory passes (the caller's own
-/// open reports it).
-fn check_vault_path(path: &Path) -> Result<()> {
-    let invalid = |reason: String| Error::InvalidInput { what: "vault path", reason };
-    let Some(name) = path.file_name() else {
-        return Err(invalid(format!("{} does not name a file: give the vault file's path", path.display())));
-    };
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let io = |source| Error::Io { action: "checking the vault's directory", path: parent.to_path_buf(), source };
-    let dir = match cap_std::fs::Dir::open_ambient_dir(parent, cap_std::ambient_authority()) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    #[cfg(unix)]
-    {
-        use cap_std::fs::MetadataExt;
-        let meta = dir.dir_metadata().map_err(io)?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        let mode = meta.mode() & 0o7777;
-        let problem = if mode & 0o002 != 0 {
-            Some(format!("is writable by every user (mode {mode:04o})"))
-        } else if meta.uid() != me && meta.uid() != 0 {
-            Some(format!("belongs to uid {}, not to you (uid {me}) or root", meta.uid()))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(invalid(format!(
-                "the vault's directory {} {problem}, so someone else could replace the vault or plant the \
-                 files SQLite writes beside it. Keep the vault in a directory only you can write (`chmod o-w {}`, \
-                 or a private directory via --vault / SKILLBOX_VAULT)",
-                parent.display(),
-                parent.display()
-            )));
-        }
-    }
-    match dir.symlink_metadata(name) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(invalid(format!(
-            "{} is a symbolic link; skillbox does not follow one to the vault (whoever can change the link \
-             chooses the file). Point --vault / SKILLBOX_VAULT at the file itself: {}",
-            path.display(),
-            std::fs::canonicalize(path).map_or_else(|_| "(the link's target)".into(), |t| t.display().to_string())
-        ))),
-        _ => Ok(()),
-    }
-}
-
 impl Vault {
-    /// Creates a new vault file at `path` (which must not exist) keyed by `source`.
+    /// Creates a new SQLite vault file at `path` (which must not exist) keyed by `source`.
+    /// See [`Vault::init_at`].
+    pub fn init(path: &Path, source: &MasterKeySource, options: &InitOptions) -> Result<Vault> {
+        Self::init_at(&Location::Sqlite(path.to_path_buf()), source, options)
+    }
+
+    /// Creates a new vault at `location` keyed by `source`: a SQLite file (which must not
+    /// exist; a path whose last component is a symbolic link, or whose directory others can
+    /// write, is refused) or a PostgreSQL database (which must hold no vault yet).
     ///
     /// For a passphrase, a random salt is generated and PBKDF2-HMAC-SHA256
     /// runs with 600,000 iterations; the parameters are stored in the vault.
-    /// A path whose last component is a symbolic link, or whose directory others can write,
-    /// is refused.
-    pub fn init(path: &Path, source: &MasterKeySource, options: &InitOptions) -> Result<Vault> {
+    pub fn init_at(location: &Location, source: &MasterKeySource, options: &InitOptions) -> Result<Vault> {
         if options.history_depth == 0 {
             return Err(Error::InvalidInput { what: "history depth", reason: "must be at least 1".into() });
         }
         source.check_new()?;
-        check_vault_path(path)?;
         let material = source.material()?;
-        // Create the file ourselves, owner-only, refusing to clobber anything.
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        match opts.open(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::AlreadyExists { path: path.to_path_buf() });
+        match location {
+            Location::Sqlite(path) => {
+                let store = SqliteStore::create(path)?;
+                let result = Self::init_store(location, Box::new(store), source, &material, options);
+                if result.is_err() {
+                    SqliteStore::remove(path);
+                }
+                result
             }
-            Err(source) => return Err(Error::Io { action: "creating vault", path: path.to_path_buf(), source }),
-        }
-        let result = Self::init_file(path, source, &material, options);
-        if result.is_err() {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            Location::Postgres(url) => {
+                let store = PgStore::connect(url)?;
+                if !store.is_empty()? {
+                    return Err(Error::AlreadyExists { location: location.display() });
+                }
+                Self::init_store(location, Box::new(store), source, &material, options)
             }
         }
-        result
     }
 
-    fn init_file(path: &Path, source: &MasterKeySource, material: &Material, options: &InitOptions) -> Result<Vault> {
-        let mut conn =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        configure(&conn)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::InvalidInput {
-                what: "vault path",
-                reason: format!("the filesystem does not support WAL mode (got {mode})"),
-            });
-        }
-
+    fn init_store(
+        location: &Location,
+        store: Box<dyn Store>,
+        source: &MasterKeySource,
+        material: &Material,
+        options: &InitOptions,
+    ) -> Result<Vault> {
         let mut vault_id = [0u8; 16];
         crypto::fill_random(&mut vault_id)?;
         let kdf = match material {
@@ -363,84 +299,79 @@ impl Vault {
         let apikey_key = vault_secret.derive(&vault_id, label::API_KEY);
         let now = types::now_ms();
 
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        schema::apply_pending(&tx)?;
-        meta_set(&tx, "vault_id", &vault_id)?;
-        write_kdf(&tx, kdf.as_ref())?;
-        meta_set(&tx, "pbkdf2_iterations", options.pbkdf2_iterations.to_string().as_bytes())?;
-        meta_set(&tx, "key_check", derived.check.bytes())?;
-        meta_set(&tx, "vault_secret", &wrapped_secret)?;
-        meta_set(&tx, "history_depth", options.history_depth.to_string().as_bytes())?;
-        meta_set(&tx, "created_at", now.to_string().as_bytes())?;
-        tx.execute(
-            "INSERT INTO keys(id, wrapped, status, created_at) VALUES (?1, ?2, 'active', ?3)",
-            params![kek_id, wrapped_kek, now],
-        )?;
-        audit::init_head(&tx, &audit_key, &vault_id)?;
-        tx.commit()?;
+        {
+            let tx = store.begin_schema()?;
+            if location.backend() == Backend::Postgres
+                && tx.query_row("SELECT to_regclass('skillbox_schema') IS NULL", params![], |r| r.get::<bool>(0))?
+                    == false
+            {
+                // Another host initialised it while this one connected.
+                return Err(Error::AlreadyExists { location: location.display() });
+            }
+            schema::migrate(&tx)?;
+            meta_set(&tx, "vault_id", &vault_id)?;
+            write_kdf(&tx, kdf.as_ref())?;
+            meta_set(&tx, "pbkdf2_iterations", options.pbkdf2_iterations.to_string().as_bytes())?;
+            meta_set(&tx, "key_check", derived.check.bytes())?;
+            meta_set(&tx, "vault_secret", &wrapped_secret)?;
+            meta_set(&tx, "history_depth", options.history_depth.to_string().as_bytes())?;
+            meta_set(&tx, "created_at", now.to_string().as_bytes())?;
+            tx.execute(
+                "INSERT INTO keys(id, wrapped, status, created_at) VALUES (?1, ?2, 'active', ?3)",
+                params![kek_id, wrapped_kek, now],
+            )?;
+            audit::init_head(&tx, &audit_key, &vault_id)?;
+            tx.commit()?;
+        }
 
         let mut keks = HashMap::new();
         keks.insert(kek_id, kek.cipher());
         Ok(Vault {
-            path: path.to_path_buf(),
+            location: location.clone(),
             vault_id,
             audit_key,
             fp_key,
             record_key,
             apikey_key,
             history_depth: options.history_depth,
-            changes: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
-                conn,
+                conn: store,
                 keys: Keys { master_wrap: derived.wrap, source_kind: source.describe(), keks },
             }),
         })
     }
 
-    /// Opens an existing vault. A path whose last component is a symbolic link, or whose
-    /// directory others can write, is refused. The master key is checked before anything is
-    /// written: with a wrong key this returns [`Error::WrongMasterKey`] and the
-    /// file is untouched. Pending schema migrations run after the check.
+    /// Opens an existing SQLite vault file. See [`Vault::open_at`].
     pub fn open(path: &Path, source: &MasterKeySource) -> Result<Vault> {
-        check_vault_path(path)?;
+        Self::open_at(&Location::Sqlite(path.to_path_buf()), source)
+    }
+
+    /// Opens an existing vault. A SQLite path whose last component is a symbolic link, or
+    /// whose directory others can write, is refused. The master key is checked before
+    /// anything is written: with a wrong key this returns [`Error::WrongMasterKey`] and the
+    /// store is untouched. Pending schema migrations run after the check.
+    pub fn open_at(location: &Location, source: &MasterKeySource) -> Result<Vault> {
         let material = source.material()?;
-        match std::fs::metadata(path) {
-            Ok(m) if m.len() > 0 => {}
-            Ok(_) => return Err(Error::NotInitialized { path: path.to_path_buf() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotInitialized { path: path.to_path_buf() });
-            }
-            Err(source) => return Err(Error::Io { action: "opening vault", path: path.to_path_buf(), source }),
-        }
-        let mut conn =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                        Error::NotInitialized { path: path.to_path_buf() }
-                    }
-                    e => Error::Database(e),
-                })?;
-        configure(&conn)?;
-        let version = schema::version(&conn).map_err(|e| match e {
-            Error::Database(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                Error::NotInitialized { path: path.to_path_buf() }
-            }
-            e => e,
-        })?;
+        let store: Box<dyn Store> = match location {
+            Location::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+            Location::Postgres(url) => Box::new(PgStore::connect(url)?),
+        };
+        let version = store.schema_version()?;
         if version == 0 {
-            return Err(Error::NotInitialized { path: path.to_path_buf() });
+            return Err(Error::NotInitialized { location: location.display() });
         }
         if version > schema::LATEST {
             return Err(Error::UnsupportedSchema { found: version, supported: schema::LATEST });
         }
 
         // Read-only phase: verify the key.
-        let id_bytes = meta_req(&conn, "vault_id")?;
+        let conn: &dyn Sql = &*store;
+        let id_bytes = meta_req(conn, "vault_id")?;
         let vault_id: [u8; 16] =
             id_bytes.as_slice().try_into().map_err(|_| Error::Corrupt { what: "vault metadata (vault_id)".into() })?;
-        let kdf = read_kdf(&conn)?;
+        let kdf = read_kdf(conn)?;
         let wrong = |hint: &str| Error::WrongMasterKey {
-            path: path.to_path_buf(),
+            location: location.display(),
             tried: source.describe(),
             hint: hint.to_string(),
         };
@@ -449,7 +380,7 @@ impl Vault {
         };
         let derived = derive_master(&master, &vault_id);
         drop(master);
-        let stored_check = meta_req(&conn, "key_check")?;
+        let stored_check = meta_req(conn, "key_check")?;
         if !derived.check.ct_eq(&stored_check) {
             let hint = match (&material, &kdf) {
                 (Material::Raw(_), Some(_)) => " (this vault was created with a passphrase)",
@@ -457,7 +388,7 @@ impl Vault {
             };
             return Err(wrong(hint));
         }
-        let wrapped_secret = meta_req(&conn, "vault_secret")?;
+        let wrapped_secret = meta_req(conn, "vault_secret")?;
         let vault_secret = crypto::open(&derived.wrap.cipher(), &vault_secret_ad(&vault_id), &wrapped_secret)
             .and_then(|b| Key32::from_slice(&b))
             .ok_or_else(|| Error::Corrupt { what: "the wrapped vault secret".into() })?;
@@ -466,12 +397,12 @@ impl Vault {
         let record_key = vault_secret.derive(&vault_id, label::RECORD_MAC);
         let apikey_key = vault_secret.derive(&vault_id, label::API_KEY);
         drop(vault_secret);
-        let history_depth = meta_u32(&conn, "history_depth")?.max(1);
+        let history_depth = meta_u32(conn, "history_depth")?.max(1);
 
-        // The key is right: now the file may change.
+        // The key is right: now the store may change.
         if version < schema::LATEST {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            schema::apply_pending(&tx)?;
+            let tx = store.begin_schema()?;
+            schema::migrate(&tx)?;
             if version < schema::MACS_SINCE {
                 // The rows as they are now are trusted once, here, with the key verified.
                 creds::migrate_value_ad(&tx, &derived.wrap, &vault_id)?;
@@ -480,24 +411,36 @@ impl Vault {
             tx.commit()?;
         }
         Ok(Vault {
-            path: path.to_path_buf(),
+            location: location.clone(),
             vault_id,
             audit_key,
             fp_key,
             record_key,
             apikey_key,
             history_depth,
-            changes: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
-                conn,
+                conn: store,
                 keys: Keys { master_wrap: derived.wrap, source_kind: source.describe(), keks: HashMap::new() },
             }),
         })
     }
 
-    /// The vault file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the vault is kept.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The vault file, for a SQLite vault.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::Sqlite(p) => Some(p),
+            Location::Postgres(_) => None,
+        }
+    }
+
+    /// The store the vault is kept in: engine, location, server version, TLS.
+    pub fn store_facts(&self) -> StoreFacts {
+        self.lock().conn.facts()
     }
 
     /// The vault's random id (hex), bound into every ciphertext's associated data.
@@ -516,7 +459,7 @@ impl Vault {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave SQLite half-written (the
+        // A panic while holding the lock cannot leave the store half-written (the
         // transaction rolls back on drop), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -524,11 +467,10 @@ impl Vault {
 
 impl Keys {
     /// The AES-GCM instance of KEK `id`, unwrapping and caching it on first use.
-    pub(crate) fn kek(&mut self, conn: &Connection, vault_id: &[u8], id: &str) -> Result<&Aes256Gcm> {
+    pub(crate) fn kek(&mut self, conn: &dyn Sql, vault_id: &[u8], id: &str) -> Result<&Aes256Gcm> {
         if !self.keks.contains_key(id) {
             let wrapped: Vec<u8> = conn
-                .prepare_cached("SELECT wrapped FROM keys WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
+                .query_row("SELECT wrapped FROM keys WHERE id = ?1", [id], |r| r.get(0))
                 .optional()?
                 .ok_or_else(|| Error::Corrupt { what: format!("key-encryption key {id} (missing)") })?;
             let kek = crypto::open(&self.master_wrap.cipher(), &kek_ad(vault_id, id), &wrapped)

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use crate::store::{Sql, SqlExt, params};
 use secrecy::SecretString;
 use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};
@@ -159,15 +159,15 @@ pub(crate) fn warn_if_overdue(info: &CredentialInfo, skill: &str) {
 ///
 /// A `use` row names no component digest; it gets the digest of the last `read` row of the
 /// same skill and actor before it (the resolve that opened the handle it was made with).
-pub(crate) fn usage(conn: &Connection, cred_id: &str, since: i64) -> Result<Vec<UsageRow>> {
-    let mut stmt = conn.prepare(
+pub(crate) fn usage(conn: &dyn Sql, cred_id: &str, since: i64) -> Result<Vec<UsageRow>> {
+    let rows = conn.query_rows(
         "SELECT ts, action, actor, skill, detail, success FROM audit \
          WHERE credential_id = ?1 AND ts >= ?2 AND action IN ('read', 'use') ORDER BY id",
+        params![cred_id, since],
     )?;
-    let mut rows = stmt.query(params![cred_id, since])?;
     let mut last_digest: HashMap<(Option<String>, String), String> = HashMap::new();
     let mut groups: Vec<UsageRow> = Vec::new();
-    while let Some(r) = rows.next()? {
+    for r in rows.iter() {
         let ts: i64 = r.get(0)?;
         let action: String = r.get(1)?;
         let actor: String = r.get(2)?;
@@ -309,10 +309,10 @@ impl Vault {
         r: &CredentialRef,
         actor: &str,
         detail: Value,
-        apply: impl FnOnce(&Connection, &str, i64) -> Result<()>,
+        apply: impl FnOnce(&dyn Sql, &str, i64) -> Result<()>,
     ) -> Result<CredentialInfo> {
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let cred_id = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let rk = self.records();
         check_credential(&rk, &tx, &cred_id, None)?;
@@ -320,7 +320,7 @@ impl Vault {
         rk.seal(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
         let detail = detail.to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Update, actor, &cred_id, r, &detail))?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        tx.commit_audited()?;
         drop(inner);
         Ok(self.show(r)?.info)
     }
@@ -395,7 +395,7 @@ impl Vault {
         let (kind, version, current) = {
             let mut inner = self.lock();
             let inner = &mut *inner;
-            let row = load_current(&self.records(), &inner.conn, r)?.ok_or_else(|| not_found(r))?;
+            let row = load_current(&self.records(), &*inner.conn, r)?.ok_or_else(|| not_found(r))?;
             let kind = row.info.kind;
             match kind {
                 CredentialKind::OAuth2 => {
@@ -421,7 +421,7 @@ impl Vault {
                 _ => {}
             }
             let current = self.open_value(
-                &inner.conn,
+                &*inner.conn,
                 &mut inner.keys,
                 &row.info.id,
                 &row.info.reference(),
@@ -504,8 +504,8 @@ impl Vault {
     /// each skill again (which lifts the suspension).
     pub fn compromised(&self, r: &CredentialRef, reason: &str, actor: &str) -> Result<CompromiseReport> {
         check_reason("compromise reason", reason)?;
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inner = self.lock();
+        let tx = inner.conn.begin()?;
         let cred_id = credential_id(&tx, r)?.ok_or_else(|| not_found(r))?;
         let rk = self.records();
         check_credential(&rk, &tx, &cred_id, None)?;
@@ -535,10 +535,10 @@ impl Vault {
         })
         .to_string();
         self.audit(&tx, &NewRow::about_credential(AuditAction::Compromise, actor, &cred_id, r, &detail))?;
-        let audit_id: i64 = tx.query_row("SELECT max(id) FROM audit", [], |row| row.get(0))?;
+        let audit_id: i64 = tx.query_row("SELECT max(id) FROM audit", params![], |row| row.get(0))?;
         let since = now.saturating_sub(COMPROMISE_USAGE_WINDOW.as_millis() as i64);
         let usage = usage(&tx, &cred_id, since)?;
-        tx.commit().map_err(|source| Error::Audit { source })?;
+        tx.commit_audited()?;
         drop(inner);
         tracing::warn!(credential = %r.name, environment = %r.environment, "credential declared compromised: {reason}");
         Ok(CompromiseReport {
@@ -557,8 +557,8 @@ impl Vault {
     /// Who used credential `r` since `since`, from the audit log (see [`Vault::compromised`]).
     pub fn credential_usage(&self, r: &CredentialRef, since: SystemTime) -> Result<Vec<UsageRow>> {
         let inner = self.lock();
-        let cred_id = credential_id(&inner.conn, r)?.ok_or_else(|| not_found(r))?;
-        usage(&inner.conn, &cred_id, to_ms(since))
+        let cred_id = credential_id(&*inner.conn, r)?.ok_or_else(|| not_found(r))?;
+        usage(&*inner.conn, &cred_id, to_ms(since))
     }
 }
 
@@ -570,6 +570,7 @@ fn generate_value(g: &Generate) -> Result<Zeroizing<String>> {
 mod tests {
     use super::*;
     use crate::{InitOptions, MasterKeySource};
+    use rusqlite::Connection;
 
     const DIGEST: &str = "1111111111111111111111111111111111111111111111111111111111111111";
     const DIGEST_2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -625,7 +626,7 @@ mod tests {
         raw(&path)
             .execute_batch(
                 "ALTER TABLE credentials DROP COLUMN rotate_every; ALTER TABLE credentials DROP COLUMN needs_reauth; \
-                 ALTER TABLE credentials DROP COLUMN test_url; PRAGMA user_version = 5;",
+                 ALTER TABLE credentials DROP COLUMN test_url; DROP TABLE leases; PRAGMA user_version = 5;",
             )
             .unwrap();
         let v = Vault::open(&path, &key()).unwrap();
@@ -679,7 +680,7 @@ mod tests {
             assert_eq!(report.problem.map(|p| p.kind), Some(TamperKind::RecordForged), "{forge}");
             c.execute(
                 "UPDATE credentials SET rotate_every = ?1, needs_reauth = ?2, test_url = ?3",
-                params![saved.0, saved.1, saved.2],
+                rusqlite::params![saved.0, saved.1, saved.2],
             )
             .unwrap();
         }

@@ -9,8 +9,7 @@
 //! roll its current version back, or widen a grant's hosts: the row's MAC no
 //! longer matches and it is refused with [`Error::Tampered`].
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Params};
+use crate::store::{Params, Row, Sql, SqlExt, Value};
 
 use crate::crypto::{Key32, ad};
 use crate::error::{Error, Result};
@@ -56,11 +55,11 @@ impl Table {
         }
     }
 
-    fn describe(self, row: &rusqlite::Row<'_>) -> String {
+    fn describe(self, row: &Row<'_>) -> String {
         let text = |i: usize| -> String {
             match row.get_ref(i) {
-                Ok(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
-                Ok(ValueRef::Integer(n)) => n.to_string(),
+                Ok(Value::Text(t)) => t.clone(),
+                Ok(Value::Int(n)) => n.to_string(),
                 _ => "?".into(),
             }
         };
@@ -73,7 +72,7 @@ impl Table {
     }
 
     /// [`Error::Tampered`] naming the row `r` (read as `SELECT {columns}, ...`).
-    pub(crate) fn tampered(self, r: &rusqlite::Row<'_>) -> Error {
+    pub(crate) fn tampered(self, r: &Row<'_>) -> Error {
         Error::Tampered { what: self.describe(r) }
     }
 
@@ -103,31 +102,28 @@ pub(crate) struct RecordKey<'a> {
 }
 
 impl RecordKey<'_> {
-    fn mac(&self, table: Table, row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[u8; 32]> {
+    fn mac(&self, table: Table, row: &Row<'_>, first: usize) -> Result<[u8; 32]> {
         let mut parts: Vec<Vec<u8>> = Vec::with_capacity(table.count() + 1);
         parts.push(self.vault_id.to_vec());
         // Trailing NULL columns of the optional tail are left out (see `optional_tail`).
         let mut end = table.count();
-        while end > table.count() - table.optional_tail() && matches!(row.get_ref(first + end - 1)?, ValueRef::Null) {
+        while end > table.count() - table.optional_tail() && matches!(row.get_ref(first + end - 1)?, Value::Null) {
             end -= 1;
         }
         for i in 0..end {
             let mut v = Vec::new();
             match row.get_ref(first + i)? {
-                ValueRef::Null => v.push(0),
-                ValueRef::Integer(n) => {
+                // Tag 2 was a floating-point value; the stores hold none.
+                Value::Null => v.push(0),
+                Value::Int(n) => {
                     v.push(1);
                     v.extend_from_slice(&n.to_be_bytes());
                 }
-                ValueRef::Real(f) => {
-                    v.push(2);
-                    v.extend_from_slice(&f.to_bits().to_be_bytes());
-                }
-                ValueRef::Text(t) => {
+                Value::Text(t) => {
                     v.push(3);
-                    v.extend_from_slice(t);
+                    v.extend_from_slice(t.as_bytes());
                 }
-                ValueRef::Blob(b) => {
+                Value::Blob(b) => {
                     v.push(4);
                     v.extend_from_slice(b);
                 }
@@ -141,25 +137,27 @@ impl RecordKey<'_> {
     /// (Re)computes the MAC of every row of `table` matching `where_` (SQL
     /// after `WHERE`). Call only for rows this process just wrote, or whose
     /// MAC it has just checked: sealing blesses what is stored.
-    pub(crate) fn seal(&self, conn: &Connection, table: Table, where_: &str, params: impl Params) -> Result<()> {
-        let sql = format!("SELECT rowid, {} FROM {} WHERE {where_}", table.columns(), table.name());
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params)?;
-        let mut macs = Vec::new();
-        while let Some(r) = rows.next()? {
-            macs.push((r.get::<_, i64>(0)?, self.mac(table, r, 1)?));
-        }
-        drop(rows);
-        let mut update = conn.prepare_cached(&format!("UPDATE {} SET mac = ?2 WHERE rowid = ?1", table.name()))?;
-        for (rowid, mac) in macs {
-            update.execute(rusqlite::params![rowid, &mac[..]])?;
+    pub(crate) fn seal(&self, conn: &dyn Sql, table: Table, where_: &str, params: impl Params) -> Result<()> {
+        let sql = format!("SELECT {} FROM {} WHERE {where_}", table.columns(), table.name());
+        let rows = conn.query_rows(&sql, params)?;
+        let update = match table {
+            Table::Versions => "UPDATE versions SET mac = ?1 WHERE credential_id = ?2 AND version = ?3".to_owned(),
+            t => format!("UPDATE {} SET mac = ?1 WHERE id = ?2", t.name()),
+        };
+        let key_columns = if table == Table::Versions { 2 } else { 1 };
+        for r in rows.iter() {
+            let mut args = vec![Value::Blob(self.mac(table, &r, 0)?.to_vec())];
+            for i in 0..key_columns {
+                args.push(r.get_ref(i)?.clone());
+            }
+            conn.execute(&update, args)?;
         }
         Ok(())
     }
 
     /// Checks the MAC of every row of `table` matching `where_`; the first
     /// forged one is [`Error::Tampered`].
-    pub(crate) fn check(&self, conn: &Connection, table: Table, where_: &str, params: impl Params) -> Result<()> {
+    pub(crate) fn check(&self, conn: &dyn Sql, table: Table, where_: &str, params: impl Params) -> Result<()> {
         match self.first_forged(conn, table, where_, params)? {
             Some(what) => Err(Error::Tampered { what }),
             None => Ok(()),
@@ -169,17 +167,15 @@ impl RecordKey<'_> {
     /// The description of the first row matching `where_` whose MAC fails.
     pub(crate) fn first_forged(
         &self,
-        conn: &Connection,
+        conn: &dyn Sql,
         table: Table,
         where_: &str,
         params: impl Params,
     ) -> Result<Option<String>> {
         let sql = format!("SELECT {}, mac FROM {} WHERE {where_}", table.columns(), table.name());
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params)?;
-        while let Some(r) = rows.next()? {
-            if !self.is_authentic(table, r)? {
-                return Ok(Some(table.describe(r)));
+        for r in conn.query_rows(&sql, params)?.iter() {
+            if !self.is_authentic(table, &r)? {
+                return Ok(Some(table.describe(&r)));
             }
         }
         Ok(None)
@@ -187,16 +183,16 @@ impl RecordKey<'_> {
 
     /// Whether `r` — a row read as `SELECT {table.columns()}, mac, ...` — carries its MAC.
     /// For hot paths that read a row once and check it in place.
-    pub(crate) fn is_authentic(&self, table: Table, r: &rusqlite::Row<'_>) -> rusqlite::Result<bool> {
+    pub(crate) fn is_authentic(&self, table: Table, r: &Row<'_>) -> Result<bool> {
         let stored: Option<Vec<u8>> = r.get(table.count())?;
         let expected = self.mac(table, r, 0)?;
         Ok(stored.is_some_and(|m| bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &m[..]))))
     }
 
     /// The first forged row in any MACed table (for `audit verify`).
-    pub(crate) fn verify_all(&self, conn: &Connection) -> Result<Option<String>> {
+    pub(crate) fn verify_all(&self, conn: &dyn Sql) -> Result<Option<String>> {
         for t in Table::ALL {
-            if let Some(what) = self.first_forged(conn, t, "1=1", [])? {
+            if let Some(what) = self.first_forged(conn, t, "1=1", crate::store::params![])? {
                 return Ok(Some(what));
             }
         }
@@ -204,9 +200,9 @@ impl RecordKey<'_> {
     }
 
     /// MACs every row of every table (the migration that adds the column).
-    pub(crate) fn seal_all(&self, conn: &Connection) -> Result<()> {
+    pub(crate) fn seal_all(&self, conn: &dyn Sql) -> Result<()> {
         for t in Table::ALL {
-            self.seal(conn, t, "1=1", [])?;
+            self.seal(conn, t, "1=1", crate::store::params![])?;
         }
         Ok(())
     }

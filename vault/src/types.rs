@@ -206,6 +206,9 @@ string_enum! {
         /// A credential handle was released at the end of an invocation (`detail`: uses,
         /// held for how long).
         Release = "release",
+        /// The whole vault was copied to another store (`vault migrate`; `detail`: target,
+        /// row counts). The row is in both copies.
+        Migrate = "migrate",
     }
     what = "audit action"
 }
@@ -268,8 +271,8 @@ string_enum! {
 /// What [`crate::Vault::generation`] returns: compare two for equality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Generation {
-    pub(crate) data_version: i64,
-    pub(crate) changes: u64,
+    /// The vault's change counter (`meta.generation`), shared by every process and host.
+    pub(crate) counter: u64,
 }
 
 /// The identity of a credential: (owner, environment, name).

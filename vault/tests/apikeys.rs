@@ -321,14 +321,14 @@ fn a_schema_4_vault_gets_the_api_keys_table_when_opened() {
         .execute_batch(
             "DROP TABLE api_keys; ALTER TABLE credentials DROP COLUMN rotate_every; \
              ALTER TABLE credentials DROP COLUMN needs_reauth; ALTER TABLE credentials DROP COLUMN test_url; \
-             PRAGMA user_version = 4;",
+             DROP TABLE leases; PRAGMA user_version = 4;",
         )
         .unwrap();
     let version = || -> i64 { raw(&db).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap() };
     assert_eq!(version(), 4);
 
     let v = reopen(&db);
-    assert_eq!(version(), 6);
+    assert_eq!(version(), skillbox_vault::SCHEMA_VERSION);
     assert!(v.audit_verify().unwrap().is_ok(), "rows sealed at schema 4 still check");
     assert!(v.apikey_list().unwrap().is_empty());
     let (_, key) = create(&v, &new_key("ci", DEFAULT_OWNER, Environment::Staging, None));
@@ -337,7 +337,7 @@ fn a_schema_4_vault_gets_the_api_keys_table_when_opened() {
     drop(v);
     // Opening again is a no-op, and the key still works.
     let v = reopen(&db);
-    assert_eq!(version(), 6);
+    assert_eq!(version(), skillbox_vault::SCHEMA_VERSION);
     assert_eq!(v.apikey_verify(&key).unwrap().name, "ci");
 }
 

@@ -971,7 +971,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
          ALTER TABLE credentials DROP COLUMN rotate_every; ALTER TABLE credentials DROP COLUMN needs_reauth; \
          ALTER TABLE credentials DROP COLUMN test_url; ALTER TABLE grants DROP COLUMN response; ALTER TABLE grants DROP COLUMN suspended_reason; \
          ALTER TABLE grants DROP COLUMN suspended_at; ALTER TABLE grants DROP COLUMN mac; \
-         ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; PRAGMA user_version = 1;",
+         ALTER TABLE credentials DROP COLUMN mac; ALTER TABLE versions DROP COLUMN mac; DROP TABLE leases; PRAGMA user_version = 1;",
     )
     .unwrap();
     let columns = |c: &Connection| -> Vec<String> {
@@ -988,7 +988,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
 
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
     let c = raw(&db);
-    assert_eq!(version(&c), 6);
+    assert_eq!(version(&c), skillbox_vault::SCHEMA_VERSION);
     for col in ["suspended_at", "suspended_reason", "response", "policy"] {
         assert!(columns(&c).contains(&col.to_string()), "{col} was not added");
     }
@@ -1004,7 +1004,7 @@ fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     drop(v);
     // Opening again is a no-op.
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
-    assert_eq!(version(&raw(&db)), 6);
+    assert_eq!(version(&raw(&db)), skillbox_vault::SCHEMA_VERSION);
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].status, GrantStatus::Suspended);
 }
 
@@ -1679,12 +1679,12 @@ fn a_version_3_vault_keeps_its_record_macs_when_the_policy_column_is_added() {
         .execute_batch(
             "DROP TABLE api_keys; ALTER TABLE grants DROP COLUMN policy; ALTER TABLE credentials DROP COLUMN rotate_every; \
              ALTER TABLE credentials DROP COLUMN needs_reauth; ALTER TABLE credentials DROP COLUMN test_url; \
-             PRAGMA user_version = 3;",
+             DROP TABLE leases; PRAGMA user_version = 3;",
         )
         .unwrap();
 
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
-    assert_eq!(raw(&db).query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 6);
+    assert_eq!(raw(&db).query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), skillbox_vault::SCHEMA_VERSION);
     assert!(v.audit_verify().unwrap().is_ok(), "rows sealed at schema 3 still check");
     v.resolve(&with_policy(access("triage", "gh"), POLICY)).unwrap();
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].policy.as_deref(), Some(POLICY));
