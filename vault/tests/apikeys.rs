@@ -8,10 +8,17 @@ use rusqlite::Connection;
 use secrecy::{ExposeSecret, SecretString};
 use skillbox_vault::*;
 
+mod common;
+use common::{Kind, TestStore};
+
 const KEY_A: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0";
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn new_vault(dir: &Path) -> (Vault, PathBuf) {
+fn new_vault(db: &TestStore) -> Vault {
+    db.init_with(&MasterKeySource::Hex(KEY_A.to_string().into()))
+}
+
+fn new_vault_file(dir: &Path) -> (Vault, PathBuf) {
     let path = dir.join("vault.db");
     (Vault::init(&path, &MasterKeySource::Hex(KEY_A.to_string().into()), &InitOptions::default()).unwrap(), path)
 }
@@ -52,10 +59,9 @@ fn assert_refused(r: Result<ApiKeyInfo>, key: &str, what: &str) {
     assert!(!key.is_empty() && !format!("{e:?}").contains(key), "{what}");
 }
 
-#[test]
-fn a_created_key_verifies_and_fixes_user_environment_and_skills() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn a_created_key_verifies_and_fixes_user_environment_and_skills(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let (info, key) =
         create(&v, &new_key("ci-a", "tenant-a", Environment::Production, Some(&["report", "deploy", "report"])));
     assert!(key.starts_with(API_KEY_PREFIX) && key.len() >= 4 + 43, "{}", key.len());
@@ -84,15 +90,14 @@ fn a_created_key_verifies_and_fixes_user_environment_and_skills() {
     assert!(v.audit_verify().unwrap().is_ok());
 }
 
-#[test]
-fn wrong_altered_expired_and_revoked_keys_are_refused_without_detail() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn wrong_altered_expired_and_revoked_keys_are_refused_without_detail(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let (_, key) = create(&v, &new_key("good", DEFAULT_OWNER, Environment::Dev, None));
 
     // A key from another vault, and keys one character away from the real one.
-    let other_dir = tempfile::tempdir().unwrap();
-    let (other, _) = new_vault(other_dir.path());
+    let other_db = TestStore::new(kind);
+    let other = new_vault(&other_db);
     let (_, foreign) = create(&other, &new_key("good", DEFAULT_OWNER, Environment::Dev, None));
     assert_refused(v.apikey_verify(&foreign), &foreign, "a key from another vault");
     let flip = |s: &str, i: usize| -> String {
@@ -142,10 +147,9 @@ fn wrong_altered_expired_and_revoked_keys_are_refused_without_detail() {
     assert_refused(v.apikey_verify(&key), &key, "revoked, twice");
 }
 
-#[test]
-fn names_are_checked_unique_and_an_unknown_name_points_at_the_list() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn names_are_checked_unique_and_an_unknown_name_points_at_the_list(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     create(&v, &new_key("ci", DEFAULT_OWNER, Environment::Dev, None));
     let e = v.apikey_create(&new_key("ci", "someone-else", Environment::Staging, None), "op").unwrap_err();
     assert!(matches!(e, Error::ApiKeyExists { .. }) && e.to_string().contains("skillbox apikey list"), "{e}");
@@ -173,7 +177,7 @@ fn names_are_checked_unique_and_an_unknown_name_points_at_the_list() {
 #[test]
 fn the_key_is_never_stored_audited_or_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     let mut keys = Vec::new();
     for (name, env) in [("one", Environment::Dev), ("two", Environment::Production)] {
         let (info, secret) = v.apikey_create(&new_key(name, "tenant", env, Some(&["s"])), "op").unwrap();
@@ -229,8 +233,7 @@ enum Pre {
     Revoke,
 }
 
-#[test]
-fn editing_a_keys_row_is_refused_and_reported_by_verify() {
+fn editing_a_keys_row_is_refused_and_reported_by_verify(kind: Kind) {
     let cases: &[(&str, Pre, &str)] = &[
         ("owner (another tenant)", Pre::None, "UPDATE api_keys SET owner = 'tenant-b' WHERE name = 'dev'"),
         (
@@ -246,14 +249,14 @@ fn editing_a_keys_row_is_refused_and_reported_by_verify() {
             "key_hash (the dev key moved onto the production key's row)",
             Pre::None,
             "CREATE TEMP TABLE dev_hash AS SELECT key_hash FROM api_keys WHERE name = 'dev'; \
-             UPDATE api_keys SET key_hash = x'01' WHERE name = 'dev'; \
+             UPDATE api_keys SET key_hash = mac WHERE name = 'dev'; \
              UPDATE api_keys SET key_hash = (SELECT key_hash FROM dev_hash) WHERE name = 'prod';",
         ),
         ("mac removed", Pre::None, "UPDATE api_keys SET mac = NULL WHERE name = 'dev'"),
     ];
     for &(field, pre, sql) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let (v, db) = new_vault(dir.path());
+        let db = TestStore::new(kind);
+        let v = new_vault(&db);
         let mut dev = new_key("dev", "tenant-a", Environment::Dev, Some(&["report"]));
         if let Pre::Expire = pre {
             dev.expires_at = Some(SystemTime::now() - HOUR);
@@ -264,7 +267,7 @@ fn editing_a_keys_row_is_refused_and_reported_by_verify() {
             v.apikey_revoke("dev", "op").unwrap();
         }
         assert!(v.audit_verify().unwrap().is_ok(), "{field}: before the forgery");
-        raw(&db).execute_batch(sql).unwrap();
+        db.batch(sql);
 
         let e = v.apikey_verify(&key).unwrap_err();
         assert!(matches!(e, Error::Tampered { .. }), "{field}: {e:?}");
@@ -284,7 +287,7 @@ fn editing_a_keys_row_is_refused_and_reported_by_verify() {
 #[test]
 fn last_used_at_is_not_covered_and_is_written_at_most_once_a_minute() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     let (info, key) = create(&v, &new_key("ci", DEFAULT_OWNER, Environment::Dev, None));
     assert_eq!(info.last_used_at, None);
     let stored = || -> Option<i64> {
@@ -312,7 +315,7 @@ fn last_used_at_is_not_covered_and_is_written_at_most_once_a_minute() {
 #[test]
 fn a_schema_4_vault_gets_the_api_keys_table_when_opened() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     let value = SecretValue::from_single(CredentialKind::Bearer, "tok-schema-4").unwrap();
     v.add(&NewCredential::new(CredentialRef::new("gh"), CredentialKind::Bearer, "github"), &value, "op").unwrap();
     v.grant(&NewGrant::new("triage", CredentialRef::new("gh")), "op").unwrap();
@@ -341,24 +344,31 @@ fn a_schema_4_vault_gets_the_api_keys_table_when_opened() {
     assert_eq!(v.apikey_verify(&key).unwrap().name, "ci");
 }
 
-#[test]
-fn keys_survive_master_key_rotation() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+fn keys_survive_master_key_rotation(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let (_, key) = create(&v, &new_key("ci", "tenant", Environment::Production, None));
     let key_b = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
     v.rotate_master_key(&MasterKeySource::Hex(key_b.to_string().into()), "op").unwrap();
     drop(v);
-    let v = Vault::open(&db, &MasterKeySource::Hex(key_b.to_string().into())).unwrap();
+    let v = Vault::open_at(&db.location, &MasterKeySource::Hex(key_b.to_string().into())).unwrap();
     assert_eq!(v.apikey_verify(&key).unwrap().owner, "tenant");
     assert!(v.audit_verify().unwrap().is_ok());
 }
 
-#[test]
-fn a_key_is_returned_as_a_secret_string() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn a_key_is_returned_as_a_secret_string(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let (_, key): (ApiKeyInfo, SecretString) = v.apikey_create(&NewApiKey::new("plain"), "op").unwrap();
     let info = v.apikey_verify(key.expose_secret()).unwrap();
     assert_eq!((info.owner.as_str(), info.environment, info.skills), (DEFAULT_OWNER, Environment::Dev, None));
 }
+
+on_both!(
+    a_created_key_verifies_and_fixes_user_environment_and_skills,
+    wrong_altered_expired_and_revoked_keys_are_refused_without_detail,
+    names_are_checked_unique_and_an_unknown_name_points_at_the_list,
+    editing_a_keys_row_is_refused_and_reported_by_verify,
+    keys_survive_master_key_rotation,
+    a_key_is_returned_as_a_secret_string,
+);

@@ -12,6 +12,9 @@ use rusqlite::{Connection, params};
 use secrecy::ExposeSecret;
 use skillbox_vault::*;
 
+mod common;
+use common::{Kind, TestStore};
+
 const KEY_A: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0";
 const KEY_B: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const CHILD_ENV: &str = "SKILLBOX_VAULT_TEST_CHILD";
@@ -21,9 +24,14 @@ fn key(h: &str) -> MasterKeySource {
     MasterKeySource::Hex(h.to_string().into())
 }
 
-fn new_vault(dir: &Path) -> (Vault, PathBuf) {
+fn new_vault_file(dir: &Path) -> (Vault, PathBuf) {
     let path = dir.join("vault.db");
     (Vault::init(&path, &key(KEY_A), &InitOptions::default()).unwrap(), path)
+}
+
+/// A new vault (keyed by `KEY_A`) in `db`.
+fn new_vault(db: &TestStore) -> Vault {
+    db.init_with(&key(KEY_A))
 }
 
 fn cref(name: &str) -> CredentialRef {
@@ -80,10 +88,9 @@ fn raw(db: &Path) -> Connection {
 
 // ---------------------------------------------------------------- values
 
-#[test]
-fn round_trip_of_every_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn round_trip_of_every_kind(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let cases: &[(CredentialKind, &str)] = &[
         (CredentialKind::ApiKey, r#"{"key":"ak_live_1","secret":"as_2"}"#),
         (
@@ -177,10 +184,9 @@ fn single_secret_kinds_and_validation_never_echo_values() {
     }
 }
 
-#[test]
-fn list_show_and_debug_never_print_a_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn list_show_and_debug_never_print_a_value(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let canary = "CANARY-list-show-4f9a";
     add_bearer(&v, "gh", canary);
     let value = SecretValue::from_single(CredentialKind::Bearer, canary).unwrap();
@@ -220,7 +226,7 @@ fn flip_all(db: &Path, table: &str, col: &str, where_: &str, mut check: impl FnM
 #[test]
 fn flipping_any_byte_of_nonce_ciphertext_tag_or_wrapped_key_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     let info = add_bearer(&v, "gh", "tok-flip");
     let w = format!("credential_id = '{}' AND version = 1", info.id);
     for col in ["ciphertext", "wrapped_dek"] {
@@ -248,7 +254,7 @@ fn flipping_any_byte_of_nonce_ciphertext_tag_or_wrapped_key_is_an_error() {
 #[test]
 fn ciphertext_moved_to_another_credential_version_or_vault_does_not_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     let a = add_bearer(&v, "a", "tok-a");
     let b = add_bearer(&v, "b", "tok-b");
     let c = raw(&db);
@@ -306,7 +312,7 @@ fn ciphertext_moved_to_another_credential_version_or_vault_does_not_open() {
 #[test]
 fn wrong_master_key_or_passphrase_is_a_clear_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     add_bearer(&v, "gh", "tok");
     drop(v);
     let before = file_bytes(&db);
@@ -409,7 +415,7 @@ fn a_new_passphrase_shorter_than_the_minimum_is_refused() {
     assert!(e.to_string().contains("use a passphrase of at least 12 characters"), "{e}");
     assert!(!e.to_string().contains("elevenchars"));
     assert!(!dir.path().join("s.db").exists());
-    let (v, _) = new_vault(dir.path());
+    let (v, _) = new_vault_file(dir.path());
     let e = v.rotate_master_key(&short, "t").unwrap_err();
     assert!(e.to_string().contains("use a passphrase of at least 12 characters"), "{e}");
     assert!(check_new_passphrase("twelve chars").is_ok());
@@ -435,7 +441,7 @@ fn key_file_must_be_owner_only() {
 #[test]
 fn canary_and_master_key_never_reach_the_files_and_delete_erases_ciphertext() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     let canary = "CANARY-7c1e0b5d9f3a-secret";
     let canary2 = "CANARY-2b8d4e6f0a1c-rotated";
     let key_bytes = hex::decode(KEY_A).unwrap();
@@ -477,11 +483,9 @@ fn canary_and_master_key_never_reach_the_files_and_delete_erases_ciphertext() {
 
 // ---------------------------------------------------------------- lifecycle
 
-#[test]
-fn rotation_keeps_history_to_the_configured_depth() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("v.db");
-    let v = Vault::init(&db, &key(KEY_A), &InitOptions::default().with_history_depth(3)).unwrap();
+fn rotation_keeps_history_to_the_configured_depth(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = Vault::init_at(&db.location, &key(KEY_A), &InitOptions::default().with_history_depth(3)).unwrap();
     add_bearer(&v, "gh", "tok-1");
     for i in 2..=6 {
         let info = v
@@ -494,14 +498,12 @@ fn rotation_keeps_history_to_the_configured_depth() {
     assert_eq!(vers, vec![(6, Status::Active), (5, Status::Rotated), (4, Status::Rotated)]);
     assert!(d.info.last_rotated_at.is_some());
     assert_eq!(token_of(&v.reveal(&cref("gh"), "t", None).unwrap()), "tok-6");
-    let n: i64 = raw(&db).query_row("SELECT count(*) FROM versions", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 3, "old ciphertext is hard-deleted");
+    assert_eq!(db.i64("SELECT count(*) FROM versions"), 3, "old ciphertext is hard-deleted");
 }
 
-#[test]
-fn identity_is_owner_environment_name_and_filters_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn identity_is_owner_environment_name_and_filters_work(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let val = SecretValue::from_single(CredentialKind::ApiKey, "k").unwrap();
     for (owner, env) in
         [("default", Environment::Dev), ("default", Environment::Production), ("acme", Environment::Dev)]
@@ -523,10 +525,9 @@ fn identity_is_owner_environment_name_and_filters_work() {
 
 // ---------------------------------------------------------------- grants and resolve
 
-#[test]
-fn resolve_enforces_grants_expiry_revocation_and_digest_pinning_and_audits_every_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn resolve_enforces_grants_expiry_revocation_and_digest_pinning_and_audits_every_outcome(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh");
 
     // Default deny, with the exact command in the message.
@@ -624,10 +625,9 @@ fn resolve_enforces_grants_expiry_revocation_and_digest_pinning_and_audits_every
     assert!(s.by_skill["triage"] > 0 && s.by_credential["gh"] > 0);
 }
 
-#[test]
-fn record_appends_host_side_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn record_appends_host_side_events(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok");
     let mut ev = AuditEvent::new(AuditAction::Use, "alice");
     ev.skill = Some("triage".into());
@@ -656,7 +656,7 @@ fn record_appends_host_side_events() {
 #[test]
 fn audit_write_failure_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     add_bearer(&v, "gh", "tok-fail-closed");
     v.grant(&NewGrant::new("triage", cref("gh")), "t").unwrap();
     raw(&db)
@@ -702,10 +702,9 @@ fn audit_count(v: &Vault, action: AuditAction) -> usize {
     v.audit_list(&AuditQuery { action: Some(action), ..Default::default() }).unwrap().len()
 }
 
-#[test]
-fn tripwires_suspend_the_skills_grants_at_the_threshold() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn tripwires_suspend_the_skills_grants_at_the_threshold(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh-tripwire");
     let prod = cref("db").env(Environment::Production).owner("acme");
     v.add(
@@ -799,10 +798,9 @@ fn tripwires_suspend_the_skills_grants_at_the_threshold() {
     assert_eq!(v.audit_verify().unwrap().rows, before);
 }
 
-#[test]
-fn tripwires_outside_the_window_do_not_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn tripwires_outside_the_window_do_not_count(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh-window");
     v.grant(&pinned_grant("triage", cref("gh"), DIGEST), "admin").unwrap();
     let window = Duration::from_millis(400);
@@ -821,10 +819,9 @@ fn tripwires_outside_the_window_do_not_count() {
     assert!(v.audit_verify().unwrap().is_ok());
 }
 
-#[test]
-fn a_suspended_grant_is_refused_and_audited_and_granting_again_re_enables_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn a_suspended_grant_is_refused_and_audited_and_granting_again_re_enables_it(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh-suspended");
     let prod = cref("gh").env(Environment::Production);
     add_bearer_in(&v, prod.clone(), "tok-gh-prod-suspended");
@@ -886,10 +883,9 @@ fn add_bearer_in(v: &Vault, r: CredentialRef, token: &str) -> CredentialInfo {
     v.add(&NewCredential::new(r, CredentialKind::Bearer, "github"), &value, "tester").unwrap()
 }
 
-#[test]
-fn record_takes_leak_and_tripwire_events_but_not_the_vaults_own_state_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+fn record_takes_leak_and_tripwire_events_but_not_the_vaults_own_state_changes(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     let mut ev = AuditEvent::new(AuditAction::Leak, "alice");
     ev.skill = Some("triage".into());
     ev.detail = serde_json::json!({ "channel": "http.response", "view": "base64", "rule": "foreign-token" });
@@ -912,8 +908,7 @@ fn record_takes_leak_and_tripwire_events_but_not_the_vaults_own_state_changes() 
     assert!(v.audit_verify().unwrap().is_ok());
 }
 
-#[test]
-fn response_mode_parses_orders_and_round_trips_through_a_grant() {
+fn response_mode_parses_orders_and_round_trips_through_a_grant(kind: Kind) {
     for (m, s) in [(ResponseMode::Full, "full"), (ResponseMode::Headers, "headers"), (ResponseMode::Status, "status")] {
         assert_eq!((m.as_str(), m.to_string(), s.parse::<ResponseMode>().unwrap()), (s, s.to_string(), m));
         assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{s}\""));
@@ -929,8 +924,8 @@ fn response_mode_parses_orders_and_round_trips_through_a_grant() {
     assert_eq!(Headers.narrowest(Status), Status);
     assert_eq!(Full.narrowest(Full), Full);
 
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh-response");
     let mut g = NewGrant::new("triage", cref("gh"));
     g.response = Some(ResponseMode::Status);
@@ -959,7 +954,7 @@ fn response_mode_parses_orders_and_round_trips_through_a_grant() {
 #[test]
 fn a_version_1_vault_is_migrated_after_the_key_is_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     add_bearer(&v, "gh", "tok-gh-migrate");
     v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
     v.resolve(&access("triage", "gh")).unwrap();
@@ -1069,8 +1064,7 @@ enum Pre {
     Suspend,
 }
 
-#[test]
-fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_verify() {
+fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_verify(kind: Kind) {
     let cases: &[(&str, Pre, &str)] = &[
         ("credential owner", Pre::None, "UPDATE credentials SET owner = 'mallory' WHERE id = :dev"),
         ("credential environment", Pre::None, "UPDATE credentials SET environment = 'staging' WHERE id = :dev"),
@@ -1104,8 +1098,8 @@ fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_veri
         ("grant policy (cleared)", Pre::None, "UPDATE grants SET policy = NULL"),
     ];
     for &(field, pre, sql) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let (v, db) = new_vault(dir.path());
+        let db = TestStore::new(kind);
+        let v = new_vault(&db);
         let dev = add_bearer(&v, "gh", "tok-dev");
         let prod = add_bearer_in(&v, cref("gh").env(Environment::Production), "tok-prod");
         v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
@@ -1123,7 +1117,7 @@ fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_veri
         }
         assert!(v.audit_verify().unwrap().is_ok(), "{field}: before the forgery");
         let sql = sql.replace(":dev", &format!("'{}'", dev.id)).replace(":prod", &format!("'{}'", prod.id));
-        assert_eq!(raw(&db).execute(&sql, []).unwrap(), 1, "{field}: {sql}");
+        assert_eq!(db.exec(&sql), 1, "{field}: {sql}");
 
         let e = v.resolve(&access("triage", "gh")).unwrap_err();
         assert!(matches!(e, Error::Tampered { .. }), "{field}: {e}");
@@ -1143,102 +1137,96 @@ fn a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_veri
     }
 }
 
-#[test]
-fn a_forged_version_row_or_a_missing_mac_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+fn a_forged_version_row_or_a_missing_mac_is_refused(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-v");
     v.rotate(&cref("gh"), &SecretValue::from_single(CredentialKind::Bearer, "tok-v2").unwrap(), "t").unwrap();
     // Make the old version look current.
-    raw(&db).execute("UPDATE versions SET status = 'active' WHERE version = 1", []).unwrap();
+    db.exec("UPDATE versions SET status = 'active' WHERE version = 1");
     assert!(matches!(v.reveal(&cref("gh"), "t", None), Ok(_)), "the current version is untouched");
     assert!(matches!(v.show(&cref("gh")), Err(Error::Tampered { .. })));
     assert_eq!(v.audit_verify().unwrap().problem.unwrap().kind, TamperKind::RecordForged);
-    raw(&db).execute("UPDATE versions SET status = 'rotated' WHERE version = 1", []).unwrap();
+    db.exec("UPDATE versions SET status = 'rotated' WHERE version = 1");
     assert!(v.audit_verify().unwrap().is_ok());
     // Removing a MAC is no way around it.
-    raw(&db).execute("UPDATE credentials SET mac = NULL", []).unwrap();
+    db.exec("UPDATE credentials SET mac = NULL");
     assert!(matches!(v.reveal(&cref("gh"), "t", None), Err(Error::Tampered { .. })));
 }
 
 // ---------------------------------------------------------------- audit chain
 
-fn audited_vault(dir: &Path) -> (Vault, PathBuf) {
-    let (v, db) = new_vault(dir);
+fn audited_vault_file(dir: &Path) -> (Vault, PathBuf) {
+    let (v, db) = new_vault_file(dir);
     for i in 0..4 {
         add_bearer(&v, &format!("c{i}"), "tok");
     }
     (v, db)
 }
 
-#[test]
-fn audit_verify_detects_an_edited_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir.path());
+fn audited_vault(db: &TestStore) -> Vault {
+    let v = new_vault(db);
+    for i in 0..4 {
+        add_bearer(&v, &format!("c{i}"), "tok");
+    }
+    v
+}
+
+fn audit_verify_detects_an_edited_row(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = audited_vault(&db);
     assert_eq!(v.audit_verify().unwrap().rows, 4);
-    raw(&db).execute("UPDATE audit SET actor = 'mallory' WHERE id = 2", []).unwrap();
+    db.exec("UPDATE audit SET actor = 'mallory' WHERE id = 2");
     let p = v.audit_verify().unwrap().problem.unwrap();
     assert_eq!((p.kind, p.row), (TamperKind::Edited, 2), "{}", p.message);
 }
 
-#[test]
-fn audit_verify_detects_a_deleted_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir.path());
-    raw(&db).execute("DELETE FROM audit WHERE id = 2", []).unwrap();
+fn audit_verify_detects_a_deleted_row(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = audited_vault(&db);
+    db.exec("DELETE FROM audit WHERE id = 2");
     let p = v.audit_verify().unwrap().problem.unwrap();
     assert_eq!((p.kind, p.row), (TamperKind::Deleted, 3), "{}", p.message);
 }
 
-#[test]
-fn audit_verify_detects_deletion_of_the_last_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir.path());
-    raw(&db).execute("DELETE FROM audit WHERE id = 4", []).unwrap();
+fn audit_verify_detects_deletion_of_the_last_row(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = audited_vault(&db);
+    db.exec("DELETE FROM audit WHERE id = 4");
     let p = v.audit_verify().unwrap().problem.unwrap();
     assert_eq!(p.kind, TamperKind::Deleted, "{}", p.message);
     assert!(p.message.contains("newest"), "{}", p.message);
 }
 
-#[test]
-fn audit_verify_detects_an_inserted_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir.path());
-    let c = raw(&db);
+fn audit_verify_detects_an_inserted_row(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = audited_vault(&db);
     // Shift rows 3.. up by one and slip a forged row in at 3, copying row 2's link.
-    c.execute("UPDATE audit SET id = id + 100 WHERE id >= 3", []).unwrap();
-    c.execute("UPDATE audit SET id = id - 99 WHERE id >= 103", []).unwrap();
-    c.execute(
+    db.exec("UPDATE audit SET id = id + 100 WHERE id >= 3");
+    db.exec("UPDATE audit SET id = id - 99 WHERE id >= 103");
+    db.exec(
         "INSERT INTO audit SELECT 3, ts, 'read', 'mallory', skill, credential_id, credential_name, environment, owner, \
          purpose, detail, 1, NULL, prev_hash, mac FROM audit WHERE id = 2",
-        [],
-    )
-    .unwrap();
+    );
     let p = v.audit_verify().unwrap().problem.unwrap();
     assert_eq!((p.kind, p.row), (TamperKind::Inserted, 3), "{}", p.message);
 
     // Appending a forged row at the end is caught as well.
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir.path());
-    raw(&db)
-        .execute(
-            "INSERT INTO audit SELECT 5, ts, action, actor, skill, credential_id, credential_name, environment, owner, \
-             purpose, detail, success, error, prev_hash, mac FROM audit WHERE id = 4",
-            [],
-        )
-        .unwrap();
+    let db = TestStore::new(kind);
+    let v = audited_vault(&db);
+    db.exec("INSERT INTO audit SELECT 5, ts, action, actor, skill, credential_id, credential_name, environment, owner, \
+             purpose, detail, success, error, prev_hash, mac FROM audit WHERE id = 4");
     let p = v.audit_verify().unwrap().problem.unwrap();
     assert_eq!((p.kind, p.row), (TamperKind::Inserted, 5), "{}", p.message);
 }
 
-fn audit_max_id(db: &Path) -> i64 {
-    raw(db).query_row("SELECT max(id) FROM audit", [], |r| r.get(0)).unwrap()
+fn audit_max_id(db: &TestStore) -> i64 {
+    db.i64("SELECT max(id) FROM audit")
 }
 
-#[test]
-fn truncating_the_newest_rows_and_corrupting_the_head_stops_appends_until_an_audited_repair() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+fn truncating_the_newest_rows_and_corrupting_the_head_stops_appends_until_an_audited_repair(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh");
     v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
     for _ in 0..4 {
@@ -1251,9 +1239,9 @@ fn truncating_the_newest_rows_and_corrupting_the_head_stops_appends_until_an_aud
 
     // Delete the newest 3 rows (the last reads) and spoil the head.
     let max = audit_max_id(&db);
-    let c = raw(&db);
-    c.execute("DELETE FROM audit WHERE id > ?1", [max - 3]).unwrap();
-    c.execute("UPDATE meta SET value = zeroblob(80) WHERE key = 'audit_head'", []).unwrap();
+    db.exec(&format!("DELETE FROM audit WHERE id > {}", max - 3));
+    // Any other 80... bytes will do: the vault id is stored there too.
+    db.exec("UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'vault_id') WHERE key = 'audit_head'");
     let left = (max - 3) as u64;
 
     // The next resolve fails closed, naming the fix; so does any other write.
@@ -1291,17 +1279,16 @@ fn truncating_the_newest_rows_and_corrupting_the_head_stops_appends_until_an_aud
     assert!(v.audit_verify().unwrap().is_ok());
 }
 
-#[test]
-fn deleting_the_newest_rows_under_an_intact_head_also_stops_appends() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir.path());
-    raw(&db).execute("DELETE FROM audit WHERE id = 4", []).unwrap();
+fn deleting_the_newest_rows_under_an_intact_head_also_stops_appends(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = audited_vault(&db);
+    db.exec("DELETE FROM audit WHERE id = 4");
     let e = v.record(&AuditEvent::new(AuditAction::Use, "rt")).unwrap_err();
     assert!(matches!(&e, Error::AuditHeadDamaged { reason } if reason.contains("row 4")), "{e}");
     // An edited newest row too.
-    let dir2 = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir2.path());
-    raw(&db).execute("UPDATE audit SET actor = 'mallory' WHERE id = 4", []).unwrap();
+    let db = TestStore::new(kind);
+    let v = audited_vault(&db);
+    db.exec("UPDATE audit SET actor = 'mallory' WHERE id = 4");
     let e = v.record(&AuditEvent::new(AuditAction::Use, "rt")).unwrap_err();
     assert!(matches!(&e, Error::AuditHeadDamaged { .. }), "{e}");
     let r = v.audit_repair("op").unwrap();
@@ -1313,7 +1300,7 @@ fn deleting_the_newest_rows_under_an_intact_head_also_stops_appends() {
 #[test]
 fn an_anchor_proves_the_log_extends_it_and_catches_truncation_and_rollback() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = audited_vault(dir.path());
+    let (v, db) = audited_vault_file(dir.path());
     let old = dir.path().join("old.db");
     v.backup(&old, "t").unwrap(); // the copy holds rows 1..=5 (the backup row too)
     let a5 = v.audit_anchor().unwrap();
@@ -1356,7 +1343,7 @@ fn an_anchor_proves_the_log_extends_it_and_catches_truncation_and_rollback() {
     let mut forged = a7.clone();
     forged.count = 2;
     assert!(matches!(v.audit_verify_anchor(&forged), Err(Error::InvalidInput { .. })));
-    let (other, _) = new_vault(&dir.path().join("x").tap_mkdir());
+    let (other, _) = new_vault_file(&dir.path().join("x").tap_mkdir());
     let e = other.audit_verify_anchor(&a7).unwrap_err();
     assert!(e.to_string().contains("another vault"), "{e}");
     assert!(AuditAnchor::from_json("{}").is_err());
@@ -1378,7 +1365,7 @@ fn the_anchor_file_follows_every_append_and_must_be_outside_the_vault_directory(
     let dir = tempfile::tempdir().unwrap();
     let vdir = dir.path().join("vault").tap_mkdir();
     let outside = dir.path().join("anchors").tap_mkdir();
-    let (v, db) = new_vault(&vdir);
+    let (v, db) = new_vault_file(&vdir);
     let sub = vdir.join("sub").tap_mkdir();
     for inside in [vdir.join("anchor.json"), sub.join("anchor.json"), vdir.join("../vault/a.json")] {
         let e = v.set_audit_anchor_file(Some(&inside), "op").unwrap_err();
@@ -1425,23 +1412,23 @@ fn the_anchor_file_follows_every_append_and_must_be_outside_the_vault_directory(
 
 // ---------------------------------------------------------------- master key, backup
 
-#[test]
-fn master_key_rotation_rewraps_without_touching_payloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+fn master_key_rotation_rewraps_without_touching_payloads(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-rot");
-    let payload = |db: &Path| -> Vec<(Vec<u8>, Vec<u8>)> {
-        let c = raw(db);
-        let mut s = c.prepare("SELECT wrapped_dek, ciphertext FROM versions ORDER BY credential_id").unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    let payload = |db: &TestStore| {
+        (
+            db.blobs("SELECT wrapped_dek FROM versions ORDER BY credential_id"),
+            db.blobs("SELECT ciphertext FROM versions ORDER BY credential_id"),
+        )
     };
     let before = payload(&db);
     v.rotate_master_key(&key(KEY_B), "admin").unwrap();
     assert_eq!(payload(&db), before, "credential payloads were re-encrypted");
     assert_eq!(token_of(&v.reveal(&cref("gh"), "t", None).unwrap()), "tok-rot");
     drop(v);
-    assert!(matches!(Vault::open(&db, &key(KEY_A)), Err(Error::WrongMasterKey { .. })));
-    let v = Vault::open(&db, &key(KEY_B)).unwrap();
+    assert!(matches!(Vault::open_at(&db.location, &key(KEY_A)), Err(Error::WrongMasterKey { .. })));
+    let v = Vault::open_at(&db.location, &key(KEY_B)).unwrap();
     assert_eq!(token_of(&v.reveal(&cref("gh"), "t", None).unwrap()), "tok-rot");
     assert!(v.audit_verify().unwrap().is_ok(), "the audit key survives master rotation");
     let rows = v.audit_list(&AuditQuery { action: Some(AuditAction::KeyRotate), ..Default::default() }).unwrap();
@@ -1451,7 +1438,7 @@ fn master_key_rotation_rewraps_without_touching_payloads() {
 #[test]
 fn backup_is_a_consistent_encrypted_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+    let (v, _) = new_vault_file(dir.path());
     add_bearer(&v, "gh", "tok-backup-canary");
     let dest = dir.path().join("backup.db");
     v.backup(&dest, "admin").unwrap();
@@ -1468,7 +1455,7 @@ fn backup_is_a_consistent_encrypted_copy() {
 fn backup_is_created_0600_and_never_through_a_planted_symlink() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+    let (v, _) = new_vault_file(dir.path());
     add_bearer(&v, "gh", "tok-backup-canary");
     let dest = dir.path().join("backup.db");
     v.backup(&dest, "admin").unwrap();
@@ -1482,12 +1469,11 @@ fn backup_is_created_0600_and_never_through_a_planted_symlink() {
     assert!(!elsewhere.exists(), "nothing was written through the symlink");
 }
 
-#[test]
-fn vault_is_send_and_sync_and_threads_share_it() {
+fn vault_is_send_and_sync_and_threads_share_it(kind: Kind) {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Vault>();
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _) = new_vault(dir.path());
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok");
     v.grant(&NewGrant::new("s", cref("gh")), "t").unwrap();
     let v = std::sync::Arc::new(v);
@@ -1545,7 +1531,7 @@ fn child_process_entry() {
 #[test]
 fn two_processes_writing_at_once_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     drop(v);
     let kids: Vec<_> =
         ["p1", "p2"].iter().map(|t| child("writer", &db, &[("CHILD_TAG", t)]).spawn().unwrap()).collect();
@@ -1572,7 +1558,7 @@ fn two_processes_writing_at_once_lose_nothing() {
 fn sigkill_at_each_master_key_rotation_step_leaves_a_usable_vault() {
     for step in ["before-begin", "after-first-rewrap", "before-commit", "after-commit"] {
         let dir = tempfile::tempdir().unwrap();
-        let (v, db) = new_vault(dir.path());
+        let (v, db) = new_vault_file(dir.path());
         for i in 0..3 {
             add_bearer(&v, &format!("c{i}"), &format!("tok-{i}"));
         }
@@ -1608,10 +1594,9 @@ fn with_policy(mut a: Access, policy: &str) -> Access {
     a
 }
 
-#[test]
-fn the_policy_is_pinned_on_first_use_and_a_changed_one_is_refused_with_a_diff() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _db) = new_vault(dir.path());
+fn the_policy_is_pinned_on_first_use_and_a_changed_one_is_refused_with_a_diff(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh-policy");
     v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].policy, None);
@@ -1654,10 +1639,9 @@ fn the_policy_is_pinned_on_first_use_and_a_changed_one_is_refused_with_a_diff() 
     assert!(v.audit_verify().unwrap().is_ok());
 }
 
-#[test]
-fn a_policy_to_pin_must_be_a_bounded_json_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let (v, _db) = new_vault(dir.path());
+fn a_policy_to_pin_must_be_a_bounded_json_object(kind: Kind) {
+    let db = TestStore::new(kind);
+    let v = new_vault(&db);
     add_bearer(&v, "gh", "tok-gh-policy");
     for bad in ["not json".to_string(), "[1]".to_string(), format!(r#"{{"hosts":["{}"]}}"#, "a".repeat(70_000))] {
         let mut g = NewGrant::new("triage", cref("gh"));
@@ -1670,7 +1654,7 @@ fn a_policy_to_pin_must_be_a_bounded_json_object() {
 #[test]
 fn a_version_3_vault_keeps_its_record_macs_when_the_policy_column_is_added() {
     let dir = tempfile::tempdir().unwrap();
-    let (v, db) = new_vault(dir.path());
+    let (v, db) = new_vault_file(dir.path());
     add_bearer(&v, "gh", "tok-gh-v3");
     v.grant(&NewGrant::new("triage", cref("gh")), "admin").unwrap();
     v.resolve(&access("triage", "gh")).unwrap();
@@ -1690,3 +1674,29 @@ fn a_version_3_vault_keeps_its_record_macs_when_the_policy_column_is_added() {
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].policy.as_deref(), Some(POLICY));
     assert!(v.audit_verify().unwrap().is_ok());
 }
+
+on_both!(
+    round_trip_of_every_kind,
+    list_show_and_debug_never_print_a_value,
+    rotation_keeps_history_to_the_configured_depth,
+    identity_is_owner_environment_name_and_filters_work,
+    resolve_enforces_grants_expiry_revocation_and_digest_pinning_and_audits_every_outcome,
+    record_appends_host_side_events,
+    tripwires_suspend_the_skills_grants_at_the_threshold,
+    tripwires_outside_the_window_do_not_count,
+    a_suspended_grant_is_refused_and_audited_and_granting_again_re_enables_it,
+    record_takes_leak_and_tripwire_events_but_not_the_vaults_own_state_changes,
+    response_mode_parses_orders_and_round_trips_through_a_grant,
+    a_forged_credential_or_grant_field_is_refused_by_resolve_and_reported_by_verify,
+    a_forged_version_row_or_a_missing_mac_is_refused,
+    audit_verify_detects_an_edited_row,
+    audit_verify_detects_a_deleted_row,
+    audit_verify_detects_deletion_of_the_last_row,
+    audit_verify_detects_an_inserted_row,
+    truncating_the_newest_rows_and_corrupting_the_head_stops_appends_until_an_audited_repair,
+    deleting_the_newest_rows_under_an_intact_head_also_stops_appends,
+    master_key_rotation_rewraps_without_touching_payloads,
+    vault_is_send_and_sync_and_threads_share_it,
+    the_policy_is_pinned_on_first_use_and_a_changed_one_is_refused_with_a_diff,
+    a_policy_to_pin_must_be_a_bounded_json_object,
+);

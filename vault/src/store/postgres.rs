@@ -180,10 +180,29 @@ impl PgStore {
     /// Connects (checking that the server answers); the schema is not touched.
     pub(crate) fn connect(url: &str) -> Result<PgStore> {
         let display = redact(url);
-        let config: tokio_postgres::Config = url.parse().map_err(|e| Error::InvalidInput {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| Error::InvalidInput {
             what: "store URL",
             reason: format!("{display} is not a valid PostgreSQL URL ({e}); expected postgres://USER@HOST[:PORT]/DATABASE"),
         })?;
+        config.application_name("skillbox-vault").connect_timeout(CONNECT_TIMEOUT);
+        // TLS is required (and verified) unless every host is loopback or a Unix socket, or
+        // the URL says `sslmode=disable`. `prefer` would let anyone on the path strip TLS
+        // silently, so it is treated as `require`.
+        let asked = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let disable = asked.split('&').any(|kv| kv.eq_ignore_ascii_case("sslmode=disable"));
+        let require = asked.split('&').any(|kv| kv.eq_ignore_ascii_case("sslmode=require"));
+        let local = config.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => true,
+        });
+        config.ssl_mode(if disable || (local && !require) {
+            tokio_postgres::config::SslMode::Disable
+        } else {
+            tokio_postgres::config::SslMode::Require
+        });
         let tls = postgres_tls().map_err(|reason| Error::InvalidInput { what: "store URL", reason })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -190,11 +190,6 @@ impl SqliteStore {
             Ok(_) => Ok(store),
         }
     }
-
-    /// The vault file.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Store for SqliteStore {
