@@ -37,6 +37,11 @@ pub struct GlobalOpts {
     /// The credential vault file [default: $XDG_DATA_HOME/skillbox/vault.db].
     #[arg(long, env = "SKILLBOX_VAULT", global = true, value_name = "PATH")]
     pub vault: Option<PathBuf>,
+    /// Where the vault is kept, overriding --vault: a file path, sqlite:PATH, or
+    /// postgres://USER@HOST/DB for a store shared by several hosts. Give a password in
+    /// SKILLBOX_STORE or PGPASSWORD, never on the command line.
+    #[arg(long, env = "SKILLBOX_STORE", global = true, value_name = "URL")]
+    pub store: Option<String>,
     /// Where compiled components are cached [default: $XDG_CACHE_HOME/skillbox/components].
     #[arg(long, env = "SKILLBOX_CACHE_DIR", global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

@@ -43,11 +43,11 @@ pub fn mcp(args: McpArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let dirs = skill_dirs(&config, &args.skills)?;
     // stdin is the protocol: there is no terminal to ask, so ungranted credentials are
     // denied, with the `skillbox grant` command in the tool's error.
-    let vault_file = vault_cli::vault_path(global)?;
-    let runtime = if vault_file.exists() {
+    let vault_at = vault_cli::vault_location(global)?;
+    let runtime = if vault_cli::vault_exists(&vault_at) {
         Runtime::with_vault(config, Arc::new(vault_cli::open_vault(global)?), Arc::new(DenyAll))?
     } else {
-        tracing::warn!(vault = %vault_file.display(), "no vault: tools that open credentials will be refused");
+        tracing::warn!(vault = %vault_at, "no vault: tools that open credentials will be refused");
         Runtime::new(config)?
     };
     let context = InvocationContext { user: args.user, environment: args.environment, purpose: "mcp".into() };

@@ -263,9 +263,9 @@ fn credential_vault(manifest: &Manifest, global: &GlobalOpts) -> anyhow::Result<
     if manifest.credentials.is_empty() {
         return Ok(None);
     }
-    let path = vault_cli::vault_path(global)?;
-    if !path.exists() {
-        tracing::warn!(vault = %path.display(), "no vault: credentials this skill opens will be refused");
+    let location = vault_cli::vault_location(global)?;
+    if !vault_cli::vault_exists(&location) {
+        tracing::warn!(vault = %location, "no vault: credentials this skill opens will be refused");
         return Ok(None);
     }
     vault_cli::open_vault(global).map(Some)

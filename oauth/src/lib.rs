@@ -8,9 +8,11 @@
 //!
 //! - **in this process**, callers for one credential queue on one async lock, and re-read the
 //!   vault when they get it (the first one's refresh serves them all);
-//! - **across processes** sharing the vault, the refresher also holds an exclusive lock on a
-//!   file beside the vault (`<vault>.oauth-<credential id>.lock`), and re-reads the value under
-//!   it, so a second process finds the token the first one stored.
+//! - **across processes and hosts** sharing the vault (one SQLite file, or one PostgreSQL
+//!   store for a fleet), the refresher also holds the vault's lease `oauth-refresh:<credential
+//!   id>` (`Vault::lease`: one atomic upsert, expiring by the database's clock), and re-reads
+//!   the value under it, so another process or host finds the token the first one stored. A
+//!   holder that dies keeps the lease for at most [`LEASE_TTL`].
 //!
 //! The new access token (and a rotated refresh token, when the provider returns one; the old
 //! one is kept otherwise) is stored as a new version with `Vault::rotate_with`, and a `refresh`
@@ -27,7 +29,7 @@ mod login;
 pub use login::{Login, LoginOutcome};
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,7 +39,7 @@ use oauth2::{
     TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
-use skillbox_vault::{AuditAction, AuditEvent, CredentialRef, SecretValue, Token, Vault};
+use skillbox_vault::{AuditAction, AuditEvent, CredentialRef, Lease, SecretValue, Token, Vault};
 
 /// A token that expires within this is refreshed before it is used.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -47,6 +49,8 @@ pub(crate) const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a process waits for another one's refresh before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// How long a refresh lease lasts unless given back: longer than a token request may take.
+pub const LEASE_TTL: Duration = Duration::from_secs(TOKEN_TIMEOUT.as_secs() + 15);
 
 /// The actor refresh rows are recorded under.
 pub const ACTOR: &str = "skillbox-oauth";
@@ -150,7 +154,7 @@ impl Refresher {
             Arc::clone(locks.entry(id.to_owned()).or_default())
         };
         let _turn = local.lock().await;
-        let _file = FileLock::acquire(lock_path(vault, id), &r.name).await?;
+        let _lease = RefreshLease::acquire(vault, id, &r.name).await?;
         // Under both locks: someone may have refreshed while we waited.
         let latest = vault
             .reveal(r, ACTOR, Some("check before an OAuth 2 refresh"))
@@ -291,54 +295,48 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// The lock file beside the vault for credential `id`.
-fn lock_path(vault: &Vault, id: &str) -> PathBuf {
-    let mut name = vault.path().file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".oauth-{id}.lock"));
-    vault.path().with_file_name(name)
+/// The vault lease that makes one refresher of credential `id` at a time, across every
+/// process and host sharing the vault; given back when dropped.
+struct RefreshLease<'a> {
+    vault: &'a Vault,
+    lease: Lease,
 }
 
-/// An exclusive lock on a file, held until dropped (the operating system releases it if the
-/// process dies).
-struct FileLock(std::fs::File);
-
-impl FileLock {
-    async fn acquire(path: PathBuf, name: &str) -> Result<FileLock, Error> {
+impl<'a> RefreshLease<'a> {
+    async fn acquire(vault: &'a Vault, id: &str, name: &str) -> Result<RefreshLease<'a>, Error> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let failed = |reason: String| Error::Failed { name: name.to_owned(), reason };
+        let holder = format!(
+            "pid {} #{} at {}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        );
+        let what = format!("oauth-refresh:{id}");
         let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| failed(format!("cannot open the refresh lock {}: {e}", path.display())))?
-        };
         loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(FileLock(file)),
-                Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+            match vault.lease(&what, &holder, LEASE_TTL) {
+                Ok(Some(lease)) => return Ok(RefreshLease { vault, lease }),
+                Ok(None) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {
+                Ok(None) => {
                     return Err(failed(format!(
-                        "another process held the refresh lock for over {} s",
+                        "another process or host held the refresh lease for over {} s",
                         LOCK_WAIT.as_secs()
                     )));
                 }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(failed(format!("cannot lock {}: {e}", path.display())));
-                }
+                Err(source) => return Err(Error::Vault { name: name.to_owned(), source }),
             }
         }
     }
 }
 
-impl Drop for FileLock {
+impl Drop for RefreshLease<'_> {
     fn drop(&mut self) {
-        let _ = self.0.unlock();
+        if let Err(e) = self.vault.release_lease(&self.lease) {
+            tracing::warn!(lease = %self.lease.name, "could not give the refresh lease back (it expires by itself): {e}");
+        }
     }
 }
 

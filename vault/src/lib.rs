@@ -40,6 +40,7 @@ mod policy;
 mod records;
 mod schema;
 mod secret;
+mod status;
 mod store;
 mod types;
 
@@ -64,6 +65,7 @@ pub use crate::migrate::MigrateReport;
 pub use crate::secret::{
     ApiKey, Basic, CredentialKind, Custom, Database, HmacKey, MIN_SECRET_LEN, Postgres, SecretValue, Token,
 };
+pub use crate::status::VaultStatus;
 pub use crate::store::postgres::postgres_tls;
 pub use crate::store::{Backend, DbError, Location, StoreFacts};
 pub use crate::types::*;

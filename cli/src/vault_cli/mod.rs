@@ -19,6 +19,7 @@ use clap::{Args, Subcommand};
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use skillbox_vault::{
+    Location,
     AccessLevel, ApiKeyInfo, AuditAction, AuditQuery, CredentialKind, CredentialRef, Environment, GrantFilter,
     GrantStatus, InitOptions, ListFilter, MasterKeySource, NewApiKey, NewCredential, NewGrant, ResponseMode, Status,
     Vault,
@@ -84,6 +85,29 @@ pub enum VaultCmd {
     Backup {
         /// The new file (must not exist).
         file: PathBuf,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Copy the whole vault to another store (SQLite file <-> PostgreSQL), under the same
+    /// master key. The audit chain is verified before and after; a target that already
+    /// holds a vault is refused. Point --store / SKILLBOX_STORE at the target afterwards.
+    Migrate {
+        /// The target: postgres://USER@HOST/DB, sqlite:PATH or a new file's path. Give a
+        /// password in PGPASSWORD, not here.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Where the vault is kept and what it holds: store, schema version, row counts, audit
+    /// head, and for PostgreSQL the server version and whether the connection uses TLS.
+    Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         key: KeyOpts,
     },
@@ -484,6 +508,56 @@ pub fn run(cmd: VaultCommands, global: &GlobalOpts) -> anyhow::Result<ExitCode> 
                 eprintln!("backup written to {} (encrypted; opens with the same master key)", file.display());
                 Ok(ExitCode::SUCCESS)
             }
+            VaultCmd::Migrate { to, json, key } => {
+                let target = Location::parse(&to);
+                if target.display() != to {
+                    return Err(usage(anyhow::anyhow!(
+                        "--to {} holds a password, and anyone on this machine can read a command line: put the \
+                         password in PGPASSWORD instead",
+                        target.display()
+                    )));
+                }
+                let vault = open_vault_with(global, key.key_file.as_deref())?;
+                let report = vault.migrate_to(&target, &actor()).map_err(vault_err)?;
+                if json {
+                    return crate::skills::print_stdout(&serde_json::to_string_pretty(&report)?);
+                }
+                let counts: Vec<String> = report.rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                eprintln!(
+                    "copied the vault to {} ({}); its audit chain verifies ({} rows). Use it with --store / \
+                     SKILLBOX_STORE; the source is unchanged but for its `migrate` audit row",
+                    report.target,
+                    counts.join(", "),
+                    report.audit_rows
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            VaultCmd::Status { json, key } => {
+                let vault = open_vault_with(global, key.key_file.as_deref())?;
+                let status = vault.status().map_err(vault_err)?;
+                if json {
+                    return crate::skills::print_stdout(&serde_json::to_string_pretty(&status)?);
+                }
+                let mut out = format!(
+                    "vault     {}\nstore     {} {}\n",
+                    status.vault_id, status.store.backend, status.store.location
+                );
+                if let Some(v) = &status.store.server_version {
+                    out += &format!("server    {v}\n");
+                }
+                if let Some(tls) = status.store.tls {
+                    out += &format!("tls       {}\n", if tls { "yes" } else { "no" });
+                }
+                out += &format!("schema    {}\n", status.schema_version);
+                for (table, n) in &status.rows {
+                    out += &format!("{table:<9} {n}\n");
+                }
+                out += &format!(
+                    "audit head {} rows, newest row {}\ngeneration {}",
+                    status.audit_rows, status.audit_last_id, status.generation
+                );
+                crate::skills::print_stdout(&out)
+            }
         },
         VaultCommands::Cred(cmd) => cred(*cmd, global),
         VaultCommands::Grant(a) => grant(*a, global),
@@ -545,8 +619,36 @@ pub fn actor() -> String {
     actor::os_account()
 }
 
+/// Where the vault is: `--store` / `SKILLBOX_STORE` (a path, `sqlite:PATH` or a PostgreSQL
+/// URL), else `--vault` / `SKILLBOX_VAULT`, else `$XDG_DATA_HOME/skillbox/vault.db`. A
+/// password in a `--store` URL on the command line is refused: others can read argv.
+pub fn vault_location(global: &GlobalOpts) -> anyhow::Result<Location> {
+    if let Some(store) = &global.store {
+        let location = Location::parse(store);
+        let from_env = std::env::var("SKILLBOX_STORE").is_ok_and(|e| &e == store);
+        if !from_env && location.display() != *store {
+            return Err(usage(anyhow::anyhow!(
+                "--store {} holds a password, and anyone on this machine can read a command line: put the URL \
+                 in SKILLBOX_STORE, or the password in PGPASSWORD",
+                location.display()
+            )));
+        }
+        return Ok(location);
+    }
+    Ok(Location::Sqlite(vault_path(global)?))
+}
+
+/// Whether there is a vault to open at `location` (a SQLite file that exists; a PostgreSQL
+/// store is always tried, and says so if it holds no vault).
+pub fn vault_exists(location: &Location) -> bool {
+    match location {
+        Location::Sqlite(p) => p.exists(),
+        Location::Postgres(_) => true,
+    }
+}
+
 /// The vault file: `--vault` / `SKILLBOX_VAULT`, else `$XDG_DATA_HOME/skillbox/vault.db`.
-pub fn vault_path(global: &GlobalOpts) -> anyhow::Result<PathBuf> {
+fn vault_path(global: &GlobalOpts) -> anyhow::Result<PathBuf> {
     if let Some(p) = &global.vault {
         return Ok(p.clone());
     }
@@ -593,9 +695,9 @@ pub fn open_vault(global: &GlobalOpts) -> anyhow::Result<Vault> {
 
 /// [`open_vault`] with an explicit `--key-file`.
 pub fn open_vault_with(global: &GlobalOpts, key_file: Option<&Path>) -> anyhow::Result<Vault> {
-    let path = vault_path(global)?;
+    let location = vault_location(global)?;
     let source = master_key_source(key_file)?;
-    Vault::open(&path, &source).map_err(vault_err)
+    Vault::open_at(&location, &source).map_err(vault_err)
 }
 
 fn init(
@@ -605,8 +707,10 @@ fn init(
     history_depth: u32,
     key: &KeyOpts,
 ) -> anyhow::Result<ExitCode> {
-    let path = vault_path(global)?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+    let location = vault_location(global)?;
+    if let Location::Sqlite(path) = &location
+        && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
         let mut b = std::fs::DirBuilder::new();
         b.recursive(true);
         #[cfg(unix)]
@@ -632,8 +736,8 @@ fn init(
         master_key_source(key.key_file.as_deref())?
     };
     let options = InitOptions::default().with_history_depth(history_depth);
-    let vault = Vault::init(&path, &source, &options).map_err(vault_err)?;
-    eprintln!("created vault {} (id {})", path.display(), vault.vault_id());
+    let vault = Vault::init_at(&location, &source, &options).map_err(vault_err)?;
+    eprintln!("created vault {location} (id {})", vault.vault_id());
     Ok(ExitCode::SUCCESS)
 }
 

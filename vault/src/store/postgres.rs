@@ -185,6 +185,13 @@ impl PgStore {
             reason: format!("{display} is not a valid PostgreSQL URL ({e}); expected postgres://USER@HOST[:PORT]/DATABASE"),
         })?;
         config.application_name("skillbox-vault").connect_timeout(CONNECT_TIMEOUT);
+        // The password may come from the environment, so it need not be in a URL or on a
+        // command line.
+        if config.get_password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            config.password(password);
+        }
         // TLS is required (and verified) unless every host is loopback or a Unix socket, or
         // the URL says `sslmode=disable`. `prefer` would let anyone on the path strip TLS
         // silently, so it is treated as `require`.
