@@ -14,6 +14,8 @@ pub const USAGE: u8 = 2;
 pub const LIMIT_EXCEEDED: u8 = 3;
 /// Access was refused: a credential not granted, revoked, or a host not allowed.
 pub const DENIED: u8 = 4;
+/// `skillbox cred test`: the credential was tried and did not work.
+pub const CRED_TEST_FAILED: u8 = 6;
 
 /// Shown at the end of `skillbox --help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -24,7 +26,9 @@ Exit codes:
   3  the skill hit a limit (time, memory or fuel; its manifest's or the operator's cap;
      or a host limit: too many host calls, handles or audit rows, a request or result too large)
   4  access denied (credential not granted, revoked, expired; host not allowed)
-  5  `skillbox cred due`: something is overdue for rotation, expired or needs re-authorization";
+  5  `skillbox cred due`: something is overdue for rotation, expired or needs re-authorization
+  6  `skillbox cred test`: the credential did not work (refused by the service, wrong status,
+     database login or connection failed, OAuth 2 refresh failed)";
 
 /// A failure whose exit code was decided where it happened.
 #[derive(Debug)]

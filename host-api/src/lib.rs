@@ -71,6 +71,7 @@ pub use credentials::OpenCredential;
 pub use error::{HostError, LimitExceeded, Tripped};
 pub use log::truncate_at_char_boundary;
 pub use policy::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
+pub use sql::{DatabaseCheck, check_database};
 use record::Recorder;
 
 /// Longest log message a guest may write; longer ones are truncated.

@@ -508,6 +508,66 @@ impl Budget {
     }
 }
 
+// ---------------------------------------------------------------- cred test
+
+/// What [`check_database`] found.
+#[derive(Debug, Clone)]
+pub struct DatabaseCheck {
+    /// Where it connected, for people and audit rows: `postgres://host:port/db` or
+    /// `sqlite:file` (never the user or password).
+    pub target: String,
+    /// Why the role counts as privileged, when the credential allows a privileged role
+    /// (empty for a least-privilege role).
+    pub privileges: Vec<String>,
+    /// `None` when the connection and `SELECT 1` worked; else why not, in the words a skill
+    /// would get (never the password).
+    pub error: Option<String>,
+    /// True when the error is a refusal by skillbox's own rules (a privileged role the
+    /// credential does not allow), not the database's.
+    pub denied: bool,
+}
+
+/// `skillbox cred test` for a database credential named `credential`: connects exactly as
+/// `sql.query` would (PostgreSQL: TLS unless loopback, the privileged-role check; SQLite: the
+/// file opened read-only) and runs `SELECT 1`. Nothing is written.
+pub async fn check_database(credential: &str, database: &Database) -> DatabaseCheck {
+    let target = database_label(database);
+    let mut privileges = Vec::new();
+    let result: Result<(), HostError> = async {
+        match database {
+            Database::Postgres(pg) => {
+                let conn = pg_connect(credential, pg).await?;
+                privileges.clone_from(&conn.privileges);
+                let row = tokio::time::timeout(STATEMENT_TIMEOUT, conn.client.query_one("SELECT 1", &[]))
+                    .await
+                    .map_err(|_| HostError::upstream("SELECT 1 did not finish in time"))?
+                    .map_err(pg_error)?;
+                match row.try_get::<_, i32>(0) {
+                    Ok(1) => Ok(()),
+                    _ => Err(HostError::upstream("SELECT 1 did not return 1")),
+                }
+            }
+            Database::Sqlite { path } => {
+                let conn = sqlite_open(path, false).await?;
+                tokio::task::spawn_blocking(move || {
+                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    match conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)) {
+                        Ok(1) => Ok(()),
+                        Ok(_) => Err(HostError::upstream("SELECT 1 did not return 1")),
+                        Err(e) => Err(HostError::upstream(format!("SELECT 1 failed: {e}"))),
+                    }
+                })
+                .await
+                .map_err(|e| HostError::upstream(format!("sqlite worker failed: {e}")))?
+            }
+            _ => Err(HostError::wrong_kind("this kind of database is not supported by sql")),
+        }
+    }
+    .await;
+    let denied = result.as_ref().err().is_some_and(HostError::is_denial);
+    DatabaseCheck { target, privileges, error: result.err().map(|e| e.message()), denied }
+}
+
 // ---------------------------------------------------------------- PostgreSQL
 
 async fn pg_connect(credential: &str, pg: &Postgres) -> Result<PgConn, HostError> {

@@ -5,6 +5,7 @@
 //! formats output as text or `--json`. All policy lives in the library.
 
 mod actor;
+mod credtest;
 mod input;
 mod lifecycle;
 mod print;
@@ -180,6 +181,9 @@ pub enum CredCmd {
         /// Rotation schedule: a duration like 90d, 12h or 30m (`skillbox cred due` lists it when due).
         #[arg(long, value_name = "DURATION")]
         rotate_every: Option<String>,
+        /// The URL `skillbox cred test` sends one request to (http or https; no user or password in it).
+        #[arg(long, value_name = "URL")]
+        test_url: Option<String>,
         #[command(flatten)]
         value: ValueOpts,
         /// Print the new credential's metadata as JSON.
@@ -247,6 +251,12 @@ pub enum CredCmd {
     /// Shut off a leaked credential in one step: revoke every version, suspend every grant,
     /// record it, and show who used it in the last 30 days.
     Compromised(Box<lifecycle::CompromisedArgs>),
+    /// Check that a credential works, without showing it: a database credential connects and
+    /// runs SELECT 1; an HTTP credential sends one GET to its test URL (`--test-url`) through
+    /// the egress pipeline skills use and reports the status; an oauth2 credential first proves
+    /// it can refresh. Audited as a `use`. Exits 0 when it works, 6 when it does not, 4 when
+    /// skillbox's rules refuse the test (a host the credential may not go to).
+    Test(Box<credtest::TestArgs>),
     /// Revoke a credential now (kept, but never handed out).
     Revoke {
         /// Credential name.
@@ -786,8 +796,24 @@ fn parse_when(s: &str, forward: bool) -> anyhow::Result<SystemTime> {
 
 fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     match cmd {
-        CredCmd::Add { name, kind, service, id, description, scopes, expires, rotate_every, value, json, key } => {
+        CredCmd::Add {
+            name,
+            kind,
+            service,
+            id,
+            description,
+            scopes,
+            expires,
+            rotate_every,
+            test_url,
+            value,
+            json,
+            key,
+        } => {
             input::refuse_argv_secrets(&value)?;
+            if let Some(url) = &test_url {
+                credtest::check_test_url(url)?;
+            }
             let kind: CredentialKind = kind.parse().map_err(usage)?;
             let r = cref(&name, &id)?;
             let expires_at = expires.as_deref().map(|e| parse_when(e, true)).transpose()?;
@@ -800,7 +826,10 @@ fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             new.scopes = scopes;
             new.expires_at = expires_at;
             new.rotate_every = rotate_every;
-            let info = vault.add(&new, &secret, &actor()).map_err(vault_err)?;
+            let mut info = vault.add(&new, &secret, &actor()).map_err(vault_err)?;
+            if let Some(url) = &test_url {
+                info = vault.set_test_url(&info.reference(), Some(url), &actor()).map_err(vault_err)?;
+            }
             if json {
                 print::json(&info);
             } else {
@@ -878,6 +907,7 @@ fn cred(cmd: CredCmd, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         CredCmd::Update(a) => lifecycle::update(global, *a),
         CredCmd::Due(a) => lifecycle::due(global, a),
         CredCmd::Compromised(a) => lifecycle::compromised(global, *a),
+        CredCmd::Test(a) => credtest::test(global, *a),
     }
 }
 
