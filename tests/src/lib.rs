@@ -9,6 +9,7 @@ use skillbox_runtime::{Runtime, RuntimeConfig};
 include!(concat!(env!("OUT_DIR"), "/skills.rs"));
 
 pub mod oauth;
+pub mod pg;
 pub mod reflect;
 pub mod server;
 
