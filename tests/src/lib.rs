@@ -11,6 +11,7 @@ include!(concat!(env!("OUT_DIR"), "/skills.rs"));
 pub mod oauth;
 pub mod reflect;
 pub mod server;
+pub mod webhook;
 
 /// A compile cache shared by one test process, in a temporary directory.
 fn cache_dir() -> &'static Path {
