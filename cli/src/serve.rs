@@ -50,7 +50,12 @@ pub fn mcp(args: McpArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         tracing::warn!(vault = %vault_at, "no vault: tools that open credentials will be refused");
         Runtime::new(config)?
     };
-    let context = InvocationContext { user: args.user, environment: args.environment, purpose: "mcp".into() };
+    let context = InvocationContext {
+        user: args.user,
+        environment: args.environment,
+        purpose: "mcp".into(),
+        actor: Some(vault_cli::actor()),
+    };
     tokio_runtime()?.block_on(async move {
         let catalogue = load_catalogue(&runtime, &dirs)?;
         tracing::info!(tools = catalogue.len(), "serving MCP on stdio");

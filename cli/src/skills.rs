@@ -91,7 +91,13 @@ pub fn run(args: RunArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         None => Runtime::new(config)?,
     };
     let skill = runtime.load_manifest(manifest)?;
-    let context = InvocationContext { user: args.user, environment: args.environment, purpose: args.purpose };
+    // The audit actor is the operating-system account running the command, not `--user`.
+    let context = InvocationContext {
+        user: args.user,
+        environment: args.environment,
+        purpose: args.purpose,
+        actor: Some(vault_cli::actor()),
+    };
     let output = tokio_runtime()?.block_on(skill.invoke_with(&input, &context))?;
     // JSON lets DEL, C1 controls and bidi overrides stand raw in strings; write them as
     // `\uXXXX` escapes instead (same JSON) so a result cannot drive the terminal.

@@ -262,7 +262,7 @@ fn compromised_shuts_a_credential_off_and_shows_who_used_it() {
     assert!(text.contains("grants suspended: 1"), "{text}");
     assert!(text.contains("webhook-signer"), "{text}");
     assert!(text.contains("skillbox grant webhook-signer webhook-key"), "{text}");
-    // The usage row: the skill, its digest, the user it ran for, 3 opens and 3 uses.
+    // The usage row: the skill, its digest, who ran it (the OS account), 3 opens and 3 uses.
     let digest = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(std::fs::read(skillbox_tests::WEBHOOK_SIGNER_COMPONENT).unwrap()))
@@ -272,7 +272,7 @@ fn compromised_shuts_a_credential_off_and_shows_who_used_it() {
         .find(|l| l.trim_start().starts_with("webhook-signer") && l.contains(&digest[..12]))
         .unwrap_or_else(|| panic!("no usage line with the digest: {text}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(&cols[2..7], ["default", "-", "3", "3", "0"], "{line}");
+    assert_eq!(&cols[2..7], [os_account().as_str(), "-", "3", "3", "0"], "{line}");
 
     // A grant that worked now fails: exit 4, naming the suspension.
     let out = env.sign("payload", 4);

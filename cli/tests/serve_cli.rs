@@ -209,3 +209,62 @@ async fn with_a_certificate_it_serves_https_and_only_https() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// Feeds `stdin` to a `skillbox` command that must succeed.
+fn ok_with(dir: &Path, args: &[&str], stdin: &str) -> String {
+    let mut child =
+        skillbox(dir).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_call_is_audited_as_its_api_key_fingerprint_never_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["vault", "init"]);
+    let secret = "served-call-webhook-key-0001";
+    ok_with(
+        dir.path(),
+        &["cred", "add", "webhook-key", "--type", "hmac_key", "--service", "webhooks", "--value-stdin"],
+        secret,
+    );
+    ok(dir.path(), &["grant", "webhook-signer", "webhook-key"]);
+    let key = ok(dir.path(), &["apikey", "create", "agent-audit", "--user", "default", "--env", "dev"]);
+    let key = key.trim().to_owned();
+    let keys: Value = serde_json::from_str(&ok(dir.path(), &["apikey", "list", "--json"])).unwrap();
+    let fingerprint = keys[0]["fingerprint"].as_str().unwrap().to_owned();
+    assert!(fingerprint.starts_with("sbx_…"), "{fingerprint}");
+
+    let (mut server, url) = start(dir.path(), &[skillbox_tests::WEBHOOK_SIGNER]);
+    let (status, body) = invoke(&url, "webhook-signer", Some(&key), json!({ "payload": "p", "timestamp": 1 })).await;
+    assert_eq!(status, 200, "{body}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let rows: Value = serde_json::from_str(&ok(dir.path(), &["audit", "list", "--json"])).unwrap();
+    // Every row the served call caused (those after the key was made: the grant before it is
+    // the operator's).
+    let created = rows.as_array().unwrap().iter().find(|r| r["action"] == "apikey-create").unwrap()["id"].clone();
+    let served: Vec<&Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"].as_i64() > created.as_i64() && r["skill"] == "webhook-signer")
+        .collect();
+    // The open (`read`), the signing (`use`) and the handle's `release`, at least.
+    let actions: Vec<&str> = served.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    for action in ["read", "use", "release"] {
+        assert!(actions.contains(&action), "{actions:?}");
+    }
+    let actor = format!("apikey:{fingerprint}");
+    for row in &served {
+        assert_eq!(row["actor"], actor.as_str(), "{row}");
+    }
+    // The key's user is still whose credentials were used.
+    assert!(served.iter().all(|r| r["owner"].is_null() || r["owner"] == "default"), "{served:?}");
+    let export = ok(dir.path(), &["audit", "export"]);
+    assert!(!export.contains(&key) && !export.contains(&key[4..]), "the key is in the audit log");
+    assert!(!export.contains(secret));
+}

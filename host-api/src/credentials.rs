@@ -22,6 +22,7 @@ use crate::bindings::skillbox::skill::credentials::{self, Kind};
 use crate::bindings::skillbox::skill::types::Error as WitError;
 use crate::error::HostError;
 use crate::policy::{CredentialDecl, HttpAuth};
+use crate::record::HandleUse;
 use crate::{HostServices, SkillCtx, SkillCtxView};
 
 /// A credential opened by one invocation: metadata for the guest, the
@@ -53,6 +54,8 @@ pub struct OpenCredential {
     /// The prepared HTTP injection, built on first use (or taken from the runtime's cache of
     /// them) and reused by later requests.
     injection: OnceLock<Arc<Injection>>,
+    /// When it was opened and how many times it was used: its `release` row at the end.
+    usage: Arc<HandleUse>,
 }
 
 impl OpenCredential {
@@ -64,6 +67,11 @@ impl OpenCredential {
     /// The vault identity of the credential, for audit rows.
     pub(crate) fn vault_ref(&self) -> &CredentialRef {
         &self.credential
+    }
+
+    /// Its ledger: uses are counted here as their `use` rows are written.
+    pub(crate) fn usage(&self) -> &Arc<HandleUse> {
+        &self.usage
     }
 
     /// The hosts it may be sent to: the grant's override, else the manifest's.
@@ -186,7 +194,7 @@ impl credentials::HostCredential for SkillCtxView<'_> {
     }
 
     async fn drop(&mut self, handle: Resource<OpenCredential>) -> wasmtime::Result<()> {
-        self.table.delete(handle)?;
+        self.table.delete(handle)?.usage.dropped();
         Ok(())
     }
 }
@@ -349,7 +357,8 @@ impl SkillCtx {
             declared_name: name.to_owned(),
             environment: inv.environment,
             owner: inv.user.clone(),
-            user: inv.user.clone(),
+            // The vault records it as the actor of the `read` row.
+            user: inv.actor.clone(),
             purpose: (!inv.purpose.is_empty()).then(|| inv.purpose.clone()),
             one_time_approval: None,
             policy: inv.policy.pinned(name),
@@ -378,7 +387,7 @@ impl SkillCtx {
             kind: declared.kind.as_str().to_owned(),
             hosts: declared.hosts.iter().map(|h| h.to_string()).collect(),
             purpose: declared.purpose.clone(),
-            user: access.user.clone(),
+            user: access.owner.clone(),
             environment: access.environment.as_str().to_owned(),
         };
         let approver = self.record.invocation.approver.clone().unwrap_or_else(|| self.record.services.approver.clone());
@@ -443,7 +452,9 @@ impl SkillCtx {
         tracing::debug!(skill = %self.record.invocation.skill, credential = %declared.name, "opened credential");
         let deadline = [credential.expires_at, grant.as_ref().and_then(|g| g.expires_at)].into_iter().flatten().min();
         let grant_less = grant.is_none();
+        let usage = self.record.track_handle(&declared.name, credential_ref.clone(), declared.transparent);
         Ok(OpenCredential {
+            usage,
             recheck,
             generation: std::sync::Mutex::new(None),
             deadline,

@@ -143,7 +143,7 @@ pub(crate) fn settle(
                 event.error = Some(error.message());
             }
         }
-        record.audit_use(event)?;
+        record.audit_use(open.usage(), event)?;
     }
     result
 }

@@ -232,6 +232,10 @@ pub struct Invocation {
     pub policy: Arc<SkillPolicy>,
     /// The user or tenant it runs for; selects whose credentials.
     pub user: String,
+    /// Who asked for the run, recorded as the actor of its audit rows: the operating-system
+    /// account for `skillbox run`, `apikey:<fingerprint>` for a call through `skillbox serve`.
+    /// Often not [`Invocation::user`], whose credentials it uses.
+    pub actor: String,
     /// The environment whose credentials it may use.
     pub environment: Environment,
     /// Why it runs (audited).
@@ -252,6 +256,7 @@ impl Invocation {
             digest: "".into(),
             policy: Arc::default(),
             user: skillbox_vault::DEFAULT_OWNER.into(),
+            actor: skillbox_vault::DEFAULT_OWNER.into(),
             environment: Environment::Dev,
             purpose: String::new(),
             foreign: None,
@@ -396,9 +401,9 @@ impl SkillCtx {
         self.record.audit(event);
     }
 
-    /// Appends a use event that must be recorded (see [`Recorder::audit_use`]).
-    fn audit_use(&self, event: AuditEvent) -> Result<(), HostError> {
-        self.record.audit_use(event)
+    /// Appends a use event of `handle` that must be recorded (see [`Recorder::audit_use`]).
+    fn audit_use(&self, handle: &record::HandleUse, event: AuditEvent) -> Result<(), HostError> {
+        self.record.audit_use(handle, event)
     }
 }
 

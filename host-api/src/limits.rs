@@ -50,8 +50,9 @@ pub const MAX_HOST_CALLS: u32 = 100_000;
 /// place); `open` past it returns `limit`.
 pub const MAX_OPEN_CREDENTIALS: u32 = 64;
 /// Most audit rows one invocation may cause, every kind counted, the closing summary rows
-/// included (an `open` counts as the one row the vault writes for it; the pin or the
-/// approval's grant of a first use comes on top). At the cap,
+/// included (an `open` counts as the row the vault writes for it and, when it opens a
+/// handle, the handle's `release` row at the end; the pin or the approval's grant of a first
+/// use comes on top). At the cap,
 /// `open` and credential uses return `limit` (a use is never made unaudited), and further
 /// refusals and leak findings are counted in one closing row. A tripwire is always recorded.
 pub const MAX_AUDIT_ROWS: u32 = 1_000;
@@ -140,12 +141,26 @@ impl AuditLedger {
 
     /// Reserves a row for an act that writes one later; false when none is left.
     fn reserve(&mut self) -> bool {
-        if !self.room(1) {
+        self.reserve_rows(1)
+    }
+
+    /// Reserves `n` rows for acts that write them later; false (nothing reserved) when they do
+    /// not all fit.
+    fn reserve_rows(&mut self, n: u32) -> bool {
+        if !self.room(n) {
             return false;
         }
-        self.rows += 1;
-        self.reserved += 1;
+        self.rows += n;
+        self.reserved += n;
         true
+    }
+
+    /// Gives back a reserved row that will not be written.
+    fn unreserve(&mut self) {
+        if self.reserved > 0 {
+            self.reserved -= 1;
+            self.rows -= 1;
+        }
     }
 
     /// Accounts for a `use` row: it takes a reservation, or counts as a new row.
@@ -175,7 +190,8 @@ impl SkillCtx {
         self.budget.log_dropped
     }
 
-    /// Closes the invocation's accounts: writes one row for each refusal or leak finding that
+    /// Closes the invocation's accounts: writes one `release` row per credential handle it
+    /// opened (uses, how long it was held), one row for each refusal or leak finding that
     /// repeated (the first row's copy, `detail.repeats` the count), one for those past the
     /// row cap, and warns of dropped log lines. The runtime calls it when the guest is done;
     /// dropping the state calls it too. Only the first call does anything.
@@ -183,6 +199,7 @@ impl SkillCtx {
         if std::mem::replace(&mut self.budget.finished, true) {
             return;
         }
+        self.record.release_handles();
         let (repeats, overflow) = {
             let mut ledger = self.ledger();
             (std::mem::take(&mut ledger.repeats), ledger.overflow)
@@ -301,9 +318,9 @@ impl SkillCtx {
                 "the skill holds {MAX_OPEN_CREDENTIALS} credential handles, the most one invocation may hold at once; drop handles it no longer needs, or reuse one"
             )));
         }
-        // Every open is audited: by the vault when the name is declared, else as a refusal.
-        let by_vault = self.record.services.vault.is_some() && self.record.invocation.policy.credential(name).is_some();
-        let room = if by_vault { self.ledger().reserve() } else { self.ledger().room(1) };
+        // Every open is audited: by the vault when the name is declared, else as a refusal. A
+        // handle it opens also gets its `release` row when the invocation ends: reserved too.
+        let room = if self.opened_by_vault(name) { self.ledger().reserve_rows(2) } else { self.ledger().room(1) };
         if !room {
             return Err(self.refuse(format!(
                 "credentials.open was refused: this invocation has caused {MAX_AUDIT_ROWS} audit rows, the most one may, and every open is audited; do less per invocation"
@@ -312,8 +329,25 @@ impl SkillCtx {
         Ok(())
     }
 
+    /// Whether an `open` of `name` is decided (and audited) by the vault: there is one and the
+    /// name is declared.
+    fn opened_by_vault(&self, name: &str) -> bool {
+        self.record.services.vault.is_some() && self.record.invocation.policy.credential(name).is_some()
+    }
+
+    /// Gives back the `release` row [`SkillCtx::before_open`] reserved for an `open` of `name`
+    /// that opened no handle.
+    pub(crate) fn no_handle_opened(&mut self, name: &str) {
+        if self.opened_by_vault(name) {
+            self.ledger().unreserve();
+        }
+    }
+
     /// Accounts for an `open`'s outcome: a handle held, or a refusal to answer from memory.
     pub(crate) fn after_open(&mut self, name: &str, result: &Result<Resource<OpenCredential>, HostError>) {
+        if result.is_err() {
+            self.no_handle_opened(name);
+        }
         match result {
             Ok(_) => self.budget.handles += 1,
             Err(error @ HostError::Guest(refusal)) if error.is_denial() => {

@@ -9,8 +9,14 @@
 //! `tripwire` and `suspension` from [`Recorder::trip`], denials (every one passes through
 //! [`Recorder::deny`]) counted towards a `denial-burst`, and successful uses checked for a
 //! `first-use`. Raising never blocks.
+//!
+//! And it keeps the ledger of the credential handles the invocation opened ([`HandleUse`]):
+//! when each was opened, how many times it was used (counted in memory, as each `use` row is
+//! written) and when it was let go, so [`Recorder::release_handles`] can write one `release`
+//! row per handle when the invocation ends, however it ends.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use skillbox_alerts::{Alert, AlertKind, Subject};
@@ -32,6 +38,44 @@ pub(crate) struct Recorder {
     tripped: Mutex<Option<Tripped>>,
     /// Access decisions that went against the skill.
     denials: Mutex<Vec<String>>,
+    /// Every credential handle opened in this invocation, in order (see [`HandleUse`]).
+    handles: Mutex<Vec<Arc<HandleUse>>>,
+}
+
+/// One credential handle opened by an invocation: who it names, when it was opened, how many
+/// times it was used, and when the guest dropped it (if it did). Shared by the handle and the
+/// invocation's [`Recorder`], which writes its `release` row when the invocation ends.
+#[derive(Debug)]
+pub(crate) struct HandleUse {
+    /// 1, 2, ...: the order in which the invocation opened its handles.
+    number: usize,
+    /// The name the skill declared and opened (a grant's alias).
+    alias: String,
+    /// The vault credential behind it.
+    credential: CredentialRef,
+    /// Opened by the host for `wasi:http` (a `transparent` credential), not by the guest.
+    transparent: bool,
+    opened_at: SystemTime,
+    /// `use` rows written for it, and how many of those record a failure.
+    uses: AtomicU64,
+    failed: AtomicU64,
+    /// When the guest dropped the handle; unset when it held it to the end.
+    dropped_at: OnceLock<SystemTime>,
+}
+
+impl HandleUse {
+    /// Counts one use (its `use` row is being written).
+    pub(crate) fn count_use(&self, success: bool) {
+        self.uses.fetch_add(1, Ordering::Relaxed);
+        if !success {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that the guest let go of the handle (the first time counts).
+    pub(crate) fn dropped(&self) {
+        let _ = self.dropped_at.set(SystemTime::now());
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,6 +90,56 @@ impl Recorder {
             ledger: Mutex::default(),
             tripped: Mutex::default(),
             denials: Mutex::default(),
+            handles: Mutex::default(),
+        }
+    }
+
+    /// Starts the ledger of a handle opened now to the credential `credential`, declared as
+    /// `alias`.
+    pub(crate) fn track_handle(&self, alias: &str, credential: CredentialRef, transparent: bool) -> Arc<HandleUse> {
+        let mut handles = lock(&self.handles);
+        let handle = Arc::new(HandleUse {
+            number: handles.len() + 1,
+            alias: alias.to_owned(),
+            credential,
+            transparent,
+            opened_at: SystemTime::now(),
+            uses: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped_at: OnceLock::new(),
+        });
+        handles.push(Arc::clone(&handle));
+        handle
+    }
+
+    /// Writes one `release` row for every handle the invocation opened: when it was opened,
+    /// how many times it was used (and how many of those failed), when it was released (the
+    /// guest's drop, else now: the end of the invocation) and how long it was held. Called once,
+    /// when the invocation ends; each row was reserved when its handle was opened.
+    pub(crate) fn release_handles(&self) {
+        let handles = std::mem::take(&mut *lock(&self.handles));
+        let now = SystemTime::now();
+        for handle in handles {
+            let (released_at, released_by) = match handle.dropped_at.get() {
+                Some(at) => (*at, "guest"),
+                None => (now, "end-of-invocation"),
+            };
+            let held_ms = released_at.duration_since(handle.opened_at).unwrap_or_default().as_millis() as u64;
+            let uses = handle.uses.load(Ordering::Relaxed);
+            let mut event = self.audit_event(AuditAction::Release, Some(&handle.alias), "credentials.release");
+            event.credential = Some(handle.credential.clone());
+            let detail = &mut event.detail;
+            detail["handle"] = handle.number.into();
+            detail["alias"] = handle.alias.clone().into();
+            detail["transparent"] = handle.transparent.into();
+            detail["uses"] = uses.into();
+            detail["failed_uses"] = handle.failed.load(Ordering::Relaxed).into();
+            detail["opened_at"] = rfc3339(handle.opened_at).into();
+            detail["released_at"] = rfc3339(released_at).into();
+            detail["held_ms"] = held_ms.into();
+            detail["released_by"] = released_by.into();
+            tracing::debug!(skill = %self.invocation.skill, credential = %handle.alias, uses, held_ms, "released credential handle");
+            self.audit(event);
         }
     }
 
@@ -217,9 +311,10 @@ impl Recorder {
     }
 
     /// An audit event for this invocation, about the declared credential `credential`.
+    /// Its actor is the invocation's: who asked for the run (see [`Invocation::actor`]).
     pub(crate) fn audit_event(&self, action: AuditAction, credential: Option<&str>, operation: &str) -> AuditEvent {
         let inv = &self.invocation;
-        let mut event = AuditEvent::new(action, inv.user.clone());
+        let mut event = AuditEvent::new(action, inv.actor.clone());
         event.skill = Some(inv.skill.to_string());
         event.credential = credential.map(|name| CredentialRef {
             owner: inv.user.clone(),
@@ -252,7 +347,10 @@ impl Recorder {
 
     /// Appends a use event that must be recorded: if it cannot be, the
     /// result is withheld from the guest (fail closed). Its row was reserved before the use.
-    pub(crate) fn audit_use(&self, event: AuditEvent) -> Result<(), HostError> {
+    /// The use is counted against `handle` (for its `release` row) whether or not the row
+    /// can be written: the credential was used either way.
+    pub(crate) fn audit_use(&self, handle: &HandleUse, event: AuditEvent) -> Result<(), HostError> {
+        handle.count_use(event.success);
         self.ledger().take_reserved();
         // Taken before the row is written: the first-use check reads the history before it.
         let at = SystemTime::now();
@@ -283,6 +381,11 @@ impl Recorder {
         };
         alerts.note_use(key, record, at);
     }
+}
+
+/// `2026-11-24T04:46:46.460Z`.
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// `86400` as `24h`, `300` as `5m`, for messages.

@@ -44,12 +44,12 @@ impl signing::Host for SkillCtxView<'_> {
             Algorithm::HmacSha256 => mac::<Hmac<Sha256>>(key_bytes, &message),
             Algorithm::HmacSha512 => mac::<Hmac<Sha512>>(key_bytes, &message),
         };
-        let (name, vault_ref) = (open.name().to_owned(), open.vault_ref().clone());
+        let (name, vault_ref, usage) = (open.name().to_owned(), open.vault_ref().clone(), open.usage().clone());
         let mut event = self.ctx.audit_event(AuditAction::Use, Some(&name), "signing.hmac");
         event.credential = Some(vault_ref);
         event.detail["algorithm"] = format!("{algorithm:?}").to_lowercase().into();
         event.detail["message_bytes"] = message.len().into();
-        self.ctx.audit_use(event)?;
+        self.ctx.audit_use(&usage, event)?;
         Ok(mac)
     }
 }

@@ -168,7 +168,7 @@ impl SkillCtxView<'_> {
         }
         let open = self.table.get(&db)?;
         self.ctx.check_still_granted(open, op.name())?;
-        let (name, vault_ref) = (open.name().to_owned(), open.vault_ref().clone());
+        let (name, vault_ref, usage) = (open.name().to_owned(), open.vault_ref().clone(), open.usage().clone());
         let SecretValue::Database(database) = &open.value else {
             return Err(HostError::wrong_kind(format!(
                 "credential `{name}` is a {} credential; sql needs a database credential",
@@ -264,7 +264,7 @@ impl SkillCtxView<'_> {
                 event.error = Some(error.message());
             }
         }
-        self.ctx.audit_use(event)?;
+        self.ctx.audit_use(&usage, event)?;
         result
     }
 

@@ -77,7 +77,13 @@ impl SkillCtx {
             self.record.invocation.policy.credentials.iter().filter(|c| c.transparent).cloned().collect();
         for decl in declared {
             let opened = match self.before_open(&decl.name) {
-                Ok(()) => self.open_credential(&decl.name).await,
+                Ok(()) => {
+                    let opened = self.open_credential(&decl.name).await;
+                    if opened.is_err() {
+                        self.no_handle_opened(&decl.name);
+                    }
+                    opened
+                }
                 Err(error) => Err(error),
             };
             let entry = match opened {

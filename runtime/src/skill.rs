@@ -69,11 +69,15 @@ pub struct InvocationContext {
     pub environment: String,
     /// Why the skill is being run, in the caller's words.
     pub purpose: String,
+    /// Who asked for the run, recorded as the actor of every audit row it causes: the
+    /// operating-system account for `skillbox run`, `apikey:<fingerprint>` for a call through
+    /// `skillbox serve`. `None`: [`InvocationContext::user`].
+    pub actor: Option<String>,
 }
 
 impl Default for InvocationContext {
     fn default() -> Self {
-        InvocationContext { user: "default".into(), environment: "dev".into(), purpose: String::new() }
+        InvocationContext { user: "default".into(), environment: "dev".into(), purpose: String::new(), actor: None }
     }
 }
 
@@ -280,6 +284,7 @@ impl Skill {
             digest: self.inner.digest.clone(),
             policy: self.inner.policy.clone(),
             user: context.user.clone(),
+            actor: context.actor.clone().unwrap_or_else(|| context.user.clone()),
             environment,
             purpose: context.purpose.clone(),
             foreign: self.inner.manifest.foreign_action(),

@@ -4,28 +4,29 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use skillbox_runtime::{Approver, Error as RunError, Output, Tool};
+use skillbox_runtime::{Approver, Error as RunError, InvocationContext, Output, Tool};
 use tracing::Instrument;
 
 use crate::caller::Caller;
 use crate::metrics::Metrics;
 
-/// Runs `tool` with `input` as `caller`, asking `approver` (if any) about ungranted
-/// credentials, and records the call in `stats` (if any).
+/// Runs `tool` with `input` as `caller` (in `context`: the caller's, or the server's own over
+/// stdio), asking `approver` (if any) about ungranted credentials, and records the call in
+/// `stats` (if any).
 pub(crate) async fn run(
     tool: &Tool,
     input: &Value,
     caller: &Caller,
+    context: &InvocationContext,
     approver: Option<Arc<dyn Approver>>,
     stats: Option<&Metrics>,
 ) -> Result<Output, RunError> {
     let span = tracing::info_span!("call", skill = %tool.name, user = %caller.user, caller = %caller.fingerprint);
     async {
         let started = std::time::Instant::now();
-        let context = caller.context();
         let outcome = match approver {
-            Some(approver) => tool.invoke_approved_by(input, &context, approver).await,
-            None => tool.invoke(input, &context).await,
+            Some(approver) => tool.invoke_approved_by(input, context, approver).await,
+            None => tool.invoke(input, context).await,
         };
         let took = started.elapsed();
         match &outcome {

@@ -33,12 +33,20 @@ impl Caller {
         self.skills.as_ref().is_none_or(|list| list.iter().any(|s| s == skill))
     }
 
-    /// The invocation context calls run with: the audit trail's purpose names the caller.
+    /// Who calls, as the audit trail records it: `apikey:` and the key's fingerprint (never
+    /// the key).
+    pub fn actor(&self) -> String {
+        format!("apikey:{}", self.fingerprint)
+    }
+
+    /// The invocation context calls made with the key run with: its user and environment, and
+    /// the key (by fingerprint) as the actor of every audit row.
     pub fn context(&self) -> InvocationContext {
         InvocationContext {
             user: self.user.clone(),
             environment: self.environment.clone(),
-            purpose: format!("called by {}", self.fingerprint),
+            purpose: String::new(),
+            actor: Some(self.actor()),
         }
     }
 }

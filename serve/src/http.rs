@@ -263,7 +263,7 @@ async fn invoke(
         }
     };
     let Some(_slot) = state.admit().await else { return busy() };
-    let outcome = crate::call::run(&tool, &input, &caller, None, Some(&state.metrics)).await;
+    let outcome = crate::call::run(&tool, &input, &caller, &caller.context(), None, Some(&state.metrics)).await;
     match outcome {
         Ok(output) => {
             let mut response = output.json.into_response();

@@ -54,12 +54,13 @@ impl SkillboxMcp {
         SkillboxMcp { catalogue, context: None, stats: Some(stats) }
     }
 
-    /// Who this request runs as: the API key's caller over HTTP, else the server's context.
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Caller> {
+    /// Who this request runs as, and in what context: the API key's caller (the key as the
+    /// audit actor) over HTTP, else the server's own context (the operator's account).
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<(Caller, InvocationContext)> {
         let from_key = context.extensions.get::<http::request::Parts>().and_then(|p| p.extensions.get::<Caller>());
         match (from_key, &self.context) {
-            (Some(caller), _) => Some(caller.clone()),
-            (None, Some(ctx)) => Some(Caller::local(ctx)),
+            (Some(caller), _) => Some((caller.clone(), caller.context())),
+            (None, Some(ctx)) => Some((Caller::local(ctx), ctx.clone())),
             (None, None) => None,
         }
     }
@@ -86,10 +87,10 @@ impl SkillboxMcp {
     async fn call(
         &self,
         request: CallToolRequestParams,
-        caller: Option<Caller>,
+        caller: Option<(Caller, InvocationContext)>,
         approver: Option<ElicitApprover>,
     ) -> Result<CallToolResult, McpError> {
-        let Some(caller) = caller else {
+        let Some((caller, invocation)) = caller else {
             return Err(McpError::invalid_request("this request carries no API key", None));
         };
         let catalogue = self.catalogue.current();
@@ -101,7 +102,7 @@ impl SkillboxMcp {
         };
         let input = Value::Object(request.arguments.unwrap_or_default());
         let approver = approver.map(|a| Arc::new(a) as Arc<dyn skillbox_runtime::Approver>);
-        let outcome = crate::call::run(tool, &input, &caller, approver, self.stats.as_deref()).await;
+        let outcome = crate::call::run(tool, &input, &caller, &invocation, approver, self.stats.as_deref()).await;
         Ok(match outcome {
             Ok(output) => match serde_json::from_str::<Value>(&output.json) {
                 Ok(value) => CallToolResult::structured(value),
@@ -125,7 +126,7 @@ impl ServerHandler for SkillboxMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let caller = self.caller(&context);
-        let visible = |t: &&Tool| caller.as_ref().is_some_and(|c| c.may_call(&t.name));
+        let visible = |t: &&Tool| caller.as_ref().is_some_and(|(c, _)| c.may_call(&t.name));
         let catalogue = self.catalogue.current();
         Ok(ListToolsResult::with_all_items(catalogue.tools().filter(visible).map(Self::describe).collect()))
     }

@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod pg;
 pub mod reflect;
 pub mod server;
+pub mod webhook;
 
 /// A compile cache shared by one test process, in a temporary directory.
 fn cache_dir() -> &'static Path {

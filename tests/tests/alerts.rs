@@ -4,78 +4,32 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use skillbox_runtime::vault::{AuditAction, AuditQuery};
 use skillbox_runtime::{Error, Runtime, RuntimeConfig};
 use skillbox_tests::TestVault;
-use skillbox_tests::server::{Received, Reply, TestServer};
+use skillbox_tests::server::Received;
+use skillbox_tests::webhook::{Receiver, assert_no_secret, verified};
 
-const KEY: &str = "integration-test-webhook-key-5f3a9c";
-
-/// A receiver that accepts every POST.
-async fn receiver() -> TestServer {
-    TestServer::start("127.0.0.1", |_req: &Received| Reply::json(200, json!({ "ok": true }))).await
-}
-
-/// Writes `skillbox.toml` (a webhook to `server`, its key in a file beside it) into `dir` and
-/// returns a runtime on `vault` configured from it.
-fn runtime(dir: &tempfile::TempDir, server: &TestServer, vault: &TestVault, extra: &str) -> Runtime {
-    std::fs::write(dir.path().join("webhook.key"), format!("{KEY}\n")).unwrap();
-    let config_file = dir.path().join("skillbox.toml");
-    let text = format!(
-        "{extra}\n[[alerts.webhook]]\nurl = \"{}/alerts\"\nsecret_file = \"webhook.key\"\nretries = 2\nbackoff = \"50ms\"\n",
-        server.base_url()
-    );
-    std::fs::write(&config_file, text).unwrap();
+/// A runtime on `vault` configured from a `skillbox.toml` in `dir` that sends alerts to
+/// `receiver` (`extra`: more of the file).
+fn runtime(dir: &tempfile::TempDir, receiver: &Receiver, vault: &TestVault, extra: &str) -> Runtime {
+    let config_file = receiver.write_config(dir.path(), extra);
     let mut config = RuntimeConfig { cache_dir: Some(dir.path().join("cache")), ..RuntimeConfig::default() };
     config = config.apply_file(&config_file).expect("the config file is valid");
     config.egress.allow_http_loopback = true;
     Runtime::with_vault(config, vault.vault.clone(), std::sync::Arc::new(skillbox_runtime::DenyAll)).unwrap()
 }
 
-/// Waits (up to 20 s) until `server` has received an alert of `kind`; returns it.
-async fn alert_of(server: &TestServer, kind: &str) -> Received {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = server
-            .received()
-            .into_iter()
-            .find(|r| serde_json::from_slice::<Value>(&r.body).is_ok_and(|body| body["kind"] == kind));
-        if let Some(found) = found {
-            return found;
-        }
-        assert!(Instant::now() < until, "no `{kind}` alert arrived; got {:?}", server.received());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The receiver's check, as `docs/alerts.md` describes it.
-fn verified(req: &Received) -> bool {
-    let (Some(timestamp), Some(signature)) = (req.header("x-skillbox-timestamp"), req.header("x-skillbox-signature"))
-    else {
-        return false;
-    };
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(KEY.as_bytes()).unwrap();
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(&req.body);
-    signature == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn assert_no_secret(req: &Received, secret: &str) {
-    let forms = [secret.to_owned(), hex::encode(secret), secret.chars().rev().collect()];
-    let headers: String = req.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();
-    for form in forms {
-        assert!(!String::from_utf8_lossy(&req.body).contains(&form), "secret in the alert body");
-        assert!(!headers.contains(&form), "secret in the alert headers");
-    }
+/// Waits (up to 20 s) until `receiver` has an alert of `kind`; returns its request (the
+/// signature already verified).
+async fn alert_of(receiver: &Receiver, kind: &str) -> Received {
+    receiver.alert_of(kind).await.request
 }
 
 #[tokio::test]
 async fn a_tripwire_reaches_the_webhook_signed_and_without_the_secret() {
-    let server = receiver().await;
+    let server = Receiver::start().await;
     let vault = TestVault::new();
     let secret = "tok_alerts_6d1f0c9e8b7a_integration_secret";
     vault.add("token", "bearer", secret);
@@ -112,7 +66,7 @@ async fn a_tripwire_reaches_the_webhook_signed_and_without_the_secret() {
     assert_eq!(body["detail"]["grants"], json!(["token"]));
     assert!(body["detail"]["regrant"][0].as_str().unwrap().starts_with("skillbox grant exfiltrate token"));
     assert_no_secret(&req, secret);
-    for req in server.received() {
+    for req in server.server.received() {
         assert!(verified(&req));
         assert_no_secret(&req, secret);
     }
@@ -138,7 +92,7 @@ async fn a_tripwire_reaches_the_webhook_signed_and_without_the_secret() {
 
 #[tokio::test]
 async fn repeated_denials_raise_one_denial_burst() {
-    let server = receiver().await;
+    let server = Receiver::start().await;
     let vault = TestVault::new();
     // The credential exists but is not granted: every open is denied.
     vault.add("token", "bearer", "tok_never_granted_0123456789");
@@ -152,14 +106,7 @@ async fn repeated_denials_raise_one_denial_burst() {
     let req = alert_of(&server, "denial-burst").await;
     assert!(verified(&req));
     // One burst per skill and one per user, not one per denial.
-    let bursts = || -> Vec<Value> {
-        server
-            .received()
-            .iter()
-            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
-            .filter(|b| b["kind"] == "denial-burst")
-            .collect()
-    };
+    let bursts = || -> Vec<Value> { server.alerts_of("denial-burst").into_iter().map(|a| a.body).collect() };
     let until = Instant::now() + Duration::from_secs(20);
     while bursts().len() < 2 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -169,4 +116,67 @@ async fn repeated_denials_raise_one_denial_burst() {
     assert_eq!(bursts.len(), 2, "{bursts:?}");
     let scopes: Vec<&str> = bursts.iter().map(|b| b["detail"]["scope"].as_str().unwrap()).collect();
     assert!(scopes.contains(&"skill") && scopes.contains(&"user"), "{scopes:?}");
+}
+
+#[tokio::test]
+async fn a_refused_refresh_raises_needs_reauth_signed_and_without_a_token() {
+    use skillbox_tests::oauth::{CLIENT_ID, CLIENT_SECRET, OAuthServer};
+    let receiver = Receiver::start().await;
+    let (oauth, refresh_token) = OAuthServer::start(Duration::from_secs(3600)).await;
+    oauth.state.lock().unwrap().invalid_grant = true;
+    let vault = TestVault::new();
+    let expired_access = "at_expired_before_the_alert_test_began";
+    let value = json!({
+        "access_token": expired_access,
+        "expires_at": 1,
+        "refresh_token": refresh_token,
+        "token_url": oauth.token_url(),
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    });
+    vault.add("github", "oauth2", &value.to_string());
+    vault.grant("github-issues", "github", None);
+    let (_skill_dir, manifest) = skillbox_tests::temp_skill(&format!(
+        "[skill]\nname = \"github-issues\"\nversion = \"0.1.0\"\ncomponent = \"{{component:github-issues}}\"\n\
+         [[credentials]]\nname = \"github\"\nkind = \"oauth2\"\nhosts = [\"{}\"]\n",
+        oauth.server.host()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let skill = runtime(&dir, &receiver, &vault, "").load(&manifest).unwrap();
+
+    let input = json!({ "owner": "o", "repo": "r", "base_url": oauth.server.base_url() }).to_string();
+    let error = skill.invoke(&input).await.unwrap_err().to_string();
+    assert!(error.contains("skillbox oauth login github"), "{error}");
+
+    let alert = receiver.alert_of("needs-reauth").await;
+    let body = &alert.body;
+    assert_eq!(body["severity"], "warning", "{body}");
+    assert_eq!(body["subject"]["credential"], "github", "{body}");
+    assert_eq!(body["subject"]["skill"], "github-issues", "{body}");
+    assert_eq!(body["subject"]["user"], "default", "{body}");
+    assert_eq!(body["subject"]["environment"], "dev", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("invalid_grant"), "{body}");
+    for secret in [refresh_token.as_str(), CLIENT_SECRET, expired_access] {
+        assert_no_secret(&alert.request, secret);
+    }
+    // One refusal, one alert: no `refresh-failed` besides it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.alerts().len(), 1, "{:?}", receiver.alerts());
+
+    // The alert is an audit row too, and no audit row holds a token.
+    let query = AuditQuery { action: Some(AuditAction::Alert), ..AuditQuery::default() };
+    let until = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = vault.vault.audit_list(&query).unwrap();
+        if !rows.is_empty() || Instant::now() > until {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].detail["kind"], "needs-reauth");
+    let all = serde_json::to_string(&vault.vault.audit_list(&AuditQuery::default()).unwrap()).unwrap();
+    for secret in [refresh_token.as_str(), CLIENT_SECRET, expired_access] {
+        assert!(!all.contains(secret), "a token in the audit log");
+    }
 }

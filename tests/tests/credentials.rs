@@ -656,3 +656,180 @@ mod mid_run {
         assert!(!received.iter().any(|r| r.target == "/after"));
     }
 }
+
+/// Per-handle audit: one `release` row per credential handle when the invocation ends, however
+/// it ends, with the uses counted, when it was opened and released, and how long it was held.
+mod release {
+    use super::*;
+    use skillbox_runtime::vault::AuditEntry;
+
+    /// The `release` rows so far.
+    fn releases(vault: &TestVault) -> Vec<AuditEntry> {
+        let query = AuditQuery { action: Some(AuditAction::Release), ..AuditQuery::default() };
+        vault.vault.audit_list(&query).unwrap()
+    }
+
+    /// The `use` rows so far.
+    fn uses(vault: &TestVault) -> Vec<AuditEntry> {
+        let query = AuditQuery { action: Some(AuditAction::Use), ..AuditQuery::default() };
+        vault.vault.audit_list(&query).unwrap()
+    }
+
+    /// Checks the times of a release row: RFC 3339, released after opened, `held_ms` between.
+    fn check_times(row: &AuditEntry) {
+        let at = |key: &str| {
+            let text = row.detail[key].as_str().unwrap_or_else(|| panic!("no {key}: {}", row.detail));
+            humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{key} {text:?}: {e}"))
+        };
+        let (opened, released) = (at("opened_at"), at("released_at"));
+        let held = released.duration_since(opened).expect("released after it was opened");
+        // The times are written to the millisecond; `held_ms` is measured before rounding.
+        let held_ms = row.detail["held_ms"].as_u64().unwrap();
+        assert!(held_ms.abs_diff(held.as_millis() as u64) <= 1, "{}", row.detail);
+        assert!(released <= row.ts + Duration::from_millis(1), "released before its row was written");
+    }
+
+    #[tokio::test]
+    async fn a_handle_used_n_times_is_released_once_with_n_uses() {
+        let server = echo_server().await;
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        vault.grant("cred-probe", "github", Some(&[&server.host()]));
+        let skill = vault.runtime().load(skillbox_tests::CRED_PROBE).unwrap();
+        const N: usize = 5;
+        let send = json!({ "send": { "url": format!("{}/x", server.base_url()) }, "auth": "github" });
+        let mut steps = vec![json!({ "open": "github" })];
+        steps.extend(std::iter::repeat_n(send, N));
+        let out = skill.invoke(&json!({ "steps": steps }).to_string()).await.unwrap();
+        assert!(json(&out.json)["results"].as_array().unwrap().iter().all(|r| r["ok"].is_object()), "{}", out.json);
+        assert_eq!(server.received().len(), N);
+
+        let rows = releases(&vault);
+        assert_eq!(rows.len(), 1, "exactly one release row: {rows:#?}");
+        let row = &rows[0];
+        assert_eq!(row.detail["uses"], N, "{}", row.detail);
+        assert_eq!(row.detail["failed_uses"], 0);
+        assert_eq!((row.detail["alias"].as_str(), row.credential_name.as_deref()), (Some("github"), Some("github")));
+        assert_eq!(row.detail["handle"], 1);
+        assert_eq!(row.detail["transparent"], false);
+        // The SDK drops its handles when `run` returns.
+        assert_eq!(row.detail["released_by"], "guest");
+        assert_eq!((row.skill.as_deref(), row.actor.as_str(), row.success), (Some("cred-probe"), "default", true));
+        assert!(row.credential_id.is_some());
+        check_times(row);
+        // The release comes after every use of the handle.
+        assert_eq!(uses(&vault).len(), N);
+        assert!(uses(&vault).iter().all(|u| u.id < row.id));
+
+        // Another invocation: its own handle, its own row.
+        let steps = json!([{ "send": { "url": format!("{}/y", server.base_url()) }, "auth": "github" }]);
+        skill.invoke(&json!({ "steps": steps }).to_string()).await.unwrap();
+        let rows = releases(&vault);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].detail["uses"], 1);
+        // A skill that opens nothing, or whose open is refused, leaves no release row.
+        let refused = skill.invoke(&json!({ "steps": [{ "open": "other" }] }).to_string()).await.unwrap();
+        assert!(refused.json.contains("not-granted"), "{}", refused.json);
+        assert_eq!(releases(&vault).len(), 2);
+        assert_no_secret(&serde_json::to_string(&releases(&vault)).unwrap(), TOKEN);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_invocation_still_releases_its_handle() {
+        let server = echo_server().await;
+        // Accepts connections and never answers: the last request outlives the invocation.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_host = silent.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        vault.grant("cred-probe", "github", None);
+        let (_d, manifest) = temp_skill(&format!(
+            "[skill]\nname = \"cred-probe\"\nversion = \"0.1.0\"\ncomponent = \"{{component:cred-probe}}\"\n\
+             [limits]\ntimeout = \"2s\"\n\
+             [[credentials]]\nname = \"github\"\nkind = \"bearer\"\nhosts = [\"{}\", \"{silent_host}\"]\n",
+            server.host()
+        ));
+        let skill = vault.runtime().load(&manifest).unwrap();
+        let send = |base: String| json!({ "send": { "url": format!("{base}/x") }, "auth": "github" });
+        let mut steps = vec![send(server.base_url()); 3];
+        steps.push(send(format!("http://{silent_host}")));
+        let err = skill.invoke(&json!({ "steps": steps }).to_string()).await.unwrap_err();
+        assert!(matches!(err, Error::TimeLimit { .. }), "{err}");
+
+        let rows = releases(&vault);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        // Three uses were recorded; the request cut off by the deadline never completed.
+        assert_eq!(rows[0].detail["uses"], 3, "{}", rows[0].detail);
+        assert_eq!(rows[0].detail["released_by"], "end-of-invocation");
+        check_times(&rows[0]);
+        assert!(rows[0].detail["held_ms"].as_u64().unwrap() >= 1000, "held until the deadline: {}", rows[0].detail);
+    }
+
+    #[tokio::test]
+    async fn a_tripwire_still_releases_the_handle() {
+        let vault = TestVault::new();
+        let secret = "tok_release_on_tripwire_7c2b9e41d0";
+        vault.add("token", "bearer", secret);
+        vault.grant("exfiltrate", "token", Some(&["127.0.0.1"]));
+        let skill = vault.runtime().load(skillbox_tests::EXFILTRATE).unwrap();
+        let input = json!({ "mode": "log-known", "known_secret": secret });
+        let err = skill.invoke(&input.to_string()).await.unwrap_err();
+        assert!(matches!(err, Error::Tripwire { .. }), "{err}");
+        let rows = releases(&vault);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert_eq!((rows[0].detail["alias"].as_str(), rows[0].detail["uses"].as_u64()), (Some("token"), Some(0)));
+        check_times(&rows[0]);
+        assert_no_secret(&serde_json::to_string(&rows).unwrap(), secret);
+    }
+
+    #[tokio::test]
+    async fn a_trapped_invocation_still_releases_the_handle_with_its_uses() {
+        let vault = TestVault::new();
+        vault.add("signer", "hmac_key", "release-test-hmac-key-0001");
+        vault.grant("limit-probe", "signer", None);
+        let skill = vault.runtime().load(skillbox_tests::LIMIT_PROBE).unwrap();
+        // Signs until the audit row cap refuses further uses, then on until the host-call cap
+        // traps the guest.
+        let max_calls = u64::from(skillbox_runtime::limits::MAX_HOST_CALLS);
+        let input = json!({ "steps": [{ "hmac": "signer", "times": max_calls + 1 }] });
+        let err = skill.invoke(&input.to_string()).await.unwrap_err();
+        assert!(err.is_limit(), "{err}");
+        let rows = releases(&vault);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        let recorded = uses(&vault).len();
+        assert!(recorded > 900, "{recorded} uses");
+        assert_eq!(rows[0].detail["uses"], recorded, "{}", rows[0].detail);
+        check_times(&rows[0]);
+        // The release row fits under the per-invocation cap with everything else.
+        let all = vault.vault.audit_list(&AuditQuery::default()).unwrap();
+        // (The pin of a first use comes on top of the cap.)
+        let invocation_rows =
+            all.iter().filter(|r| r.skill.as_deref() == Some("limit-probe") && r.action != AuditAction::Pin).count();
+        assert!(invocation_rows <= skillbox_runtime::limits::MAX_AUDIT_ROWS as usize, "{invocation_rows}");
+    }
+
+    #[tokio::test]
+    async fn a_handle_the_guest_dropped_is_released_when_it_was_dropped() {
+        let vault = TestVault::new();
+        vault.add("github", "bearer", TOKEN);
+        vault.grant("limit-probe", "github", None);
+        let skill = vault.runtime().load(skillbox_tests::LIMIT_PROBE).unwrap();
+        // Opens and drops the handle three times: three handles, three rows.
+        let input = json!({ "steps": [{ "open": "github", "times": 3 }] });
+        skill.invoke(&input.to_string()).await.unwrap();
+        let rows = releases(&vault);
+        assert_eq!(rows.len(), 3, "{rows:#?}");
+        for (n, row) in rows.iter().enumerate() {
+            assert_eq!(row.detail["handle"], n + 1);
+            assert_eq!(row.detail["released_by"], "guest", "{}", row.detail);
+            assert_eq!(row.detail["uses"], 0);
+            check_times(row);
+        }
+    }
+}

@@ -201,7 +201,7 @@ pub fn apikeys(list: &[ApiKeyInfo]) {
 pub fn audit_rows(rows: &[AuditEntry]) {
     for r in rows {
         println!(
-            "{:>6} {} {:<10} {:<4} actor={} skill={} cred={} env={}{}",
+            "{:>6} {} {:<10} {:<4} actor={} skill={} cred={} env={}{}{}",
             r.id,
             t(r.ts),
             r.action,
@@ -210,9 +210,19 @@ pub fn audit_rows(rows: &[AuditEntry]) {
             e(r.skill.as_deref().unwrap_or("-")),
             e(r.credential_name.as_deref().unwrap_or("-")),
             r.environment.map(|env| env.as_str()).unwrap_or("-"),
+            release_summary(r),
             r.error.as_deref().map(|err| format!(" error={}", e(err))).unwrap_or_default()
         );
     }
+}
+
+/// For a `release` row: how many times the handle was used and how long it was held.
+fn release_summary(r: &AuditEntry) -> String {
+    if r.action != skillbox_vault::AuditAction::Release {
+        return String::new();
+    }
+    let n = |key: &str| r.detail[key].as_u64().map_or_else(|| "?".to_owned(), |v| v.to_string());
+    format!(" uses={} held={}ms", n("uses"), n("held_ms"))
 }
 
 pub fn summary(s: &AuditSummary) {
