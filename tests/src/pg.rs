@@ -41,6 +41,13 @@ impl PgSchema {
     }
 }
 
+impl std::fmt::Debug for PgSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: only the schema is shown.
+        f.debug_struct("PgSchema").field("schema", &self.name).finish()
+    }
+}
+
 impl Drop for PgSchema {
     fn drop(&mut self) {
         batch(&self.admin, format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));

@@ -520,7 +520,7 @@ pub fn run(cmd: VaultCommands, global: &GlobalOpts) -> anyhow::Result<ExitCode> 
             }
             VaultCmd::Migrate { to, json, key } => {
                 let target = Location::parse(&to);
-                if target.display() != to {
+                if target.has_password() {
                     return Err(usage(anyhow::anyhow!(
                         "--to {} holds a password, and anyone on this machine can read a command line: put the \
                          password in PGPASSWORD instead",
@@ -636,7 +636,7 @@ pub fn vault_location(global: &GlobalOpts) -> anyhow::Result<Location> {
     if let Some(store) = &global.store {
         let location = Location::parse(store);
         let from_env = std::env::var("SKILLBOX_STORE").is_ok_and(|e| &e == store);
-        if !from_env && location.display() != *store {
+        if !from_env && location.has_password() {
             return Err(usage(anyhow::anyhow!(
                 "--store {} holds a password, and anyone on this machine can read a command line: put the URL \
                  in SKILLBOX_STORE, or the password in PGPASSWORD",

@@ -551,6 +551,15 @@ impl Location {
         }
     }
 
+    /// Whether the location holds a password (a PostgreSQL URL with one), which must not be
+    /// shown or put on a command line.
+    pub fn has_password(&self) -> bool {
+        match self {
+            Location::Sqlite(_) => false,
+            Location::Postgres(url) => postgres::redact(url) != *url,
+        }
+    }
+
     /// The backend this location selects.
     pub fn backend(&self) -> Backend {
         match self {
