@@ -134,6 +134,11 @@ impl<K: std::hash::Hash + Eq, V> BuildCache<K, V> {
         }
         Ok(entries.entry(key).or_insert(built).clone())
     }
+
+    /// Drops every entry (and with it the secrets they hold, once no invocation uses them).
+    fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 /// Long-lived services shared by every invocation: the vault, the approver,
@@ -146,8 +151,8 @@ pub struct HostServices {
     scan: ScanConfig,
     /// Where alerts go (tripwires, suspensions, denial bursts, first uses); `None`: only the log.
     alerts: Option<Arc<skillbox_alerts::Alerts>>,
-    matchers: BuildCache<(String, u32, String), SecretMatcher>,
-    injections: BuildCache<String, skillbox_egress::Injection>,
+    matchers: Arc<BuildCache<(String, u32, String), SecretMatcher>>,
+    injections: Arc<BuildCache<String, skillbox_egress::Injection>>,
     /// Keeps `oauth2` credentials fresh (refreshes on the host, single-flight).
     oauth: skillbox_oauth::Refresher,
 }
@@ -164,8 +169,8 @@ impl HostServices {
             egress: Egress::new(egress)?,
             scan: ScanConfig::default(),
             alerts: None,
-            matchers: BuildCache::default(),
-            injections: BuildCache::default(),
+            matchers: Arc::default(),
+            injections: Arc::default(),
         })
     }
 
@@ -198,7 +203,23 @@ impl HostServices {
     }
 
     /// Adds the credential vault and the approver asked about ungranted credentials.
+    ///
+    /// When the vault announces changes made elsewhere (PostgreSQL's `NOTIFY`) and this runs
+    /// inside a tokio runtime, every announced change empties the caches of prepared
+    /// matchers and injections at once, so a revoked secret leaves this host's memory
+    /// without waiting for its next use (which refuses it regardless).
     pub fn with_vault(mut self, vault: Arc<Vault>, approver: Arc<dyn Approver>) -> HostServices {
+        if let (Some(mut changes), Ok(handle)) = (vault.watch_changes(), tokio::runtime::Handle::try_current()) {
+            let (matchers, injections) = (Arc::downgrade(&self.matchers), Arc::downgrade(&self.injections));
+            handle.spawn(async move {
+                while changes.changed().await.is_ok() {
+                    let (Some(m), Some(i)) = (matchers.upgrade(), injections.upgrade()) else { return };
+                    m.clear();
+                    i.clear();
+                    tracing::debug!("the vault changed elsewhere: dropped the prepared credential caches");
+                }
+            });
+        }
         self.vault = Some(vault);
         self.approver = approver;
         self

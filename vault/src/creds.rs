@@ -283,7 +283,7 @@ impl Vault {
             row.action,
             "read" | "use" | "denied" | "leak" | "tripwire" | "backup" | "pin" | "anchor" | "refresh" | "alert" | "release"
         ) {
-            crate::grants::bump_generation(conn)?;
+            crate::grants::bump_generation(conn, &self.vault_id)?;
         }
         audit::append(conn, &self.audit_key, &self.vault_id, row)
     }

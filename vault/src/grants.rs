@@ -456,6 +456,14 @@ impl Vault {
         Ok(Generation { counter: read_generation(&*inner.conn)? })
     }
 
+    /// Best-effort announcements of access-relevant changes made by any host (PostgreSQL's
+    /// `LISTEN`/`NOTIFY`; `None` for SQLite): the value is the newest generation announced.
+    /// Use it to drop caches early, never as the only check: a missed announcement changes
+    /// nothing, because every use compares [`Vault::generation`] itself.
+    pub fn watch_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.lock().conn.watch_changes()
+    }
+
     /// Whether `access` would still be granted now (grant present, not suspended or expired,
     /// digest and policy still the pinned ones, credential not revoked or expired), without
     /// decrypting anything or writing an audit row. The host calls it before a use when
@@ -793,11 +801,12 @@ pub(crate) fn read_generation(conn: &dyn Sql) -> Result<u64> {
 /// Moves the change counter, inside the caller's write transaction (which holds the writers'
 /// lock, so no two changes read the same value). On PostgreSQL it also notifies listeners on
 /// other hosts at commit (best effort: they check the counter on every use anyway).
-pub(crate) fn bump_generation(tx: &dyn Sql) -> Result<()> {
+pub(crate) fn bump_generation(tx: &dyn Sql, vault_id: &[u8]) -> Result<()> {
     let next = read_generation(tx)? + 1;
     crate::meta_set(tx, "generation", next.to_string().as_bytes())?;
     if tx.backend() == crate::store::Backend::Postgres {
-        tx.execute("SELECT pg_notify('skillbox_vault', ?1)", params![next.to_string()])?;
+        let channel = crate::store::postgres::channel(&hex::encode(vault_id));
+        tx.execute("SELECT pg_notify(?1, ?2)", params![channel, next.to_string()])?;
     }
     Ok(())
 }

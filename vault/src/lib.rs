@@ -328,6 +328,7 @@ impl Vault {
 
         let mut keks = HashMap::new();
         keks.insert(kek_id, kek.cipher());
+        store.listen(&hex::encode(vault_id));
         Ok(Vault {
             location: location.clone(),
             vault_id,
@@ -412,6 +413,7 @@ impl Vault {
             }
             tx.commit()?;
         }
+        store.listen(&hex::encode(vault_id));
         Ok(Vault {
             location: location.clone(),
             vault_id,

@@ -275,6 +275,13 @@ pub struct Generation {
     pub(crate) counter: u64,
 }
 
+impl Generation {
+    /// The counter's value (what `Vault::watch_changes` announces).
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+}
+
 /// The identity of a credential: (owner, environment, name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CredentialRef {

@@ -514,6 +514,12 @@ pub(crate) trait Store: Sql + Send {
     }
     /// The schema version stored (0 when the store is empty).
     fn schema_version(&self) -> Result<i64>;
+    /// Announcements of changes made by other hosts, where the engine has them.
+    fn watch_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// Starts listening for announcements about vault `vault_id` (once its id is known).
+    fn listen(&self, _vault_id: &str) {}
     /// After a delete: make sure the deleted ciphertext is gone from disk too.
     fn after_delete(&self) {}
     /// The store, for messages and `vault status`.

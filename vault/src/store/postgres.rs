@@ -162,6 +162,55 @@ pub(crate) struct PgStore {
     handle: tokio::runtime::Handle,
     pool: Pool,
     display: String,
+    /// The newest generation announced on the vault's channel (see `listen`).
+    changes: tokio::sync::watch::Receiver<u64>,
+    /// What the listener needs, until it is started (once the vault's id is known).
+    listener: std::sync::Mutex<Option<Listener>>,
+}
+
+struct Listener {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+/// The channel changes to vault `vault_id` are announced on (`grants::bump_generation`).
+/// Per vault: one database may hold several vaults (in several schemas), and `NOTIFY`
+/// channels are database-wide.
+pub(crate) fn channel(vault_id: &str) -> String {
+    format!("skillbox_vault_{vault_id}")
+}
+
+/// Keeps one connection listening on `channel` and publishes each announced generation.
+/// Best effort: it reconnects after a second when the connection drops, and nothing's
+/// correctness depends on it (every use reads the generation itself); it only lets hosts
+/// drop what they cache sooner.
+async fn listen(listener: Listener, channel: String) {
+    let Listener { config, tls, tx } = listener;
+    use futures_util::StreamExt;
+    loop {
+        if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
+            let (found, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(message)) = messages.next().await {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                        let _ = found.send(n.payload().parse::<u64>().ok());
+                    }
+                }
+            });
+            if client.batch_execute(&format!("LISTEN {channel}")).await.is_ok() {
+                while let Some(generation) = notifications.recv().await {
+                    tx.send_modify(|g| *g = generation.map_or(*g + 1, |n| n.max(*g)));
+                }
+            }
+            driver.abort();
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 impl Drop for PgStore {
@@ -218,6 +267,8 @@ impl PgStore {
             .build()
             .map_err(|e| unavailable(&display, format!("cannot start its I/O thread: {e}")))?;
         let handle = runtime.handle().clone();
+        let (tx, changes) = tokio::sync::watch::channel(0);
+        let listener = std::sync::Mutex::new(Some(Listener { config: config.clone(), tls: tls.clone(), tx }));
         let manager =
             Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = {
@@ -231,7 +282,7 @@ impl PgStore {
                 .build()
                 .map_err(|e| unavailable(&display, e))?
         };
-        let store = PgStore { runtime: Some(runtime), handle, pool, display };
+        let store = PgStore { runtime: Some(runtime), handle, pool, display, changes, listener };
         store.query_values("SELECT 1", &[])?;
         Ok(store)
     }
@@ -384,6 +435,16 @@ impl Store for PgStore {
 
     fn begin_schema(&self) -> Result<Txn<'_>> {
         self.begin_with(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
+    }
+
+    fn watch_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.clone())
+    }
+
+    fn listen(&self, vault_id: &str) {
+        if let Some(listener) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.handle.spawn(listen(listener, channel(vault_id)));
+        }
     }
 
     fn schema_version(&self) -> Result<i64> {
