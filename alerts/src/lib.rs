@@ -349,6 +349,16 @@ impl Alerts {
         log_alert(alert);
         let mut reports =
             vec![DeliveryReport { sink: "log".into(), ok: true, attempts: 1, ..DeliveryReport::default() }];
+        if let Some(recorder) = &self.inner.shared.recorder {
+            let recorded = recorder.record(alert);
+            reports.push(DeliveryReport {
+                sink: "audit".into(),
+                ok: recorded.is_ok(),
+                attempts: 1,
+                error: recorded.err(),
+                ..DeliveryReport::default()
+            });
+        }
         let body = alert.to_json().into_bytes();
         let shared = &self.inner.shared;
         let deliveries = shared.sinks.iter().map(|sink| sink.deliver(&shared.client, alert, &body));

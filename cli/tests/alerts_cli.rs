@@ -128,6 +128,14 @@ async fn cred_due_raises_rotation_and_expiry_alerts_at_the_webhook() {
         }
         assert_ne!(alert.body["subject"]["credential"], "later");
     }
+    // Each alert is also an audit row (and holds no secret either).
+    let rows = env.ok(&["audit", "list", "--action", "alert", "--json"], None);
+    let parsed: Value = serde_json::from_str(&rows).unwrap();
+    assert_eq!(parsed.as_array().map(Vec::len), Some(2), "{rows}");
+    assert!(rows.contains("rotation-due") && rows.contains("expiry-due"), "{rows}");
+    for secret in [overdue_key, expiring_key, later_key] {
+        assert!(!rows.contains(secret));
+    }
 
     // Run again (from cron, say): alerted again while it is still overdue...
     let out = env.run(&["cred", "due", "--within", "1m"], None);
@@ -170,4 +178,6 @@ async fn cred_compromised_raises_the_compromise_alert_at_the_webhook() {
     assert_eq!(body["detail"]["actor"], report["actor"], "the operator who declared it");
     assert!(body["message"].as_str().unwrap().contains(reason), "{body}");
     assert_no_secret(&alerts[0].request, leaked);
+    let rows = env.ok(&["audit", "list", "--action", "alert", "--json"], None);
+    assert!(rows.contains("compromise") && !rows.contains(leaked), "the alert is an audit row too: {rows}");
 }

@@ -57,6 +57,10 @@ pub struct TestVault {
     pub vault: std::sync::Arc<skillbox_vault::Vault>,
     /// The master key, as the 64 hex characters `SKILLBOX_MASTER_KEY` takes.
     pub master_key_hex: String,
+    /// Where the vault is kept: `vault.db` in `dir`, or a PostgreSQL schema of its own.
+    pub location: skillbox_vault::Location,
+    /// The PostgreSQL schema, dropped with the vault.
+    _schema: Option<pg::PgSchema>,
 }
 
 impl Default for TestVault {
@@ -66,20 +70,39 @@ impl Default for TestVault {
 }
 
 impl TestVault {
-    /// A fresh, empty vault.
+    /// A fresh, empty vault in a SQLite file.
     pub fn new() -> TestVault {
-        use rand::RngCore;
         let dir = tempfile::tempdir().expect("temp dir");
+        let location = skillbox_vault::Location::Sqlite(dir.path().join("vault.db"));
+        Self::at(dir, location, None)
+    }
+
+    /// A fresh, empty vault in a PostgreSQL schema of its own, or `None` (after saying
+    /// `test` is skipped) without `SKILLBOX_TEST_POSTGRES_URL`.
+    pub fn postgres(test: &str) -> Option<TestVault> {
+        let schema = pg::PgSchema::create(test)?;
+        let location = skillbox_vault::Location::Postgres(schema.url().to_owned());
+        Some(Self::at(tempfile::tempdir().expect("temp dir"), location, Some(schema)))
+    }
+
+    fn at(dir: tempfile::TempDir, location: skillbox_vault::Location, schema: Option<pg::PgSchema>) -> TestVault {
+        use rand::RngCore;
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);
         let master_key_hex = hex::encode(key);
         let source = skillbox_vault::MasterKeySource::Hex(master_key_hex.clone().into());
-        let vault = skillbox_vault::Vault::init(&dir.path().join("vault.db"), &source, &Default::default())
-            .expect("vault init");
-        TestVault { dir, vault: std::sync::Arc::new(vault), master_key_hex }
+        let vault = skillbox_vault::Vault::init_at(&location, &source, &Default::default()).expect("vault init");
+        TestVault { dir, vault: std::sync::Arc::new(vault), master_key_hex, location, _schema: schema }
     }
 
-    /// The vault file's path.
+    /// Opens the same vault again: another handle with its own connection(s), as another
+    /// process or host has.
+    pub fn open_again(&self) -> skillbox_vault::Vault {
+        let source = skillbox_vault::MasterKeySource::Hex(self.master_key_hex.clone().into());
+        skillbox_vault::Vault::open_at(&self.location, &source).expect("vault open")
+    }
+
+    /// The vault file's path (a SQLite vault's).
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("vault.db")
     }

@@ -28,7 +28,11 @@ fn manifest(server: &OAuthServer) -> (tempfile::TempDir, std::path::PathBuf) {
 
 /// A vault holding `github` as an OAuth 2 credential whose access token has already expired.
 fn vault_with(server: &OAuthServer, refresh_token: &str) -> TestVault {
-    let vault = TestVault::new();
+    fill(TestVault::new(), server, refresh_token)
+}
+
+/// `vault`, holding `github` as an OAuth 2 credential whose access token has already expired.
+fn fill(vault: TestVault, server: &OAuthServer, refresh_token: &str) -> TestVault {
     let value = json!({
         "access_token": "at_expired_before_the_test_began",
         "expires_at": 1,
@@ -100,13 +104,22 @@ async fn fifty_concurrent_invocations_cause_exactly_one_refresh() {
 
 #[tokio::test]
 async fn two_vault_handles_with_their_own_refreshers_cause_one_refresh() {
-    // Two runtimes, each with its own vault connection and refresher (as two processes have):
-    // the lock file beside the vault and the re-read under it make the second find the first's
-    // token. (cli/tests/oauth_cli.rs does the same with two `skillbox` processes.)
     let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
-    let first = vault_with(&server, &refresh);
-    let key = MasterKeySource::Hex(first.master_key_hex.clone().into());
-    let second = Arc::new(Vault::open(&first.path(), &key).unwrap());
+    two_handles_one_refresh(vault_with(&server, &refresh), server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_one_postgres_store_cause_one_refresh() {
+    let Some(vault) = TestVault::postgres("two_hosts_on_one_postgres_store_cause_one_refresh") else { return };
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
+    two_handles_one_refresh(fill(vault, &server, &refresh), server).await;
+}
+
+/// Two runtimes, each with its own vault connection(s) and refresher (as two processes or
+/// hosts have), call at once: the vault lease and the re-read under it make the second find
+/// the first's token. (cli/tests/oauth_cli.rs does the same with two `skillbox` processes.)
+async fn two_handles_one_refresh(first: TestVault, server: OAuthServer) {
+    let second = Arc::new(first.open_again());
     let (_dir, path) = manifest(&server);
     let mut config = RuntimeConfig::default();
     config.egress.allow_http_loopback = true;
@@ -122,6 +135,7 @@ async fn two_vault_handles_with_their_own_refreshers_cause_one_refresh() {
         assert_eq!(call.await.unwrap().unwrap(), json!({ "issues": [] }));
     }
     assert_eq!(server.issued("refresh_token"), 1);
+    assert!(first.vault.audit_verify().unwrap().is_ok());
 }
 
 #[tokio::test]

@@ -158,14 +158,14 @@ pub fn update(global: &GlobalOpts, a: UpdateArgs) -> anyhow::Result<ExitCode> {
 
 pub fn due(global: &GlobalOpts, a: DueArgs) -> anyhow::Result<ExitCode> {
     let within = parse_duration("--within", &a.within)?;
-    let vault = open_vault_with(global, a.key.key_file.as_deref())?;
+    let vault = std::sync::Arc::new(open_vault_with(global, a.key.key_file.as_deref())?);
     let items = vault.due(within).map_err(vault_err)?;
     if a.json {
         print::json(&items);
     } else {
         print_due(&items, &a.within);
     }
-    alert_due(global, &items);
+    alert_due(global, &items, &vault);
     Ok(if items.iter().any(|i| i.overdue) { ExitCode::from(ATTENTION) } else { ExitCode::SUCCESS })
 }
 
@@ -261,9 +261,9 @@ pub fn rotate_generated(
 
 pub fn compromised(global: &GlobalOpts, a: CompromisedArgs) -> anyhow::Result<ExitCode> {
     let r = cref(&a.name, &a.id)?;
-    let vault = open_vault_with(global, a.key.key_file.as_deref())?;
+    let vault = std::sync::Arc::new(open_vault_with(global, a.key.key_file.as_deref())?);
     let report = vault.compromised(&r, &a.reason, &actor()).map_err(vault_err)?;
-    alert_compromise(global, &report);
+    alert_compromise(global, &report, &vault);
     if a.json {
         print::json(&report);
     } else {
@@ -273,15 +273,16 @@ pub fn compromised(global: &GlobalOpts, a: CompromisedArgs) -> anyhow::Result<Ex
 }
 
 /// Raises a `rotation-due`, `expiry-due` or `needs-reauth` alert for each item (run `cred due`
-/// from cron and the alerts arrive at the configured sinks), waiting for their deliveries.
-fn alert_due(global: &GlobalOpts, items: &[DueItem]) {
+/// from cron and the alerts arrive at the configured sinks), waiting for their deliveries. Each
+/// is also an `alert` audit row.
+fn alert_due(global: &GlobalOpts, items: &[DueItem], vault: &std::sync::Arc<skillbox_vault::Vault>) {
     use skillbox_runtime::alerts::{Alert, AlertKind, Alerts, Subject};
     if items.is_empty() {
         return;
     }
     let deliver = || -> anyhow::Result<Vec<String>> {
         let config = crate::skills::runtime_config(global)?;
-        let alerts = Alerts::new(config.alerts, None)?;
+        let alerts = Alerts::new(config.alerts, Some(vault.clone()))?;
         let runtime = crate::skills::tokio_runtime()?;
         let mut failed = Vec::new();
         for item in items {
@@ -318,11 +319,11 @@ fn alert_due(global: &GlobalOpts, items: &[DueItem]) {
 /// Raises the `compromise` alert through the sinks of the runtime config and waits for their
 /// deliveries (the command exits next). A sink that fails is reported on stderr; the
 /// credential is revoked whatever happens to the alert.
-fn alert_compromise(global: &GlobalOpts, report: &CompromiseReport) {
+fn alert_compromise(global: &GlobalOpts, report: &CompromiseReport, vault: &std::sync::Arc<skillbox_vault::Vault>) {
     use skillbox_runtime::alerts::{Alert, AlertKind, Alerts, Subject};
     let deliver = || -> anyhow::Result<Vec<String>> {
         let config = crate::skills::runtime_config(global)?;
-        let alerts = Alerts::new(config.alerts, None)?;
+        let alerts = Alerts::new(config.alerts, Some(vault.clone()))?;
         let c = &report.credential;
         let subject = Subject {
             credential: Some(c.name.clone()),
