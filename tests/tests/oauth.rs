@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use skillbox_runtime::vault::{AuditAction, AuditQuery, CredentialRef, MasterKeySource, SecretValue, Vault};
+use skillbox_runtime::vault::{AuditAction, AuditQuery, CredentialRef, SecretValue, Vault};
 use skillbox_runtime::{Error, Runtime, RuntimeConfig, Skill};
 use skillbox_tests::oauth::{CLIENT_ID, CLIENT_SECRET, OAuthServer};
 use skillbox_tests::{TestVault, json};
