@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
-use skillbox_egress::{Auth, HostPattern, Injection, ResponseScope};
+use skillbox_egress::{Auth, HostPattern, Injection, Redactor, ResponseScope};
 use skillbox_oauth::Refresher;
 use skillbox_vault::{
     Access, CredentialKind, CredentialRef, Generation, NewGrant, Resolved, ResponseMode, SecretValue, Vault,
@@ -22,7 +22,7 @@ use crate::bindings::skillbox::skill::credentials::{self, Kind};
 use crate::bindings::skillbox::skill::types::Error as WitError;
 use crate::error::HostError;
 use crate::policy::{CredentialDecl, HttpAuth};
-use crate::record::HandleUse;
+use crate::record::{HandleUse, Recorder};
 use crate::{HostServices, SkillCtx, SkillCtxView};
 
 /// A credential opened by one invocation: metadata for the guest, the
@@ -77,6 +77,53 @@ impl OpenCredential {
     /// The hosts it may be sent to: the grant's override, else the manifest's.
     pub(crate) fn hosts(&self) -> &[HostPattern] {
         &self.hosts
+    }
+
+    /// Adds its secret fields to `secrets`, a `wasi:http` request's copy of the invocation's
+    /// scanner, as [`SkillCtx::remember_open`] does to the invocation's own.
+    pub(crate) fn remember_in(&self, services: &HostServices, secrets: &mut Redactor) {
+        let key = (self.id.clone(), self.version, self.name().to_owned());
+        secrets.push(services.matcher(key, &self.value.secret_fields()));
+    }
+
+    /// Whether a `401` to a request that carried it can be answered with a refresh: an OAuth 2
+    /// value with a refresh token or a client to fetch a new one with.
+    pub(crate) fn refreshable(&self) -> bool {
+        matches!(&self.value, SecretValue::OAuth2(t) if t.can_refresh())
+    }
+
+    /// Makes the handle use a refreshed `value`: a new cache id, so no matcher or injection
+    /// built for the old token is reused.
+    fn set_value(&mut self, value: SecretValue) {
+        self.value = value;
+        self.id = refreshed_id(&self.id);
+        self.injection = OnceLock::new();
+    }
+
+    /// The same handle with a refreshed `value` (see [`OpenCredential::set_value`]), for a
+    /// `wasi:http` credential shared by the invocation's requests. It keeps the ledger, so
+    /// the handle still gets one `release` row.
+    pub(crate) fn with_value(&self, value: SecretValue) -> OpenCredential {
+        let mut next = OpenCredential {
+            declared: self.declared.clone(),
+            id: self.id.clone(),
+            version: self.version,
+            response: self.response,
+            recheck: self.recheck.clone(),
+            generation: std::sync::Mutex::new(*self.generation.lock().unwrap_or_else(|p| p.into_inner())),
+            deadline: self.deadline,
+            grant_less: self.grant_less,
+            credential: self.credential.clone(),
+            service: self.service.clone(),
+            scopes: self.scopes.clone(),
+            expires_at: self.expires_at,
+            value: self.value.clone(),
+            hosts: self.hosts.clone(),
+            injection: OnceLock::new(),
+            usage: Arc::clone(&self.usage),
+        };
+        next.set_value(value);
+        next
     }
 
     /// [`OpenCredential::injection`], shared (for a `wasi:http` request's own task).
@@ -261,92 +308,24 @@ impl SkillCtx {
     /// caller already did) and makes the handle use it. `Ok(false)`: the credential cannot be
     /// refreshed, so the `401` stands.
     pub(crate) async fn refresh_after_401(&mut self, open: &mut OpenCredential) -> Result<bool, HostError> {
-        let refreshable = matches!(&open.value, SecretValue::OAuth2(t) if t.can_refresh());
-        let Some(vault) = self.record.services.vault.clone() else { return Ok(false) };
-        if !refreshable {
-            return Ok(false);
-        }
-        let r = open.credential.clone();
-        let id = open.id.split('#').next().unwrap_or_default().to_owned();
-        match self.record.services.oauth.fresh(&vault, &id, &r, &open.value, true).await {
-            Ok(Some(value)) => {
-                open.value = value;
-                open.id = refreshed_id(&id);
-                open.injection = OnceLock::new();
+        match refresh_after_401(&self.record, &self.scanner.secrets, open, "http.send").await? {
+            Some(value) => {
+                open.set_value(value);
                 self.remember_open(open);
                 Ok(true)
             }
-            Ok(None) => Ok(false),
-            Err(e) => Err(self.refresh_failed(&r, "http.send", e)),
+            None => Ok(false),
         }
     }
 
-    /// A failed refresh as the guest's error, recorded as a denial; `invalid_grant` also
-    /// marks the credential as needing a new sign-in (`skillbox cred due` lists it).
+    /// A failed refresh as the guest's error (see [`refresh_failed`]).
     fn refresh_failed(&mut self, r: &CredentialRef, operation: &str, error: skillbox_oauth::Error) -> HostError {
-        let name = r.name.as_str();
-        tracing::warn!(skill = %self.record.invocation.skill, credential = name, "OAuth 2 refresh failed: {error}");
-        if let (skillbox_oauth::Error::InvalidGrant { code, .. }, Some(vault)) = (&error, &self.record.services.vault)
-            && let Err(e) = vault.mark_needs_reauth(r, &format!("refresh refused ({code})"), skillbox_oauth::ACTOR)
-        {
-            tracing::error!(credential = name, "could not mark the credential as needing re-authorization: {e}");
-        }
-        if let Some(alerts) = &self.record.services.alerts {
-            use skillbox_alerts::{Alert, AlertKind, Subject};
-            let kind = match error {
-                skillbox_oauth::Error::InvalidGrant { .. } => AlertKind::NeedsReauth,
-                _ => AlertKind::RefreshFailed,
-            };
-            let subject = Subject {
-                skill: Some(self.record.invocation.skill.to_string()),
-                credential: Some(name.to_owned()),
-                user: Some(r.owner.clone()),
-                environment: Some(r.environment.as_str().to_owned()),
-                host: None,
-            };
-            // The error text names the credential and the provider's code, never a token.
-            alerts.raise(Alert::new(kind, subject, error.to_string()));
-        }
-        let host_error = match &error {
-            skillbox_oauth::Error::InvalidGrant { .. } | skillbox_oauth::Error::NotRefreshable { .. } => {
-                HostError::Guest(WitError::Expired(error.to_string()))
-            }
-            _ => HostError::upstream(error.to_string()),
-        };
-        self.record_denial(Some(name), operation, &host_error);
-        host_error
+        refresh_failed(&self.record, &self.scanner.secrets, r, operation, error)
     }
 
-    /// Before every use of `open`: has it expired, or has the vault changed since it was
-    /// last checked and now refuses it (revoked, ungranted, suspended, expired)? A refusal is
-    /// a denial like one at `open`.
+    /// Before every use of `open`: see [`still_granted`].
     pub(crate) fn check_still_granted(&mut self, open: &OpenCredential, operation: &str) -> Result<(), HostError> {
-        let expired = open.deadline.is_some_and(|d| SystemTime::now() >= d);
-        let Some(vault) = self.record.services.vault.clone() else { return Ok(()) };
-        let current = vault.generation().ok();
-        let known = *open.generation.lock().unwrap_or_else(|p| p.into_inner());
-        if !expired && current.is_some() && current == known {
-            return Ok(());
-        }
-        match vault.recheck(&open.recheck) {
-            Ok(()) if !expired => {
-                *open.generation.lock().unwrap_or_else(|p| p.into_inner()) = current;
-                Ok(())
-            }
-            Ok(()) => {
-                let error = HostError::Guest(WitError::Expired(format!(
-                    "credential `{}` (or its grant) expired during this run",
-                    open.name()
-                )));
-                self.record_denial(Some(open.name()), operation, &error);
-                Err(error)
-            }
-            Err(refused) => {
-                let error = HostError::from(refused);
-                self.record_denial(Some(open.name()), operation, &error);
-                Err(error)
-            }
-        }
+        still_granted(&self.record, &self.scanner.secrets, open, operation)
     }
 
     fn access(&self, name: &str) -> Access {
@@ -471,6 +450,109 @@ impl SkillCtx {
             hosts,
             injection: OnceLock::new(),
         })
+    }
+}
+
+/// After a `401` to a request made with `open` (by `operation`): a new value for it, from the
+/// provider or, when another caller already refreshed, from the vault (single-flight through
+/// the runtime's [`Refresher`], which stores and audits it). `Ok(None)`: the credential cannot
+/// be refreshed, so the `401` stands. A failed refresh is recorded ([`refresh_failed`]) and
+/// returned as the guest's error. Shared by `http.send` and `wasi:http`.
+pub(crate) async fn refresh_after_401(
+    record: &Recorder,
+    secrets: &Redactor,
+    open: &OpenCredential,
+    operation: &str,
+) -> Result<Option<SecretValue>, HostError> {
+    let Some(vault) = record.services.vault.clone() else { return Ok(None) };
+    if !open.refreshable() {
+        return Ok(None);
+    }
+    let r = &open.credential;
+    let id = open.id.split('#').next().unwrap_or_default();
+    match record.services.oauth.fresh(&vault, id, r, &open.value, true).await {
+        Ok(value) => Ok(value),
+        Err(e) => Err(refresh_failed(record, secrets, r, operation, e)),
+    }
+}
+
+/// A failed refresh as the guest's error, recorded as a denial; `invalid_grant` also
+/// marks the credential as needing a new sign-in (`skillbox cred due` lists it). Either
+/// failure raises an alert.
+fn refresh_failed(
+    record: &Recorder,
+    secrets: &Redactor,
+    r: &CredentialRef,
+    operation: &str,
+    error: skillbox_oauth::Error,
+) -> HostError {
+    let name = r.name.as_str();
+    tracing::warn!(skill = %record.invocation.skill, credential = name, "OAuth 2 refresh failed: {error}");
+    if let (skillbox_oauth::Error::InvalidGrant { code, .. }, Some(vault)) = (&error, &record.services.vault)
+        && let Err(e) = vault.mark_needs_reauth(r, &format!("refresh refused ({code})"), skillbox_oauth::ACTOR)
+    {
+        tracing::error!(credential = name, "could not mark the credential as needing re-authorization: {e}");
+    }
+    if let Some(alerts) = &record.services.alerts {
+        use skillbox_alerts::{Alert, AlertKind, Subject};
+        let kind = match error {
+            skillbox_oauth::Error::InvalidGrant { .. } => AlertKind::NeedsReauth,
+            _ => AlertKind::RefreshFailed,
+        };
+        let subject = Subject {
+            skill: Some(record.invocation.skill.to_string()),
+            credential: Some(name.to_owned()),
+            user: Some(r.owner.clone()),
+            environment: Some(r.environment.as_str().to_owned()),
+            host: None,
+        };
+        // The error text names the credential and the provider's code, never a token.
+        alerts.raise(Alert::new(kind, subject, error.to_string()));
+    }
+    let host_error = match &error {
+        skillbox_oauth::Error::InvalidGrant { .. } | skillbox_oauth::Error::NotRefreshable { .. } => {
+            HostError::Guest(WitError::Expired(error.to_string()))
+        }
+        _ => HostError::upstream(error.to_string()),
+    };
+    record.record_denial(secrets, Some(name), operation, &host_error);
+    host_error
+}
+
+/// Before every use of `open` (by `operation`): has it expired, or has the vault changed since
+/// it was last checked and now refuses it (revoked, ungranted, suspended, expired)? A refusal
+/// is a denial like one at `open`.
+pub(crate) fn still_granted(
+    record: &Recorder,
+    secrets: &Redactor,
+    open: &OpenCredential,
+    operation: &str,
+) -> Result<(), HostError> {
+    let expired = open.deadline.is_some_and(|d| SystemTime::now() >= d);
+    let Some(vault) = record.services.vault.clone() else { return Ok(()) };
+    let current = vault.generation().ok();
+    let known = *open.generation.lock().unwrap_or_else(|p| p.into_inner());
+    if !expired && current.is_some() && current == known {
+        return Ok(());
+    }
+    match vault.recheck(&open.recheck) {
+        Ok(()) if !expired => {
+            *open.generation.lock().unwrap_or_else(|p| p.into_inner()) = current;
+            Ok(())
+        }
+        Ok(()) => {
+            let error = HostError::Guest(WitError::Expired(format!(
+                "credential `{}` (or its grant) expired during this run",
+                open.name()
+            )));
+            record.record_denial(secrets, Some(open.name()), operation, &error);
+            Err(error)
+        }
+        Err(refused) => {
+            let error = HostError::from(refused);
+            record.record_denial(secrets, Some(open.name()), operation, &error);
+            Err(error)
+        }
     }
 }
 

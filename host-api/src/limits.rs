@@ -140,7 +140,7 @@ impl AuditLedger {
     }
 
     /// Reserves a row for an act that writes one later; false when none is left.
-    fn reserve(&mut self) -> bool {
+    pub(crate) fn reserve(&mut self) -> bool {
         self.reserve_rows(1)
     }
 

@@ -17,6 +17,14 @@
 //! grant; every such use is audited. A request to any other host goes out without it (and must
 //! be in `[network] allow`); the guest never holds a handle or sees the value.
 //!
+//! A `401` to a request that carried an `oauth2` credential the host can refresh is answered
+//! as `http.send` answers it: the host gets a new access token once (single-flight, stored and
+//! audited, through [`refresh_after_401`](crate::credentials::refresh_after_401)), and sends
+//! the same request again with it, once; the guest sees only the second answer. The new token
+//! replaces the old for the invocation's later requests. A refresh the provider refuses
+//! (`invalid_grant`) fails the request with the error `http.send` returns, after marking the
+//! credential `needs-reauth` and raising an alert.
+//!
 //! Bodies: the request body is read whole (up to the request cap) and scanned before anything
 //! is sent, so nothing of a request that trips the wire leaves. The response body is handed on
 //! as it arrives: the host asks for it uncompressed and scans it chunk by chunk
@@ -26,6 +34,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -39,7 +48,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::SkillCtx;
-use crate::credentials::OpenCredential;
+use crate::credentials::{OpenCredential, refresh_after_401, still_granted};
 use crate::error::HostError;
 use crate::http::{check_sizes, settle};
 use crate::record::Recorder;
@@ -63,7 +72,32 @@ struct Entry {
     name: String,
     /// Where it goes: the opened credential's hosts (a grant may override the manifest's).
     hosts: Vec<HostPattern>,
-    opened: Result<Arc<OpenCredential>, String>,
+    opened: Result<Arc<Current>, String>,
+    /// How many refreshes of [`Current`] the invocation's scanner knows the token of.
+    remembered: u64,
+}
+
+/// An opened transparent credential as the invocation's requests find it now: a request
+/// whose `401` made the host refresh it puts the refreshed handle here for the ones after it.
+#[derive(Debug)]
+struct Current(Mutex<(Arc<OpenCredential>, u64)>);
+
+impl Current {
+    /// The handle to use now, and how many times it has been refreshed.
+    fn get(&self) -> (Arc<OpenCredential>, u64) {
+        let current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (Arc::clone(&current.0), current.1)
+    }
+
+    /// Replaces `old` with `next`; when another request already replaced it, keeps (and
+    /// returns) that one instead.
+    fn replace(&self, old: &Arc<OpenCredential>, next: OpenCredential) -> Arc<OpenCredential> {
+        let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&current.0, old) {
+            *current = (Arc::new(next), current.1 + 1);
+        }
+        Arc::clone(&current.0)
+    }
 }
 
 impl SkillCtx {
@@ -89,13 +123,15 @@ impl SkillCtx {
             let entry = match opened {
                 Ok(open) => {
                     self.remember_open(&open);
-                    Entry { name: decl.name, hosts: open.hosts().to_vec(), opened: Ok(Arc::new(open)) }
+                    let hosts = open.hosts().to_vec();
+                    let current = Current(Mutex::new((Arc::new(open), 0)));
+                    Entry { name: decl.name, hosts, opened: Ok(Arc::new(current)), remembered: 0 }
                 }
                 Err(error) => {
                     if error.is_denial() {
                         self.record.deny(error.message());
                     }
-                    Entry { name: decl.name, hosts: decl.hosts, opened: Err(error.message()) }
+                    Entry { name: decl.name, hosts: decl.hosts, opened: Err(error.message()), remembered: 0 }
                 }
             };
             self.transparent.entries.push(entry);
@@ -117,13 +153,26 @@ impl SkillCtx {
             refuse(self.refuse(message).message())
         })?;
         let url = url::Url::parse(&request.uri().to_string()).map_err(|e| refuse(format!("bad request URL: {e}")))?;
-        let matching: Vec<&Entry> =
-            self.transparent.entries.iter().filter(|e| e.hosts.iter().any(|p| p.matches_url(&url))).collect();
+        let matching: Vec<usize> = (self.transparent.entries.iter().enumerate())
+            .filter(|(_, e)| e.hosts.iter().any(|p| p.matches_url(&url)))
+            .map(|(i, _)| i)
+            .collect();
         let credential = match matching.as_slice() {
             [] => None,
-            [entry] => match &entry.opened {
-                Ok(open) => Some(Arc::clone(open)),
+            [index] => match &self.transparent.entries[*index].opened {
+                Ok(current) => {
+                    let current = Arc::clone(current);
+                    let (open, refreshes) = current.get();
+                    // Refreshed by an earlier request's `401`: the invocation's scanner (which
+                    // later requests copy) learns the new token too.
+                    if refreshes != self.transparent.entries[*index].remembered {
+                        self.remember_open(&open);
+                        self.transparent.entries[*index].remembered = refreshes;
+                    }
+                    Some((current, open))
+                }
                 Err(refusal) => {
+                    let entry = &self.transparent.entries[*index];
                     return Err(refuse(format!(
                         "not sent: this request would carry credential `{}`, which could not be opened: {refusal}",
                         entry.name
@@ -131,18 +180,18 @@ impl SkillCtx {
                 }
             },
             several => {
-                let names: Vec<&str> = several.iter().map(|e| e.name.as_str()).collect();
+                let names: Vec<&str> = several.iter().map(|i| self.transparent.entries[*i].name.as_str()).collect();
                 return Err(refuse(format!(
                     "not sent: the transparent credentials {names:?} all match this URL's host, so the host cannot tell which to add; give them hosts that do not overlap"
                 )));
             }
         };
         let credential = match credential {
-            Some(open) => {
+            Some((current, open)) => {
                 self.check_still_granted(&open, OPERATION).map_err(|e| refuse(e.message()))?;
                 let injection = open.shared_injection(&self.record.services).map_err(|e| refuse(e.message()))?;
                 self.reserve_use_row(OPERATION).map_err(|e| refuse(e.message()))?;
-                Some((open, injection))
+                Some(Carried { current, open, injection })
             }
             None => None,
         };
@@ -154,14 +203,24 @@ impl SkillCtx {
 struct Plan {
     record: Arc<Recorder>,
     scanner: Scanner,
-    credential: Option<(Arc<OpenCredential>, Arc<Injection>)>,
+    credential: Option<Carried>,
     _in_flight: InFlight,
+}
+
+/// The transparent credential a request carries.
+struct Carried {
+    /// Where the invocation's requests find it (replaced after a refresh).
+    current: Arc<Current>,
+    /// The handle this request is sent with.
+    open: Arc<OpenCredential>,
+    injection: Arc<Injection>,
 }
 
 impl Plan {
     /// Reads the body, runs the pipeline, records the outcome, and builds the guest's response.
-    async fn run(self, request: http::Request<WasiBody>) -> Result<http::Response<WasiBody>, Error> {
-        let egress = &self.record.services.egress;
+    async fn run(mut self, request: http::Request<WasiBody>) -> Result<http::Response<WasiBody>, Error> {
+        let record = Arc::clone(&self.record);
+        let egress = &record.services.egress;
         let config = egress.config();
         let (parts, body) = request.into_parts();
         let body =
@@ -186,19 +245,34 @@ impl Plan {
         if let Err(message) = check_sizes(&method, &url, &headers, body.len(), config.max_request_body) {
             return Err(Error::InternalError(Some(message)));
         }
-        let request = Request { method: method.clone(), url, headers, body: body.to_vec() };
-        let started = Instant::now();
-        let (open, injection) = match &self.credential {
-            Some((open, injection)) => (Some(&**open), Some(&**injection)),
-            None => (None, None),
+        let mut request = Request { method: method.clone(), url, headers, body: body.to_vec() };
+        // Kept for the one resend a `401` may call for, when the credential can be refreshed.
+        let mut resend = self.credential.as_ref().filter(|c| c.open.refreshable()).map(|_| request.clone());
+        let (exchange, reader) = loop {
+            let started = Instant::now();
+            let (open, injection) = match &self.credential {
+                Some(carried) => (Some(&*carried.open), Some(&*carried.injection)),
+                None => (None, None),
+            };
+            let network = &record.invocation.policy.network;
+            let (result, reader) = match egress.send_streamed(network, request, injection, &self.scanner).await {
+                Ok((exchange, reader)) => (Ok(exchange), reader),
+                Err(error) => (Err(error), None),
+            };
+            let exchange =
+                settle(&self.record, &self.scanner, open, OPERATION, &method, started, result).map_err(guest_error)?;
+            // A 401 to an OAuth 2 credential: refresh once and send again (as `http.send` does).
+            if exchange.response.status == 401
+                && let Some(again) = resend.take()
+                && self.refresh_after_401().await.map_err(guest_error)?
+            {
+                drop(reader);
+                request = again;
+                continue;
+            }
+            break (exchange, reader);
         };
-        let network = &self.record.invocation.policy.network;
-        let (result, reader) = match egress.send_streamed(network, request, injection, &self.scanner).await {
-            Ok((exchange, reader)) => (Ok(exchange), reader),
-            Err(error) => (Err(error), None),
-        };
-        let exchange =
-            settle(&self.record, &self.scanner, open, OPERATION, &method, started, result).map_err(guest_error)?;
+        let open = self.credential.as_ref().map(|c| &*c.open);
         let response = exchange.response;
         let mut builder = http::Response::builder().status(response.status);
         for (name, value) in &response.headers {
@@ -223,6 +297,35 @@ impl Plan {
             }
         };
         builder.body(body).map_err(|e| Error::InternalError(Some(format!("could not build the response: {e}"))))
+    }
+
+    /// After a `401` to this request's credential: a refreshed handle for it (the one an
+    /// earlier request of the invocation already got, or a new token), checked and with its
+    /// audit row reserved as for any use, and its token added to what this request scans for.
+    /// `Ok(false)`: it cannot be refreshed, so the `401` stands.
+    async fn refresh_after_401(&mut self) -> Result<bool, HostError> {
+        let Some(carried) = &self.credential else { return Ok(false) };
+        let (latest, _) = carried.current.get();
+        let next = if Arc::ptr_eq(&latest, &carried.open) {
+            match refresh_after_401(&self.record, &self.scanner.secrets, &carried.open, OPERATION).await? {
+                Some(value) => carried.current.replace(&carried.open, carried.open.with_value(value)),
+                None => return Ok(false),
+            }
+        } else {
+            latest
+        };
+        next.remember_in(&self.record.services, &mut self.scanner.secrets);
+        still_granted(&self.record, &self.scanner.secrets, &next, OPERATION)?;
+        let injection = next.shared_injection(&self.record.services)?;
+        if !self.record.ledger().reserve() {
+            return Err(HostError::limit(format!(
+                "{OPERATION} was not sent again after a 401: this invocation has caused {} audit rows, the most one may, and a credential is never used unaudited; do less per invocation",
+                crate::limits::MAX_AUDIT_ROWS
+            )));
+        }
+        let current = Arc::clone(&carried.current);
+        self.credential = Some(Carried { current, open: next, injection });
+        Ok(true)
     }
 }
 

@@ -2,7 +2,8 @@
 //! (`skillbox_tests::oauth`): the `github-issues` sample, declared with an `oauth2` credential,
 //! keeps working as its access tokens expire, is refreshed once however many invocations need
 //! it, survives refresh-token rotation and a provider-side revocation (`401`), and stops with
-//! a clear message on `invalid_grant`. The guest never holds either token.
+//! a clear message on `invalid_grant`. The guest never holds either token. The same holds for
+//! a standard wasi:http skill (`wasi-http-probe`) whose `transparent` credential is `oauth2`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,4 +202,135 @@ async fn client_credentials_are_fetched_by_the_host() {
         assert_eq!(call(&skill, &server).await.unwrap(), json!({ "issues": [] }));
     }
     assert_eq!(server.issued("client_credentials"), 1, "fetched once, then cached in the vault");
+}
+
+/// The `wasi-http-probe` (an unmodified wasi:http client) on a vault holding its transparent
+/// `token` as an OAuth 2 credential whose access token is unexpired by time but unknown to
+/// the provider (revoked there), granted for the authorization server's host.
+fn transparent_probe(server: &OAuthServer, refresh_token: &str) -> (TestVault, Skill) {
+    let vault = TestVault::new();
+    let value = json!({
+        "access_token": "at_revoked_by_the_provider",
+        "expires_in": 3600,
+        "refresh_token": refresh_token,
+        "token_url": server.token_url(),
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    });
+    vault.add("token", "oauth2", &value.to_string());
+    vault.grant(PROBE, "token", Some(&[&server.server.host()]));
+    let skill = vault.runtime().load(skillbox_tests::WASI_HTTP_PROBE).expect("probe loads");
+    (vault, skill)
+}
+
+const PROBE: &str = "wasi-http-probe";
+
+/// The `Authorization` headers the provider's resource (anything but `/token`) received.
+fn resource_auth(server: &OAuthServer) -> Vec<String> {
+    let received = server.server.received();
+    let resource = received.iter().filter(|r| !r.target.starts_with("/token"));
+    resource.map(|r| r.header("authorization").unwrap_or_default().to_owned()).collect()
+}
+
+fn stored_token(vault: &Vault) -> skillbox_runtime::vault::Token {
+    match vault.reveal(&CredentialRef::new("token"), "test", None).unwrap() {
+        SecretValue::OAuth2(token) => token,
+        other => panic!("not oauth2: {:?}", other.kind()),
+    }
+}
+
+#[tokio::test]
+async fn a_401_to_a_transparent_wasi_http_request_refreshes_once_and_resends_it_once() {
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
+    let (vault, skill) = transparent_probe(&server, &refresh);
+    let base = server.server.base_url();
+
+    // The first request gets a 401 for the revoked token: the host refreshes once and sends it
+    // again; the second request uses the new token from the start.
+    let input = json!({ "requests": [
+        { "method": "POST", "url": format!("{base}/data"), "body": "the same body twice" },
+        { "url": format!("{base}/more") },
+    ]});
+    let out = json(&skill.invoke(&input.to_string()).await.expect("probe runs").json);
+    let results = out["results"].as_array().unwrap();
+    for result in results {
+        assert_eq!(result["status"], 200, "{out}");
+        assert_eq!(result["body"], "[]", "{out}");
+    }
+    assert_eq!(server.issued("refresh_token"), 1, "exactly one refresh");
+    let token = stored_token(&vault.vault);
+    let new = token.access_token.expose_secret().to_owned();
+    assert_ne!(new, "at_revoked_by_the_provider", "the stored value has the new token");
+    assert!(server.state.lock().unwrap().access.contains_key(&new), "and the provider issued it");
+    assert_eq!(
+        resource_auth(&server),
+        ["Bearer at_revoked_by_the_provider".to_owned(), format!("Bearer {new}"), format!("Bearer {new}")]
+    );
+    let resent: Vec<_> = server.server.received().into_iter().filter(|r| r.target == "/data").collect();
+    assert_eq!(resent.len(), 2);
+    assert!(resent.iter().all(|r| r.method == "POST" && r.body == b"the same body twice"), "the same request");
+    let text = out.to_string();
+    for secret in [new.as_str(), "at_revoked_by_the_provider", &refresh] {
+        assert!(!text.contains(secret), "the guest saw a token");
+    }
+
+    // Audited as for http.send: one forced refresh, and a use row per request sent.
+    let rows = vault.vault.audit_list(&AuditQuery::default()).unwrap();
+    let refreshes: Vec<_> = rows.iter().filter(|r| r.action == AuditAction::Refresh).collect();
+    assert_eq!(refreshes.len(), 1);
+    assert_eq!(refreshes[0].detail["forced"], true);
+    let mut statuses: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action == AuditAction::Use && r.detail["operation"] == "wasi:http")
+        .map(|r| r.detail["status"].as_u64().unwrap())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 401]);
+    let all = serde_json::to_string(&rows).unwrap();
+    assert!(!all.contains(&refresh) && !all.contains(&new), "no token in any audit row");
+
+    // A 401 to the resent request goes to the guest: no second refresh, no loop. (New tokens
+    // are born expired, so the provider refuses the refreshed one too.)
+    server.state.lock().unwrap().ttl = Duration::ZERO;
+    server.revoke_access_tokens();
+    let before = resource_auth(&server).len();
+    let input = json!({ "requests": [{ "url": format!("{base}/data") }] });
+    let out = json(&skill.invoke(&input.to_string()).await.expect("probe runs").json);
+    assert_eq!(out["results"][0]["status"], 401, "{out}");
+    assert_eq!(server.issued("refresh_token"), 2, "one refresh for the request");
+    let sent = &resource_auth(&server)[before..];
+    assert_eq!(sent.len(), 2, "sent, then sent once more: {sent:?}");
+    let newer = stored_token(&vault.vault).access_token.expose_secret().to_owned();
+    assert_eq!(sent, [format!("Bearer {new}"), format!("Bearer {newer}")]);
+    assert!(!out.to_string().contains(&newer));
+}
+
+#[tokio::test]
+async fn invalid_grant_after_a_wasi_http_401_fails_the_request_and_marks_needs_reauth() {
+    let (server, refresh) = OAuthServer::start(Duration::from_secs(3600)).await;
+    server.state.lock().unwrap().invalid_grant = true;
+    let (vault, skill) = transparent_probe(&server, &refresh);
+    let input = json!({ "requests": [{ "url": format!("{}/data", server.server.base_url()) }] });
+    let out = json(&skill.invoke(&input.to_string()).await.expect("probe runs").json);
+    // As http.send: the request fails with what to run, rather than handing back the 401.
+    let error = out["results"][0]["error"].as_str().unwrap_or_else(|| panic!("not an error: {out}"));
+    assert!(error.contains("invalid_grant") && error.contains("skillbox oauth login token"), "{error}");
+    assert!(!out.to_string().contains(&refresh));
+    assert_eq!(resource_auth(&server).len(), 1, "not sent again");
+    let info = vault.vault.show(&CredentialRef::new("token")).unwrap().info;
+    assert!(info.needs_reauth.as_deref().is_some_and(|r| r.contains("invalid_grant")), "{:?}", info.needs_reauth);
+}
+
+#[tokio::test]
+async fn a_401_to_a_transparent_bearer_credential_is_not_retried() {
+    let (server, _) = OAuthServer::start(Duration::from_secs(3600)).await;
+    let vault = TestVault::new();
+    vault.add("token", "bearer", "at_a_static_token_the_provider_does_not_know");
+    vault.grant(PROBE, "token", Some(&[&server.server.host()]));
+    let skill = vault.runtime().load(skillbox_tests::WASI_HTTP_PROBE).unwrap();
+    let input = json!({ "requests": [{ "url": format!("{}/data", server.server.base_url()) }] });
+    let out = json(&skill.invoke(&input.to_string()).await.expect("probe runs").json);
+    assert_eq!(out["results"][0]["status"], 401, "{out}");
+    assert_eq!(resource_auth(&server).len(), 1);
+    assert_eq!(server.state.lock().unwrap().requests, 0, "no token request");
 }
