@@ -109,9 +109,12 @@ async fn two_servers_on_one_postgres_store_share_grants_and_honour_a_revocation(
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
 
     cli(args(&["vault", "init"]), None).await.unwrap();
-    cli(args(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"]), Some(TOKEN.into()))
-        .await
-        .unwrap();
+    cli(
+        args(&["cred", "add", "github", "--type", "bearer", "--service", "github", "--value-stdin"]),
+        Some(TOKEN.into()),
+    )
+    .await
+    .unwrap();
     cli(args(&["grant", "github-issues", "github", "--hosts", &github.host()]), None).await.unwrap();
     let key = cli(args(&["apikey", "create", "fleet-agent"]), None).await.unwrap().trim().to_owned();
 
@@ -142,8 +145,7 @@ async fn two_servers_on_one_postgres_store_share_grants_and_honour_a_revocation(
     assert!(reads >= 2, "both servers' reads are in the one log: {audit}");
     assert!(!audit.contains(TOKEN));
 
-    let status: Value =
-        serde_json::from_str(&cli(args(&["vault", "status", "--json"]), None).await.unwrap()).unwrap();
+    let status: Value = serde_json::from_str(&cli(args(&["vault", "status", "--json"]), None).await.unwrap()).unwrap();
     assert_eq!(status["store"]["backend"], "postgres", "{status}");
     assert_eq!(status["rows"]["credentials"], 1, "{status}");
     assert!(status["store"]["server_version"].is_string(), "{status}");

@@ -71,8 +71,8 @@ pub use credentials::OpenCredential;
 pub use error::{HostError, LimitExceeded, Tripped};
 pub use log::truncate_at_char_boundary;
 pub use policy::{CredentialDecl, DeclaredLimits, HttpAuth, SkillPolicy};
-pub use sql::{DatabaseCheck, check_database};
 use record::Recorder;
+pub use sql::{DatabaseCheck, check_database};
 
 /// Longest log message a guest may write; longer ones are truncated.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;

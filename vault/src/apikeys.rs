@@ -77,7 +77,9 @@ fn generate_key() -> Result<SecretString> {
 }
 
 fn read_info(r: &Row<'_>, now: i64) -> Result<ApiKeyInfo> {
-    let bad = |what: &str| -> Error { crate::store::DbError::convert(format!("column {what} holds an unknown value")).into() };
+    let bad = |what: &str| -> Error {
+        crate::store::DbError::convert(format!("column {what} holds an unknown value")).into()
+    };
     let environment: String = r.get(3)?;
     let skills: Option<String> = r.get(4)?;
     let expires_at: Option<i64> = r.get(9)?;
@@ -287,7 +289,11 @@ impl Vault {
         let tx = inner.conn.begin()?;
         type Found = (String, String, String, String, Option<i64>);
         let found: Option<Found> = tx
-            .query_row("SELECT id, fingerprint, owner, environment, revoked_at FROM api_keys WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_row(
+                "SELECT id, fingerprint, owner, environment, revoked_at FROM api_keys WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
             .optional()?;
         let Some((id, fingerprint, owner, environment, revoked_at)) = found else {
             return Err(Error::ApiKeyNotFound { name: name.into() });

@@ -530,8 +530,7 @@ impl Vault {
         let (w, args) = where_clause(query);
         let limit = query.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
         let sql = format!("SELECT {COLUMNS} FROM audit{w} ORDER BY id DESC{limit}");
-        let mut out: Vec<AuditEntry> =
-            inner.conn.query_map(&sql, &args, read_row)?.into_iter().map(entry).collect();
+        let mut out: Vec<AuditEntry> = inner.conn.query_map(&sql, &args, read_row)?.into_iter().map(entry).collect();
         out.reverse();
         Ok(out)
     }
@@ -554,10 +553,11 @@ impl Vault {
         let (w, args) = where_clause(query);
         let p = || &args;
         let mut s = AuditSummary::default();
-        let (total, ok, last): (i64, Option<i64>, Option<i64>) =
-            inner.conn.query_row(&format!("SELECT count(*), CAST(sum(success) AS BIGINT), max(ts) FROM audit{w}"), p(), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
+        let (total, ok, last): (i64, Option<i64>, Option<i64>) = inner.conn.query_row(
+            &format!("SELECT count(*), CAST(sum(success) AS BIGINT), max(ts) FROM audit{w}"),
+            p(),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         s.total = total as u64;
         s.successes = ok.unwrap_or(0) as u64;
         s.failures = s.total - s.successes;
@@ -777,8 +777,9 @@ impl Vault {
         if report.head_problem.is_none() {
             return Ok(report);
         }
-        let last =
-            tx.query_row(&format!("SELECT {COLUMNS} FROM audit ORDER BY id DESC LIMIT 1"), params![], read_row).optional()?;
+        let last = tx
+            .query_row(&format!("SELECT {COLUMNS} FROM audit ORDER BY id DESC LIMIT 1"), params![], read_row)
+            .optional()?;
         let head = match last {
             Some(l) => Head { count: count as u64, last_id: l.id, last_hash: sha256(&[&canonical(&l), &l.mac]) },
             None => Head { count: 0, last_id: 0, last_hash: genesis(&self.vault_id) },
@@ -828,51 +829,54 @@ fn walk(conn: &dyn Sql, key: &Key32, vault_id: &[u8], anchor: Option<&Head>) -> 
     let page_sql = format!("SELECT {COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT {WALK_PAGE}");
     let mut after = i64::MIN;
     loop {
-    let page = conn.query_map(&page_sql, [after], read_row)?;
-    let Some(last) = page.last() else { break };
-    after = last.id;
-    for row in page {
-        let canon = canonical(&row);
-        let mac_ok = key.verify_mac(&[&canon], &row.mac);
-        let linked = row.prev_hash == w.prev;
-        let last_id = w.last_id;
-        let found = match (linked, mac_ok) {
-            (true, true) => None,
-            (true, false) => {
-                Some((TamperKind::Edited, format!("audit row {} was edited (its MAC does not match)", row.id)))
+        let page = conn.query_map(&page_sql, [after], read_row)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for row in page {
+            let canon = canonical(&row);
+            let mac_ok = key.verify_mac(&[&canon], &row.mac);
+            let linked = row.prev_hash == w.prev;
+            let last_id = w.last_id;
+            let found = match (linked, mac_ok) {
+                (true, true) => None,
+                (true, false) => {
+                    Some((TamperKind::Edited, format!("audit row {} was edited (its MAC does not match)", row.id)))
+                }
+                (false, true) => Some((
+                    TamperKind::Deleted,
+                    format!("audit rows were deleted between row {last_id} and row {} (the chain is broken)", row.id),
+                )),
+                (false, false) => Some((
+                    TamperKind::Inserted,
+                    format!(
+                        "audit row {} was inserted: it is not authentic and does not link to row {last_id}",
+                        row.id
+                    ),
+                )),
+            };
+            if let Some((kind, message)) = found {
+                w.problem = Some(AuditProblem { kind, row: row.id, message });
+                return Ok(w);
             }
-            (false, true) => Some((
-                TamperKind::Deleted,
-                format!("audit rows were deleted between row {last_id} and row {} (the chain is broken)", row.id),
-            )),
-            (false, false) => Some((
-                TamperKind::Inserted,
-                format!("audit row {} was inserted: it is not authentic and does not link to row {last_id}", row.id),
-            )),
-        };
-        if let Some((kind, message)) = found {
-            w.problem = Some(AuditProblem { kind, row: row.id, message });
-            return Ok(w);
-        }
-        w.prev = sha256(&[&canon, &row.mac]).to_vec();
-        w.last_id = row.id;
-        w.rows += 1;
-        if let Some(a) = anchor
-            && a.count == w.rows
-            && (a.last_id != row.id || a.last_hash[..] != w.prev[..])
-        {
-            w.problem = Some(AuditProblem {
-                kind: TamperKind::RolledBack,
-                row: row.id,
-                message: format!(
-                    "the log does not extend the anchor: row {} (number {} in the log) is not the row the anchor \
+            w.prev = sha256(&[&canon, &row.mac]).to_vec();
+            w.last_id = row.id;
+            w.rows += 1;
+            if let Some(a) = anchor
+                && a.count == w.rows
+                && (a.last_id != row.id || a.last_hash[..] != w.prev[..])
+            {
+                w.problem = Some(AuditProblem {
+                    kind: TamperKind::RolledBack,
+                    row: row.id,
+                    message: format!(
+                        "the log does not extend the anchor: row {} (number {} in the log) is not the row the anchor \
                      signed (row {}): the log was rewritten, or the vault file was replaced by another copy",
-                    row.id, a.count, a.last_id
-                ),
-            });
-            return Ok(w);
+                        row.id, a.count, a.last_id
+                    ),
+                });
+                return Ok(w);
+            }
         }
-    }
     }
     Ok(w)
 }

@@ -91,15 +91,17 @@ fn check_text(what: &'static str, s: &str) -> Result<()> {
 /// The id of the credential `r` names, if it exists.
 pub(crate) fn credential_id(conn: &dyn Sql, r: &CredentialRef) -> Result<Option<String>> {
     Ok(conn
-        .query_row("SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3", params![r.owner, r.environment.as_str(), r.name], |row| row.get(0))
+        .query_row(
+            "SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3",
+            params![r.owner, r.environment.as_str(), r.name],
+            |row| row.get(0),
+        )
         .optional()?)
 }
 
 /// The name of the credential with id `id`, if it exists.
 pub(crate) fn credential_name(conn: &dyn Sql, id: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row("SELECT name FROM credentials WHERE id = ?1", [id], |row| row.get(0))
-        .optional()?)
+    Ok(conn.query_row("SELECT name FROM credentials WHERE id = ?1", [id], |row| row.get(0)).optional()?)
 }
 
 /// Appends ` AND col = ?N` to `sql` for every filter that is set, and returns
@@ -170,19 +172,20 @@ pub(crate) fn migrate_value_ad(conn: &dyn Sql, master_wrap: &Key32, vault_id: &[
              c.environment, c.name FROM versions v JOIN credentials c ON c.id = v.credential_id",
             params![],
             |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-            ))
-        })?
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            },
+        )?
     };
     let wrap = master_wrap.cipher();
     let mut keks: std::collections::HashMap<String, Option<Key32>> = std::collections::HashMap::new();
@@ -281,7 +284,17 @@ impl Vault {
         // move the generation the host compares before each use.
         if !matches!(
             row.action,
-            "read" | "use" | "denied" | "leak" | "tripwire" | "backup" | "pin" | "anchor" | "refresh" | "alert" | "release"
+            "read"
+                | "use"
+                | "denied"
+                | "leak"
+                | "tripwire"
+                | "backup"
+                | "pin"
+                | "anchor"
+                | "refresh"
+                | "alert"
+                | "release"
         ) {
             crate::grants::bump_generation(conn, &self.vault_id)?;
         }
@@ -314,8 +327,10 @@ impl Vault {
         let sealed = self.seal_value(&*inner.conn, &mut inner.keys, &cred_id, r, 1, value)?;
         let now = now_ms();
         let tx = inner.conn.begin()?;
-        let exists: bool = tx
-            .exists("SELECT 1 FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3", params![r.owner, r.environment.as_str(), r.name])?;
+        let exists: bool = tx.exists(
+            "SELECT 1 FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3",
+            params![r.owner, r.environment.as_str(), r.name],
+        )?;
         if exists {
             return Err(Error::CredentialExists {
                 name: r.name.clone(),
@@ -386,9 +401,13 @@ impl Vault {
 
     fn show_locked(&self, conn: &dyn Sql, r: &CredentialRef) -> Result<CredentialDetail> {
         let info = conn
-            .query_row(&format!(
-                "SELECT {INFO_COLS} FROM {INFO_FROM} WHERE c.owner = ?1 AND c.environment = ?2 AND c.name = ?3"
-            ), params![r.owner, r.environment.as_str(), r.name], read_info)
+            .query_row(
+                &format!(
+                    "SELECT {INFO_COLS} FROM {INFO_FROM} WHERE c.owner = ?1 AND c.environment = ?2 AND c.name = ?3"
+                ),
+                params![r.owner, r.environment.as_str(), r.name],
+                read_info,
+            )
             .optional()?
             .ok_or_else(|| not_found(r))?;
         let rk = self.records();
@@ -447,9 +466,11 @@ impl Vault {
         let inner = &mut *inner;
         let found: Option<(String, String, u32)> = inner
             .conn
-            .query_row("SELECT id, kind, current_version FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3", params![r.owner, r.environment.as_str(), r.name], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
+            .query_row(
+                "SELECT id, kind, current_version FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3",
+                params![r.owner, r.environment.as_str(), r.name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
             .optional()?;
         let (cred_id, kind, current) = found.ok_or_else(|| not_found(r))?;
         if expected.is_some_and(|e| e != current) {
@@ -600,13 +621,7 @@ impl Vault {
     }
 }
 
-pub(crate) fn insert_version(
-    tx: &dyn Sql,
-    cred_id: &str,
-    version: u32,
-    s: &Sealed,
-    now: i64,
-) -> Result<()> {
+pub(crate) fn insert_version(tx: &dyn Sql, cred_id: &str, version: u32, s: &Sealed, now: i64) -> Result<()> {
     tx.execute("INSERT INTO versions (credential_id, version, key_id, wrapped_dek, ciphertext, fingerprint, status, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)", params![cred_id, version, s.key_id, s.wrapped_dek, s.ciphertext, s.fingerprint, now])?;
     Ok(())
@@ -648,17 +663,18 @@ fn load_with(rk: &RecordKey<'_>, conn: &dyn Sql, info: Option<CredentialInfo>) -
 
 pub(crate) fn load_current(rk: &RecordKey<'_>, conn: &dyn Sql, r: &CredentialRef) -> Result<Option<CurrentRow>> {
     let info = conn
-        .query_row(&format!(
-            "SELECT {CRED_COLS} FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3"
-        ), params![r.owner, r.environment.as_str(), r.name], read_info)
+        .query_row(
+            &format!("SELECT {CRED_COLS} FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3"),
+            params![r.owner, r.environment.as_str(), r.name],
+            read_info,
+        )
         .optional()?;
     load_with(rk, conn, info)
 }
 
 pub(crate) fn load_current_by_id(rk: &RecordKey<'_>, conn: &dyn Sql, id: &str) -> Result<Option<CurrentRow>> {
-    let info = conn
-        .query_row(&format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"), [id], read_info)
-        .optional()?;
+    let info =
+        conn.query_row(&format!("SELECT {CRED_COLS} FROM credentials WHERE id = ?1"), [id], read_info).optional()?;
     load_with(rk, conn, info)
 }
 

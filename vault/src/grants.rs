@@ -22,7 +22,9 @@ const GRANT_COLS: &str = "g.id, g.skill, g.alias, g.credential_id, c.name, g.env
      g.suspended_at, g.suspended_reason, g.response, g.policy";
 
 fn read_grant(r: &Row<'_>) -> Result<GrantInfo> {
-    let bad = |what: &str| -> Error { crate::store::DbError::convert(format!("column {what} holds an unknown value")).into() };
+    let bad = |what: &str| -> Error {
+        crate::store::DbError::convert(format!("column {what} holds an unknown value")).into()
+    };
     let env: String = r.get(5)?;
     let access: String = r.get(7)?;
     let hosts: Option<String> = r.get(14)?;
@@ -167,10 +169,12 @@ impl Vault {
         rk.check(&tx, Table::Credentials, "id = ?1", [&cred_id])?;
         // A grant being replaced may be suspended: replacing it re-enables it.
         let suspended: Option<(String, i64, Option<String>)> = tx
-            .query_row("SELECT id, suspended_at, suspended_reason FROM grants \
-                 WHERE skill = ?1 AND alias = ?2 AND environment = ?3 AND owner = ?4 AND suspended_at IS NOT NULL", params![g.skill, alias, r.environment.as_str(), r.owner], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
+            .query_row(
+                "SELECT id, suspended_at, suspended_reason FROM grants \
+                 WHERE skill = ?1 AND alias = ?2 AND environment = ?3 AND owner = ?4 AND suspended_at IS NOT NULL",
+                params![g.skill, alias, r.environment.as_str(), r.owner],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
             .optional()?;
         let id = format!("grant_{}", crate::crypto::random_hex(8)?);
         let hosts = g.hosts.as_ref().map(|h| serde_json::to_string(h).expect("strings serialize"));
@@ -233,10 +237,11 @@ impl Vault {
                 },
             )?;
         }
-        let info = tx
-            .query_row(&format!(
-                "SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE g.id = ?1"
-            ), [&id], read_grant)?;
+        let info = tx.query_row(
+            &format!("SELECT {GRANT_COLS} FROM grants g JOIN credentials c ON c.id = g.credential_id WHERE g.id = ?1"),
+            [&id],
+            read_grant,
+        )?;
         tx.commit_audited()?;
         Ok(info)
     }
@@ -247,8 +252,12 @@ impl Vault {
         let inner = self.lock();
         let tx = inner.conn.begin()?;
         let found: Option<(String, String, String)> = tx
-            .query_row("SELECT g.id, g.credential_id, c.name FROM grants g JOIN credentials c ON c.id = g.credential_id \
-                 WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4", params![skill, alias, environment.as_str(), owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(
+                "SELECT g.id, g.credential_id, c.name FROM grants g JOIN credentials c ON c.id = g.credential_id \
+                 WHERE g.skill = ?1 AND g.alias = ?2 AND g.environment = ?3 AND g.owner = ?4",
+                params![skill, alias, environment.as_str(), owner],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()?;
         let Some((grant_id, cred_id, cred_name)) = found else {
             return Err(Error::GrantNotFound {
@@ -385,7 +394,10 @@ impl Vault {
     ) -> Result<()> {
         let rk = self.records();
         rk.check(tx, Table::Grants, "id = ?1", [&g.id])?;
-        tx.execute("UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1", params![g.id, now, reason])?;
+        tx.execute(
+            "UPDATE grants SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1",
+            params![g.id, now, reason],
+        )?;
         rk.seal(tx, Table::Grants, "id = ?1", [&g.id])?;
         let mut full = serde_json::json!({ "grant_id": g.id, "alias": g.alias, "reason": reason });
         if let serde_json::Value::Object(extra) = detail {
@@ -510,7 +522,10 @@ impl Vault {
                 (|| {
                     if pins.digest {
                         check_digest(&access.skill_digest)?;
-                        tx.execute("UPDATE grants SET skill_digest = ?2 WHERE id = ?1", params![g.id, access.skill_digest])?;
+                        tx.execute(
+                            "UPDATE grants SET skill_digest = ?2 WHERE id = ?1",
+                            params![g.id, access.skill_digest],
+                        )?;
                         g.skill_digest = Some(access.skill_digest.clone());
                     }
                     if pins.policy

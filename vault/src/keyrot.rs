@@ -76,9 +76,8 @@ impl Vault {
                 hint: " (the master key was changed by another process since this vault was opened; open it again)"
                     .into(),
             })?;
-        let keks: Vec<(String, Vec<u8>)> = {
-            tx.query_map("SELECT id, wrapped FROM keys ORDER BY id", params![], |r| Ok((r.get(0)?, r.get(1)?)))?
-        };
+        let keks: Vec<(String, Vec<u8>)> =
+            { tx.query_map("SELECT id, wrapped FROM keys ORDER BY id", params![], |r| Ok((r.get(0)?, r.get(1)?)))? };
         for (i, (id, wrapped)) in keks.iter().enumerate() {
             let kek = crypto::open(&old_wrap, &kek_ad(&self.vault_id, id), wrapped)
                 .and_then(|b| Key32::from_slice(&b))

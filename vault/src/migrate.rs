@@ -130,7 +130,16 @@ impl Vault {
         schema::migrate(&dest)?;
 
         let detail = serde_json::json!({ "to": target.display(), "backend": target.backend().as_str() }).to_string();
-        self.audit(&source, &NewRow { action: AuditAction::Migrate.as_str(), actor, detail: Some(&detail), success: true, ..Default::default() })?;
+        self.audit(
+            &source,
+            &NewRow {
+                action: AuditAction::Migrate.as_str(),
+                actor,
+                detail: Some(&detail),
+                success: true,
+                ..Default::default()
+            },
+        )?;
 
         let mut rows = BTreeMap::new();
         for (table, columns, key) in TABLES {
@@ -139,7 +148,9 @@ impl Vault {
         }
         let after = self.verify_on(&dest, None)?;
         if let Some(p) = after.problem {
-            return Err(Error::Corrupt { what: format!("the copy in {target} (its audit chain does not verify: {})", p.message) });
+            return Err(Error::Corrupt {
+                what: format!("the copy in {target} (its audit chain does not verify: {})", p.message),
+            });
         }
         dest.commit()?;
         source.commit_audited()?;

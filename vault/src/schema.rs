@@ -314,8 +314,7 @@ pub(crate) fn migrate(tx: &dyn Sql) -> Result<()> {
             }
         }
         Backend::Postgres => {
-            let empty: bool =
-                tx.query_row("SELECT to_regclass('skillbox_schema') IS NULL", params![], |r| r.get(0))?;
+            let empty: bool = tx.query_row("SELECT to_regclass('skillbox_schema') IS NULL", params![], |r| r.get(0))?;
             let v: i64 =
                 if empty { 0 } else { tx.query_row("SELECT version FROM skillbox_schema", params![], |r| r.get(0))? };
             check(v)?;

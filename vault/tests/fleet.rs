@@ -128,7 +128,10 @@ fn four_hosts_resolving_and_granting_at_once_keep_one_chain() {
     for out in &outputs {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "a host failed: {:?}\n{stderr}", out.status);
-        assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.ends_with("done")), "a host did not finish\n{stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| l.ends_with("done")),
+            "a host did not finish\n{stderr}"
+        );
     }
     let report = v.audit_verify().unwrap();
     assert!(report.is_ok(), "{:?}", report.problem);

@@ -1214,8 +1214,10 @@ fn audit_verify_detects_an_inserted_row(kind: Kind) {
     // Appending a forged row at the end is caught as well.
     let db = TestStore::new(kind);
     let v = audited_vault(&db);
-    db.exec("INSERT INTO audit SELECT 5, ts, action, actor, skill, credential_id, credential_name, environment, owner, \
-             purpose, detail, success, error, prev_hash, mac FROM audit WHERE id = 4");
+    db.exec(
+        "INSERT INTO audit SELECT 5, ts, action, actor, skill, credential_id, credential_name, environment, owner, \
+             purpose, detail, success, error, prev_hash, mac FROM audit WHERE id = 4",
+    );
     let p = v.audit_verify().unwrap().problem.unwrap();
     assert_eq!((p.kind, p.row), (TamperKind::Inserted, 5), "{}", p.message);
 }
@@ -1668,7 +1670,10 @@ fn a_version_3_vault_keeps_its_record_macs_when_the_policy_column_is_added() {
         .unwrap();
 
     let v = Vault::open(&db, &key(KEY_A)).unwrap();
-    assert_eq!(raw(&db).query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), skillbox_vault::SCHEMA_VERSION);
+    assert_eq!(
+        raw(&db).query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(),
+        skillbox_vault::SCHEMA_VERSION
+    );
     assert!(v.audit_verify().unwrap().is_ok(), "rows sealed at schema 3 still check");
     v.resolve(&with_policy(access("triage", "gh"), POLICY)).unwrap();
     assert_eq!(v.grants(&GrantFilter::default()).unwrap()[0].policy.as_deref(), Some(POLICY));

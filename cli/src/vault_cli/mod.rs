@@ -20,10 +20,9 @@ use clap::{Args, Subcommand};
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use skillbox_vault::{
-    Location,
     AccessLevel, ApiKeyInfo, AuditAction, AuditQuery, CredentialKind, CredentialRef, Environment, GrantFilter,
-    GrantStatus, InitOptions, ListFilter, MasterKeySource, NewApiKey, NewCredential, NewGrant, ResponseMode, Status,
-    Vault,
+    GrantStatus, InitOptions, ListFilter, Location, MasterKeySource, NewApiKey, NewCredential, NewGrant, ResponseMode,
+    Status, Vault,
 };
 
 use crate::GlobalOpts;

@@ -34,7 +34,11 @@ const POOL_SIZE: usize = 4;
 const SCHEMA_LOCK: i64 = 0x736b_696c_6c62_6f78; // "skillbox"
 
 impl ToSql for Value {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self {
             Value::Null => Ok(IsNull::Yes),
             Value::Int(n) => match *ty {
@@ -231,7 +235,9 @@ impl PgStore {
         let display = redact(url);
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| Error::InvalidInput {
             what: "store URL",
-            reason: format!("{display} is not a valid PostgreSQL URL ({e}); expected postgres://USER@HOST[:PORT]/DATABASE"),
+            reason: format!(
+                "{display} is not a valid PostgreSQL URL ({e}); expected postgres://USER@HOST[:PORT]/DATABASE"
+            ),
         })?;
         config.application_name("skillbox-vault").connect_timeout(CONNECT_TIMEOUT);
         // The password may come from the environment, so it need not be in a URL or on a
@@ -269,8 +275,7 @@ impl PgStore {
         let handle = runtime.handle().clone();
         let (tx, changes) = tokio::sync::watch::channel(0);
         let listener = std::sync::Mutex::new(Some(Listener { config: config.clone(), tls: tls.clone(), tx }));
-        let manager =
-            Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = {
             let _enter = handle.enter();
             Pool::builder(manager)
@@ -342,7 +347,9 @@ impl PgStore {
                 let rows = c.query(&stmt, &refs).await?;
                 let mut out = Rows::default();
                 for row in rows {
-                    out.rows.push((0..row.len()).map(|i| row.try_get::<_, Value>(i)).collect::<std::result::Result<_, _>>()?);
+                    out.rows.push(
+                        (0..row.len()).map(|i| row.try_get::<_, Value>(i)).collect::<std::result::Result<_, _>>()?,
+                    );
                 }
                 Ok(out)
             })

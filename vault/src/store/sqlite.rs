@@ -29,9 +29,9 @@ fn value(v: ValueRef<'_>) -> Result<Value> {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(n) => Value::Int(n),
         ValueRef::Real(_) => return Err(DbError::convert("a floating-point value".into()).into()),
-        ValueRef::Text(t) => Value::Text(
-            String::from_utf8(t.to_vec()).map_err(|_| DbError::convert("text that is not UTF-8".into()))?,
-        ),
+        ValueRef::Text(t) => {
+            Value::Text(String::from_utf8(t.to_vec()).map_err(|_| DbError::convert("text that is not UTF-8".into()))?)
+        }
         ValueRef::Blob(b) => Value::Blob(b.to_vec()),
     })
 }
