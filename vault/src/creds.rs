@@ -90,18 +90,17 @@ fn check_text(what: &'static str, s: &str) -> Result<()> {
 
 /// The id of the credential `r` names, if it exists.
 pub(crate) fn credential_id(conn: &dyn Sql, r: &CredentialRef) -> Result<Option<String>> {
-    Ok(conn
-        .query_row(
-            "SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3",
-            params![r.owner, r.environment.as_str(), r.name],
-            |row| row.get(0),
-        )
-        .optional()?)
+    conn.query_row(
+        "SELECT id FROM credentials WHERE owner = ?1 AND environment = ?2 AND name = ?3",
+        params![r.owner, r.environment.as_str(), r.name],
+        |row| row.get(0),
+    )
+    .optional()
 }
 
 /// The name of the credential with id `id`, if it exists.
 pub(crate) fn credential_name(conn: &dyn Sql, id: &str) -> Result<Option<String>> {
-    Ok(conn.query_row("SELECT name FROM credentials WHERE id = ?1", [id], |row| row.get(0)).optional()?)
+    conn.query_row("SELECT name FROM credentials WHERE id = ?1", [id], |row| row.get(0)).optional()
 }
 
 /// Appends ` AND col = ?N` to `sql` for every filter that is set, and returns

@@ -240,7 +240,8 @@ impl Backend {
 /// the wrong type. Never carries a parameter value.
 #[derive(Debug)]
 pub struct DbError {
-    kind: DbErrorKind,
+    /// Boxed: the engines' errors are large, and every `Result` of the crate carries this.
+    kind: Box<DbErrorKind>,
 }
 
 #[derive(Debug)]
@@ -255,20 +256,20 @@ enum DbErrorKind {
 
 impl DbError {
     pub(crate) fn convert(what: String) -> DbError {
-        DbError { kind: DbErrorKind::Convert(what) }
+        DbError { kind: Box::new(DbErrorKind::Convert(what)) }
     }
 
     pub(crate) fn unavailable(what: String) -> DbError {
-        DbError { kind: DbErrorKind::Unavailable(what) }
+        DbError { kind: Box::new(DbErrorKind::Unavailable(what)) }
     }
 
     pub(crate) fn no_rows() -> DbError {
-        DbError { kind: DbErrorKind::NoRows }
+        DbError { kind: Box::new(DbErrorKind::NoRows) }
     }
 
     /// True when the store could not be reached at all (as opposed to refusing a statement).
     pub fn is_unavailable(&self) -> bool {
-        match &self.kind {
+        match &*self.kind {
             DbErrorKind::Unavailable(_) => true,
             DbErrorKind::Postgres(e) => e.is_closed() || e.code().is_none(),
             _ => false,
@@ -277,12 +278,12 @@ impl DbError {
 
     /// True when a statement returned no row where one was required.
     pub(crate) fn is_no_rows(&self) -> bool {
-        matches!(self.kind, DbErrorKind::NoRows | DbErrorKind::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        matches!(*self.kind, DbErrorKind::NoRows | DbErrorKind::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
     /// The SQLite error, if this is one (tests of SQLite-specific failures).
     pub fn sqlite(&self) -> Option<&rusqlite::Error> {
-        match &self.kind {
+        match &*self.kind {
             DbErrorKind::Sqlite(e) => Some(e),
             _ => None,
         }
@@ -290,7 +291,7 @@ impl DbError {
 
     /// The SQLSTATE code PostgreSQL reported, if any.
     pub fn sqlstate(&self) -> Option<&str> {
-        match &self.kind {
+        match &*self.kind {
             DbErrorKind::Postgres(e) => e.code().map(|c| c.code()),
             _ => None,
         }
@@ -299,7 +300,7 @@ impl DbError {
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &*self.kind {
             DbErrorKind::Sqlite(e) => write!(f, "{e}"),
             DbErrorKind::Postgres(e) => match e.as_db_error() {
                 Some(db) => write!(f, "PostgreSQL: {} ({})", db.message(), db.code().code()),
@@ -314,7 +315,7 @@ impl fmt::Display for DbError {
 
 impl std::error::Error for DbError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &*self.kind {
             DbErrorKind::Sqlite(e) => Some(e),
             DbErrorKind::Postgres(e) => Some(e),
             _ => None,
@@ -324,13 +325,13 @@ impl std::error::Error for DbError {
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
-        DbError { kind: DbErrorKind::Sqlite(e) }
+        DbError { kind: Box::new(DbErrorKind::Sqlite(e)) }
     }
 }
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
-        DbError { kind: DbErrorKind::Postgres(e) }
+        DbError { kind: Box::new(DbErrorKind::Postgres(e)) }
     }
 }
 
