@@ -179,9 +179,11 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         command.env("PATH", path);
     }
     // The build command is the skill author's: it gets none of skillbox's own settings
-    // (SKILLBOX_MASTER_KEY, SKILLBOX_PASSPHRASE, SKILLBOX_VAULT, ...).
+    // (SKILLBOX_MASTER_KEY, SKILLBOX_PASSPHRASE, SKILLBOX_VAULT, ...). Nor the user's
+    // CARGO_TARGET_DIR: `skill.component` names a path below the skill's directory, and a
+    // target directory elsewhere would leave the component there instead.
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SKILLBOX_") {
+        if name.to_string_lossy().starts_with("SKILLBOX_") || name == "CARGO_TARGET_DIR" {
             command.env_remove(&name);
         }
     }

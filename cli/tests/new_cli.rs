@@ -66,7 +66,13 @@ fn new_build_run(lang: &str, expect_wasm: &str, prepare: impl FnOnce(&Path)) {
     prepare(&dir);
 
     let started = Instant::now();
-    let out = skillbox(cwd, cache.path()).args(["build", "demo-skill"]).output().unwrap();
+    // A user's own CARGO_TARGET_DIR does not send the component elsewhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = skillbox(cwd, cache.path())
+        .args(["build", "demo-skill"])
+        .env("CARGO_TARGET_DIR", elsewhere.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", show(&out));
     eprintln!("{lang}: skillbox build took {:.1?}", started.elapsed());
     assert!(dir.join(expect_wasm).is_file(), "no {expect_wasm}: {}", show(&out));
