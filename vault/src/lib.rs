@@ -303,9 +303,7 @@ impl Vault {
 
         {
             let tx = store.begin_schema()?;
-            if location.backend() == Backend::Postgres
-                && !tx.query_row("SELECT to_regclass('skillbox_schema') IS NULL", params![], |r| r.get::<bool>(0))?
-            {
+            if location.backend() == Backend::Postgres && schema::postgres_version(&tx)? != 0 {
                 // Another host initialised it while this one connected.
                 return Err(Error::AlreadyExists { location: location.display() });
             }

@@ -120,11 +120,7 @@ impl Vault {
         let inner = self.lock();
         let source = inner.conn.begin()?;
         let dest = store.begin_schema()?;
-        if target.backend() == crate::Backend::Postgres
-            && !dest.query_row("SELECT to_regclass('skillbox_schema') IS NULL", crate::store::params![], |r| {
-                r.get::<bool>(0)
-            })?
-        {
+        if target.backend() == crate::Backend::Postgres && schema::postgres_version(&dest)? != 0 {
             return Err(Error::AlreadyExists { location: target.display() });
         }
         schema::migrate(&dest)?;

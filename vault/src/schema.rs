@@ -314,9 +314,7 @@ pub(crate) fn migrate(tx: &dyn Sql) -> Result<()> {
             }
         }
         Backend::Postgres => {
-            let empty: bool = tx.query_row("SELECT to_regclass('skillbox_schema') IS NULL", params![], |r| r.get(0))?;
-            let v: i64 =
-                if empty { 0 } else { tx.query_row("SELECT version FROM skillbox_schema", params![], |r| r.get(0))? };
+            let v = postgres_version(tx)?;
             check(v)?;
             for (version, sql) in POSTGRES.iter().filter(|(version, _)| *version > v) {
                 tx.execute_batch(sql)?;
@@ -325,6 +323,13 @@ pub(crate) fn migrate(tx: &dyn Sql) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The schema version a PostgreSQL store holds: 0 while it holds no vault (no
+/// `skillbox_schema` table; a vault's tables and its version are created in one transaction).
+pub(crate) fn postgres_version(conn: &dyn Sql) -> Result<i64> {
+    let empty: bool = conn.query_row("SELECT to_regclass('skillbox_schema') IS NULL", params![], |r| r.get(0))?;
+    if empty { Ok(0) } else { conn.query_row("SELECT version FROM skillbox_schema", params![], |r| r.get(0)) }
 }
 
 fn check(v: i64) -> Result<()> {

@@ -373,8 +373,7 @@ impl PgStore {
 
     /// Whether the database holds no vault yet (no `skillbox_schema` table).
     pub(crate) fn is_empty(&self) -> Result<bool> {
-        let rows = self.query_values("SELECT to_regclass('skillbox_schema') IS NULL", &[])?;
-        Ok(rows.iter().next().map(|r| r.get::<bool>(0)).transpose()?.unwrap_or(true))
+        Ok(crate::schema::postgres_version(self)? == 0)
     }
 }
 
@@ -455,11 +454,7 @@ impl Store for PgStore {
     }
 
     fn schema_version(&self) -> Result<i64> {
-        if self.is_empty()? {
-            return Ok(0);
-        }
-        let rows = self.query_values("SELECT version FROM skillbox_schema", &[])?;
-        Ok(rows.iter().next().map(|r| r.get::<i64>(0)).transpose()?.unwrap_or(0))
+        crate::schema::postgres_version(self)
     }
 
     fn facts(&self) -> StoreFacts {
